@@ -1,0 +1,375 @@
+/*
+ * loopsvc: periodic maintenance services for multithreaded POSIX servers.
+ *
+ * A service is a run_once() callback and an interval. Each service runs on
+ * its own pthread; its runs are due at absolute CLOCK_MONOTONIC times, so
+ * the schedule neither drifts nor bursts. A group of services shares one
+ * signal thread that sigwait()s for SIGINT and SIGTERM and stops them all.
+ *
+ * Conventions, for every function below unless it says otherwise:
+ *  - It returns 0 on success or a positive errno value, as pthread_*() do.
+ *    NULL or otherwise invalid arguments give EINVAL, never a crash.
+ *  - It may be called from any thread, including a service's own run_once().
+ *  - Times are seconds as double at this edge: finite, and for intervals
+ *    greater than 0 and at most LSVC_MAX_SECONDS.
+ *  - The library writes nothing except through the logger (lsvc_set_logger),
+ *    installs no signal handler and never exits the process.
+ */
+#ifndef LOOPSVC_H
+#define LOOPSVC_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks the exported functions; the library hides every other symbol. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LSVC_API __attribute__((visibility("default")))
+#else
+#define LSVC_API
+#endif
+
+#define LSVC_VERSION_MAJOR 0
+#define LSVC_VERSION_MINOR 1
+#define LSVC_VERSION_PATCH 0
+
+/* The longest interval, initial delay or wait accepted: 365 days. */
+#define LSVC_MAX_SECONDS (365.0 * 24 * 3600)
+
+/* The interval of a class that sets none, as in the seed's LoopService. */
+#define LSVC_DEFAULT_LOOP_SECONDS 60.0
+
+/* Stack size of a service thread when lsvc_options.stack_size is 0. */
+#define LSVC_DEFAULT_STACK_SIZE (256u * 1024u)
+
+typedef struct lsvc lsvc;             /* one service */
+typedef struct lsvc_group lsvc_group; /* services that stop together */
+
+/*
+ * What a service does. Usually a static const object shared by every
+ * service of that kind; the library keeps a pointer to it, so it must
+ * outlive the services created from it.
+ */
+typedef struct lsvc_class {
+    /* Required, non-empty. Used in log lines ("loopsvc.<name in lower
+     * case>") and as the thread name, cut to 15 bytes. Copied at create. */
+    const char *name;
+    /* Interval between scheduled starts, in seconds; 0 means
+     * LSVC_DEFAULT_LOOP_SECONDS. lsvc_options.loop_seconds overrides it. */
+    double loop_seconds;
+    /* Required. One run of the service, on the service thread. A nonzero
+     * return marks the run as failed: it is logged at ERROR and counted in
+     * lsvc_stats.errors, and the loop goes on. */
+    int (*run_once)(lsvc *svc, void *arg);
+    /* Optional. Runs on the service thread once per start, before the
+     * first run. A nonzero return is logged at ERROR and counted in
+     * lsvc_stats.errors; then no run happens, on_stop does not run, and the
+     * thread ends (lsvc_join reaps it as usual). */
+    int (*on_start)(lsvc *svc, void *arg);
+    /* Optional. Runs on the service thread once per start whose on_start
+     * succeeded, after the last run, also when the service was stopped
+     * before its first run. */
+    void (*on_stop)(lsvc *svc, void *arg);
+} lsvc_class;
+
+/*
+ * What happens when a run ends after the next one was due.
+ * Timeline for an interval of 10 with runs due at 0, 10, 20, ... and a run
+ * that starts at 10 and takes 25 (it ends at 35):
+ *
+ *   LSVC_MISSED_DELAY  next run at 35, then 45, 55, ...  The grid moves:
+ *                      next = max(scheduled_start + interval, now). The
+ *                      seed's rule; no burst, no drift while runs keep time.
+ *   LSVC_MISSED_SKIP   next run at 40, then 50, 60, ...  The grid stays;
+ *                      the points already past (20, 30) are skipped and
+ *                      counted in lsvc_stats.missed.
+ *   LSVC_MISSED_BURST  runs at 35 (for 20), 35 (for 30), 40, 50, ...  The
+ *                      grid stays; missed points run back to back until
+ *                      the service has caught up.
+ */
+typedef enum lsvc_missed {
+    LSVC_MISSED_DELAY = 0,
+    LSVC_MISSED_SKIP,
+    LSVC_MISSED_BURST,
+} lsvc_missed;
+
+/*
+ * Per-service options. Zero-initialise it and set what you need: every
+ * zero field means the default. Copied at create.
+ */
+typedef struct lsvc_options {
+    /* Interval in seconds; 0 = the class's. */
+    double loop_seconds;
+    /* Seconds from the start of the thread (after on_start) to the first
+     * run; 0 = run at once. At most LSVC_MAX_SECONDS. */
+    double initial_delay;
+    /* See lsvc_missed; 0 = LSVC_MISSED_DELAY. */
+    lsvc_missed missed;
+    /* false: sleep on a condition variable, so that a stop wakes a
+     * sleeping service at once. true: sleep with clock_nanosleep() to the
+     * absolute due time, as cyclictest does, in steps of at most 100 ms;
+     * a stop then takes effect within 100 ms. */
+    bool precise;
+    /* Thread stack size in bytes; 0 = LSVC_DEFAULT_STACK_SIZE. Must be at
+     * least PTHREAD_STACK_MIN. */
+    size_t stack_size;
+    /* 0 = inherit the creating thread's scheduling. 1..99 (the range
+     * sched_get_priority_min/max give): real-time priority under
+     * sched_policy. lsvc_start fails with EPERM when not permitted. */
+    int sched_priority;
+    /* SCHED_FIFO (also when 0) or SCHED_RR; read only when
+     * sched_priority > 0. */
+    int sched_policy;
+    /* Bit n pins the thread to CPU n; 0 = no pinning. Needs
+     * pthread_attr_setaffinity_np: ENOTSUP at create where it is missing. */
+    uint64_t cpu_mask;
+    /* Timer slack of the thread in ns (Linux PR_SET_TIMERSLACK): how late
+     * the kernel may wake it to batch wake-ups. 0 = automatic:
+     * interval / 10000 (0.01 %), at least 1 ns and at most the slack the
+     * thread inherits (50 us by default). Ignored where unsupported. */
+    long timer_slack_ns;
+} lsvc_options;
+
+/* A consistent snapshot of a service's counters, across all its starts. */
+typedef struct lsvc_stats {
+    uint64_t loops;          /* runs completed */
+    uint64_t errors;         /* runs (and on_start calls) that returned nonzero */
+    uint64_t overruns;       /* runs that took longer than the interval */
+    uint64_t missed;         /* due points skipped by LSVC_MISSED_SKIP */
+    int64_t last_run_ns;     /* duration of the last run */
+    int64_t max_run_ns;      /* longest run */
+    int64_t last_lateness_ns; /* last run's actual start minus its scheduled start */
+    int64_t max_lateness_ns;  /* largest such lateness */
+    bool running;            /* the service thread is alive (lsvc_is_running) */
+} lsvc_stats;
+
+/* --- Services ----------------------------------------------------------- */
+
+/*
+ * Creates a stopped service of class cls, passing arg to its callbacks.
+ * opts may be NULL for the defaults. On success *out holds the service;
+ * on failure *out is left untouched and nothing is allocated.
+ * Returns EINVAL (out, cls or cls->run_once NULL; name NULL or empty; an
+ * interval that is NaN, infinite, negative or above LSVC_MAX_SECONDS, in
+ * the class or the options; an initial delay out of that range; an unknown
+ * missed policy; a stack below PTHREAD_STACK_MIN; a priority out of the
+ * policy's range or an unknown policy; a negative slack), ENOTSUP (cpu_mask
+ * on a platform without affinity) or ENOMEM.
+ */
+LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
+                const lsvc_options *opts);
+
+/*
+ * Starts the service on a new thread: on_start, then runs until stopped,
+ * or exactly `loops` runs when loops > 0, after which the thread ends by
+ * itself (reap it with lsvc_join). The thread blocks every asynchronous
+ * signal and is named after the service. The first run is due at once,
+ * or after the initial delay. A service that ended or was stopped can be
+ * started again; its stats go on counting. A thread that ended but was not
+ * yet joined is reaped here first.
+ * Returns EINVAL, EBUSY (its thread is still running), EPERM (the real-time
+ * priority is not permitted) or EAGAIN/ENOMEM (no thread could be made). On
+ * failure no thread is left behind and the service can be started again.
+ */
+LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
+
+/*
+ * Stops the service, in the steps kthread_stop() names: set "should stop",
+ * wake the thread (a sleeping service wakes at once; in precise mode
+ * within 100 ms), and with block, wait for it to end and reap it. A run in
+ * progress is never interrupted: the service finishes it, runs on_stop, and
+ * ends. The wait is bounded by one loop interval (the seed's bound), but
+ * never less than 100 ms; when it passes, a WARNING is logged, ETIMEDOUT is
+ * returned, and the service can still be joined later.
+ * Without block it requests the stop and returns 0 at once: the way a
+ * run_once ends its own service. Idempotent, safe from several threads at
+ * once, and 0 on a service that never started.
+ * Returns EINVAL, ETIMEDOUT, or EDEADLK when block is true and the caller
+ * is the service's own thread (the stop is still requested, and a WARNING
+ * logged).
+ */
+LSVC_API int lsvc_stop(lsvc *svc, bool block);
+
+/*
+ * lsvc_stop(svc, true) with a bound of `seconds` (0 to LSVC_MAX_SECONDS)
+ * in place of the loop interval; 0 only checks. Returns EINVAL, ETIMEDOUT
+ * (with a WARNING) or EDEADLK, as lsvc_stop does.
+ */
+LSVC_API int lsvc_stop_timeout(lsvc *svc, double seconds);
+
+/*
+ * Waits at most `seconds` (< 0: no bound) for the service's thread to end
+ * by itself or after a stop, then reaps it. 0 at once when no thread is
+ * there to reap. Returns EINVAL (NaN or above LSVC_MAX_SECONDS), ETIMEDOUT
+ * (the thread is still running; nothing changed) or EDEADLK (called from
+ * the service's own thread).
+ */
+LSVC_API int lsvc_join(lsvc *svc, double seconds);
+
+/*
+ * Frees the service, reaping its thread if it has ended. Returns EINVAL,
+ * or EBUSY when its thread is still running or it belongs to a group
+ * (destroy the group first). No other thread may use svc during or after
+ * the call.
+ */
+LSVC_API int lsvc_destroy(lsvc *svc);
+
+/* The service's name, or NULL for a NULL svc. Valid until lsvc_destroy. */
+LSVC_API const char *lsvc_name(const lsvc *svc);
+
+/* The effective interval in seconds, or 0 for a NULL svc. */
+LSVC_API double lsvc_loop_seconds(const lsvc *svc);
+
+/* Whether the service's thread is alive: started, and not yet past
+ * on_stop. false for a NULL svc. */
+LSVC_API bool lsvc_is_running(const lsvc *svc);
+
+/* Copies a consistent snapshot of the service's counters into *out.
+ * Returns EINVAL. */
+LSVC_API int lsvc_get_stats(const lsvc *svc, lsvc_stats *out);
+
+/*
+ * The scheduled start (CLOCK_MONOTONIC) of the run in progress, or of the
+ * last run when none is in progress: from run_once, now minus this is the
+ * run's wake-up lateness. Returns EINVAL, or EAGAIN when no run has started
+ * yet.
+ */
+LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
+
+/* --- Groups and signals ------------------------------------------------- */
+
+/*
+ * Creates an empty group that handles SIGINT and SIGTERM. On failure *out
+ * is untouched. Returns EINVAL or ENOMEM.
+ */
+LSVC_API int lsvc_group_create(lsvc_group **out);
+
+/*
+ * Adds a service to the group. A group does not own its services: it never
+ * destroys them. Returns EINVAL, EBUSY (the service is already in a group,
+ * this one included, or the group is started) or ENOMEM.
+ */
+LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
+
+/*
+ * Sets the signals the group's signal thread waits for; NULL or an empty
+ * set means none, and no signal thread (the seed's handle_signals=False).
+ * The default is SIGINT and SIGTERM. Returns EINVAL (the set holds SIGKILL,
+ * SIGSTOP or a signal raised by faults such as SIGSEGV) or EBUSY (started).
+ */
+LSVC_API int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set);
+
+/*
+ * Bounds how long lsvc_group_wait waits for each service once the group is
+ * stopping: `seconds` from the stop, or, with 0 (the default), each
+ * service's own lsvc_stop bound. Returns EINVAL or EBUSY (started).
+ */
+LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
+
+/*
+ * Starts the group without blocking: blocks the group's signals in the
+ * calling thread, starts the signal thread, then starts every service to
+ * run until stopped. The first signal logs "received SIGTERM: stopping N
+ * services" and stops the group (lsvc_group_stop); a second one logs which
+ * services are still running. A signal already pending stops the group at
+ * once.
+ *
+ * Signal rule: a signal is delivered to any thread that does not block it,
+ * so every thread of the process must block the group's signals, or one of
+ * them may take the signal with its default action (termination). Call
+ * lsvc_block_signals() first thing in main(), before any thread exists:
+ * threads inherit the mask.
+ *
+ * Returns EINVAL (g NULL, or the group is empty), EBUSY (already started, or
+ * a service is running), or what lsvc_start or pthread_create returned; on
+ * failure every service started is stopped again, the signal thread ended
+ * and the caller's mask restored.
+ */
+LSVC_API int lsvc_group_start(lsvc_group *g);
+
+/*
+ * Waits until every service of the started group has ended (by a signal,
+ * lsvc_group_stop, or on its own), reaps each, ends the signal thread, and,
+ * when called from the thread that started the group, restores that
+ * thread's signal mask. Once the group is stopping, each service is waited
+ * for at most its bound (lsvc_group_set_stop_timeout); one still running
+ * then is logged by name and left running, to be joined with lsvc_join.
+ * The group is then no longer started.
+ * Returns EINVAL (g NULL or not started), EBUSY (another thread is already
+ * waiting), EDEADLK (called from one of its services' threads) or ETIMEDOUT
+ * (a service did not end within its bound).
+ */
+LSVC_API int lsvc_group_wait(lsvc_group *g);
+
+/* lsvc_group_start, then lsvc_group_wait: the seed's run_multiple_services.
+ * Returns what they return. */
+LSVC_API int lsvc_group_run(lsvc_group *g);
+
+/*
+ * Requests a stop of every service of the group and returns at once; the
+ * waiting is lsvc_group_wait's. Safe from any thread, a run_once of the
+ * group included, and idempotent; 0 on a group that is not started.
+ * Returns EINVAL.
+ */
+LSVC_API int lsvc_group_stop(lsvc_group *g);
+
+/*
+ * Frees the group and releases its services, which are left as they are.
+ * Returns EINVAL, or EBUSY while the group is started.
+ */
+LSVC_API int lsvc_group_destroy(lsvc_group *g);
+
+/*
+ * Blocks SIGINT and SIGTERM in the calling thread. Call it first in main(),
+ * before any thread is created, so that every thread inherits the mask and
+ * only a group's signal thread takes these signals. Returns what
+ * pthread_sigmask returns.
+ */
+LSVC_API int lsvc_block_signals(void);
+
+/* --- Logging ------------------------------------------------------------ */
+
+enum {
+    LSVC_LOG_DEBUG = 10,
+    LSVC_LOG_INFO = 20,
+    LSVC_LOG_WARNING = 30,
+    LSVC_LOG_ERROR = 40,
+};
+
+/*
+ * A log sink. logger is "loopsvc" or "loopsvc.<service name in lower
+ * case>"; message is one complete sentence with no newline. Called from
+ * any library or service thread, never with a library lock held; it must
+ * be thread-safe.
+ */
+typedef void (*lsvc_log_fn)(int level, const char *logger,
+                            const char *message, void *ctx);
+
+/*
+ * Sends every later message to fn(level, logger, message, ctx); NULL
+ * restores the default sink, which writes each message to stderr as one
+ * line with a single write():
+ *   2026-11-27 17:19:25.123 | WARNING | loopsvc.cachepruner - <message>
+ * A message being logged at the time of the call may still reach the
+ * previous sink.
+ */
+LSVC_API void lsvc_set_logger(lsvc_log_fn fn, void *ctx);
+
+/*
+ * Drops messages below `level`. The default is LSVC_LOG_INFO, or the
+ * environment's LOOPSVC_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR, in any
+ * case) when it is set; this call overrides both.
+ */
+LSVC_API void lsvc_set_log_level(int level);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOPSVC_H */

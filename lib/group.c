@@ -1,0 +1,420 @@
+/*
+ * Groups: services that start and stop together, and the one signal
+ * thread per group that turns SIGINT/SIGTERM into a group stop.
+ *
+ * The signal thread waits in sigwait(), so no handler is installed and no
+ * async-signal-safety rules apply to what it does. It only requests stops;
+ * the bounded waiting is lsvc_group_wait's, so the signal thread stays free
+ * to take a second signal while the group is stopping.
+ *
+ * Lock order: a group's lock, then a service's. No service code takes a
+ * group's lock.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lsvc_group {
+    /* Protects every field below. The service list, the signal set and
+     * the stop timeout change only while the group is idle, so the
+     * group's own threads read them without the lock while it is not. */
+    pthread_mutex_t lock;
+    lsvc **svcs;
+    size_t count, cap;
+    sigset_t signals;
+    int wake_signal;          /* a member of `signals`; 0 = handle none */
+    int64_t stop_timeout_ns;  /* 0 = each service's lsvc_stop bound */
+
+    enum { GROUP_IDLE, GROUP_STARTING, GROUP_STARTED } state;
+    bool stopping, waiting;
+    int64_t stop_at_ns;       /* when the stop began */
+    bool quit;                /* tells the signal thread to end */
+    bool has_signal_thread;
+    pthread_t signal_thread;
+    pthread_t starter;        /* the thread whose mask start changed */
+    sigset_t unblock_at_end;  /* what start blocked in it that was not blocked */
+};
+
+/* Signals that a fault raises in the faulting thread: never waited for. */
+static bool is_fault_signal(int sig)
+{
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+           sig == SIGTRAP || sig == SIGSYS || sig == SIGABRT;
+}
+
+#ifdef SIGRTMAX
+#define LSVC_SIG_LAST SIGRTMAX
+#else
+#define LSVC_SIG_LAST 64
+#endif
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return "a signal";
+    }
+}
+
+int lsvc_group_create(lsvc_group **out)
+{
+    lsvc_group *g;
+    int rc;
+
+    if (out == NULL)
+        return EINVAL;
+    g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return ENOMEM;
+    rc = pthread_mutex_init(&g->lock, NULL);
+    if (rc != 0) {
+        free(g);
+        return rc;
+    }
+    sigemptyset(&g->signals);
+    sigaddset(&g->signals, SIGINT);
+    sigaddset(&g->signals, SIGTERM);
+    g->wake_signal = SIGTERM;
+    *out = g;
+    return 0;
+}
+
+int lsvc_group_add(lsvc_group *g, lsvc *svc)
+{
+    int rc = 0;
+
+    if (g == NULL || svc == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    pthread_mutex_lock(&svc->lock);
+    if (g->state != GROUP_IDLE || svc->group != NULL) {
+        rc = EBUSY;
+    } else if (g->count == g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 8;
+        lsvc **svcs = realloc(g->svcs, cap * sizeof *svcs);
+        if (svcs == NULL) {
+            rc = ENOMEM;
+        } else {
+            g->svcs = svcs;
+            g->cap = cap;
+        }
+    }
+    if (rc == 0) {
+        g->svcs[g->count++] = svc;
+        svc->group = g;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
+{
+    int wake = 0;
+
+    if (g == NULL)
+        return EINVAL;
+    if (set != NULL) {
+        for (int sig = LSVC_SIG_LAST; sig >= 1; sig--) {
+            if (sigismember(set, sig) != 1)
+                continue;
+            if (sig == SIGKILL || sig == SIGSTOP || is_fault_signal(sig))
+                return EINVAL;
+            wake = sig;
+        }
+    }
+    pthread_mutex_lock(&g->lock);
+    if (g->state != GROUP_IDLE) {
+        pthread_mutex_unlock(&g->lock);
+        return EBUSY;
+    }
+    if (set != NULL)
+        g->signals = *set;
+    else
+        sigemptyset(&g->signals);
+    g->wake_signal = wake;
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
+int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
+{
+    int64_t ns;
+    int rc = 0;
+
+    if (g == NULL || lsvc__seconds_to_ns(seconds, true, &ns) != 0)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->state != GROUP_IDLE)
+        rc = EBUSY;
+    else
+        g->stop_timeout_ns = ns;
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+static int64_t stop_bound_ns(const lsvc_group *g, const lsvc *svc)
+{
+    return g->stop_timeout_ns ? g->stop_timeout_ns : lsvc__stop_bound_ns(svc);
+}
+
+int lsvc_group_stop(lsvc_group *g)
+{
+    int64_t stop_at;
+
+    if (g == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->state == GROUP_IDLE || g->stopping) {
+        pthread_mutex_unlock(&g->lock);
+        return 0;
+    }
+    g->stopping = true;
+    g->stop_at_ns = stop_at = lsvc__now_ns();
+    pthread_mutex_unlock(&g->lock);
+
+    /* Request every stop before any wait, so all services wind down at
+     * once and the slowest bounds the whole. */
+    for (size_t i = 0; i < g->count; i++)
+        lsvc__request_stop(g->svcs[i],
+                           lsvc__add_ns(stop_at, stop_bound_ns(g, g->svcs[i])));
+    return 0;
+}
+
+static void log_still_running(lsvc_group *g, int sig)
+{
+    char names[512] = "";
+    size_t len = 0;
+
+    for (size_t i = 0; i < g->count && len < sizeof names; i++) {
+        if (!lsvc_is_running(g->svcs[i]))
+            continue;
+        int n = snprintf(names + len, sizeof names - len, "%s%s",
+                         len ? ", " : "", g->svcs[i]->name);
+        len += n > 0 ? (size_t)n : 0;
+    }
+    if (len == 0)
+        lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+                  "received %s while stopping; no service is still running.",
+                  signal_name(sig));
+    else
+        lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+                  "received %s while stopping; still running: %s.",
+                  signal_name(sig), names);
+}
+
+static void *signal_main(void *arg)
+{
+    lsvc_group *g = arg;
+
+    lsvc__thread_name("lsvc-signals");
+    for (;;) {
+        int sig;
+
+        if (sigwait(&g->signals, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&g->lock);
+        bool quit = g->quit;
+        bool first = !g->stopping;
+        pthread_mutex_unlock(&g->lock);
+        if (quit)
+            return NULL;
+        if (first) {
+            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu services",
+                      signal_name(sig), g->count);
+            lsvc_group_stop(g);
+        } else {
+            log_still_running(g, sig);
+        }
+    }
+}
+
+/* Waits for every service (each within its stop bound once the group is
+ * stopping), ends the signal thread and gives the starter its mask back. */
+static int finish(lsvc_group *g)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->svcs[i];
+
+        if (lsvc__wait_and_reap(svc, LSVC_FOREVER, true) != ETIMEDOUT)
+            continue;
+        rc = ETIMEDOUT;
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "%s did not stop within %g seconds of the group's stop. It is "
+                  "left running; join it later with lsvc_join().",
+                  svc->name, (double)stop_bound_ns(g, svc) / 1e9);
+    }
+    if (g->has_signal_thread) {
+        pthread_mutex_lock(&g->lock);
+        g->quit = true;
+        pthread_mutex_unlock(&g->lock);
+        /* Directed at the thread, so it is taken before any pending
+         * process-wide signal, which stays pending for whoever is next. */
+        pthread_kill(g->signal_thread, g->wake_signal);
+        pthread_join(g->signal_thread, NULL);
+        g->has_signal_thread = false;
+        if (pthread_equal(g->starter, pthread_self()))
+            pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);
+    }
+    pthread_mutex_lock(&g->lock);
+    g->state = GROUP_IDLE;
+    g->stopping = g->waiting = false;
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+static int start_signal_thread(lsvc_group *g)
+{
+    static const lsvc_options defaults;
+    pthread_attr_t attr;
+    sigset_t old;
+    int rc;
+
+    rc = pthread_sigmask(SIG_BLOCK, &g->signals, &old);
+    if (rc != 0)
+        return rc;
+    g->starter = pthread_self();
+    sigemptyset(&g->unblock_at_end);
+    for (int sig = 1; sig <= LSVC_SIG_LAST; sig++)
+        if (sigismember(&g->signals, sig) == 1 && sigismember(&old, sig) == 0)
+            sigaddset(&g->unblock_at_end, sig);
+
+    rc = lsvc__thread_attr(&attr, &defaults);
+    if (rc == 0) {
+        rc = lsvc__spawn(&g->signal_thread, &attr, signal_main, g);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return rc;
+    }
+    g->has_signal_thread = true;
+    return 0;
+}
+
+int lsvc_group_start(lsvc_group *g)
+{
+    int rc = 0;
+
+    if (g == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->count == 0)
+        rc = EINVAL;
+    else if (g->state != GROUP_IDLE)
+        rc = EBUSY;
+    for (size_t i = 0; rc == 0 && i < g->count; i++)
+        if (lsvc_is_running(g->svcs[i]))
+            rc = EBUSY;
+    if (rc == 0) {
+        /* STARTING lets a signal or lsvc_group_stop in, but not a wait. */
+        g->state = GROUP_STARTING;
+        g->stopping = g->waiting = g->quit = false;
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (rc != 0)
+        return rc;
+
+    if (g->wake_signal != 0 && (rc = start_signal_thread(g)) != 0) {
+        pthread_mutex_lock(&g->lock);
+        g->state = GROUP_IDLE;
+        pthread_mutex_unlock(&g->lock);
+        return rc;
+    }
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->svcs[i];
+
+        rc = lsvc_start(svc, 0);
+        if (rc != 0) {
+            lsvc__log(LSVC_LOG_ERROR, "loopsvc",
+                      "Could not start %s (error %d); stopping the group.",
+                      svc->name, rc);
+            lsvc_group_stop(g);
+            finish(g);
+            return rc;
+        }
+        /* A stop that came while this one was not yet running missed it. */
+        pthread_mutex_lock(&g->lock);
+        bool stopping = g->stopping;
+        int64_t stop_at = g->stop_at_ns;
+        pthread_mutex_unlock(&g->lock);
+        if (stopping)
+            lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
+    }
+    pthread_mutex_lock(&g->lock);
+    g->state = GROUP_STARTED;
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
+int lsvc_group_wait(lsvc_group *g)
+{
+    int rc = 0;
+
+    if (g == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->state != GROUP_STARTED)
+        rc = EINVAL;
+    else if (g->waiting)
+        rc = EBUSY;
+    for (size_t i = 0; rc == 0 && i < g->count; i++) {
+        lsvc *svc = g->svcs[i];
+        pthread_mutex_lock(&svc->lock);
+        if (lsvc__is_own_thread(svc))
+            rc = EDEADLK;
+        pthread_mutex_unlock(&svc->lock);
+    }
+    if (rc == 0)
+        g->waiting = true;
+    pthread_mutex_unlock(&g->lock);
+    return rc != 0 ? rc : finish(g);
+}
+
+int lsvc_group_run(lsvc_group *g)
+{
+    int rc = lsvc_group_start(g);
+
+    return rc != 0 ? rc : lsvc_group_wait(g);
+}
+
+int lsvc_group_destroy(lsvc_group *g)
+{
+    if (g == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&g->lock);
+    if (g->state != GROUP_IDLE) {
+        pthread_mutex_unlock(&g->lock);
+        return EBUSY;
+    }
+    for (size_t i = 0; i < g->count; i++) {
+        pthread_mutex_lock(&g->svcs[i]->lock);
+        g->svcs[i]->group = NULL;
+        pthread_mutex_unlock(&g->svcs[i]->lock);
+    }
+    pthread_mutex_unlock(&g->lock);
+    pthread_mutex_destroy(&g->lock);
+    free(g->svcs);
+    free(g);
+    return 0;
+}
+
+int lsvc_block_signals(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return pthread_sigmask(SIG_BLOCK, &set, NULL);
+}

@@ -1,0 +1,137 @@
+/*
+ * Internal interfaces shared by the files of lib/. Nothing here is
+ * exported: every symbol is hidden, and named lsvc__* to keep it apart
+ * from the public lsvc_* names.
+ *
+ * Time inside the library is int64_t nanoseconds of CLOCK_MONOTONIC, which
+ * does not jump when the wall clock is set; seconds as double exist only
+ * at the public edge.
+ */
+#ifndef LOOPSVC_INTERNAL_H
+#define LOOPSVC_INTERNAL_H
+
+#include "loopsvc.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#define LSVC_HIDDEN __attribute__((visibility("hidden")))
+
+#define LSVC_NS_PER_SEC INT64_C(1000000000)
+#define LSVC_FOREVER INT64_MAX
+
+/* A blocking stop waits at least this long, so that scheduling noise does
+ * not report a short-interval service as stuck. */
+#define LSVC_STOP_MIN_WAIT_NS (100 * INT64_C(1000000))
+
+/* Longest single clock_nanosleep() step in precise mode: the bound on how
+ * long a stop request can go unnoticed there. */
+#define LSVC_PRECISE_STEP_NS (100 * INT64_C(1000000))
+
+/* Overrun warnings per service: the first at once, then at most one per
+ * this period. */
+#define LSVC_OVERRUN_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
+
+enum lsvc_thread_state {
+    LSVC_THREAD_NONE,     /* no thread, or one whose join is claimed */
+    LSVC_THREAD_RUNNING,  /* created and not yet finished */
+    LSVC_THREAD_FINISHED, /* past on_stop; waiting to be joined */
+};
+
+/* Admits one event per period and counts the ones it turned away. */
+struct lsvc_ratelimit {
+    int64_t period_ns;
+    int64_t last_ns;      /* when the last admitted event happened */
+    uint64_t suppressed;  /* turned away since then */
+    bool primed;          /* an event was admitted before */
+};
+
+struct lsvc {
+    /* Set by lsvc_create and never changed: read without the lock. */
+    const lsvc_class *cls;
+    void *arg;
+    char *name;
+    char *logger;         /* "loopsvc." + name in lower case */
+    int64_t interval_ns;
+    int64_t initial_delay_ns;
+    lsvc_options opts;
+
+    /* Protects every field from here to `overrun_rl`. */
+    pthread_mutex_t lock;
+    /* CLOCK_MONOTONIC. Broadcast when a stop is requested (it wakes the
+     * sleeping service and makes waiters re-read their deadline) and when
+     * the thread finishes. */
+    pthread_cond_t cond;
+    enum lsvc_thread_state state;
+    pthread_t thread;
+    bool stop_requested;
+    int64_t stop_deadline_ns; /* when a group stop gives up on it */
+    uint64_t loops_wanted;    /* 0 = until stopped */
+    lsvc_group *group;        /* NULL when in no group */
+    lsvc_stats stats;
+    int64_t due_ns;           /* scheduled start of the current run; 0 = none yet */
+
+    /* Touched only by the service thread. */
+    struct lsvc_ratelimit overrun_rl;
+};
+
+static inline int64_t lsvc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * LSVC_NS_PER_SEC + ts.tv_nsec;
+}
+
+static inline struct timespec lsvc__timespec(int64_t ns)
+{
+    struct timespec ts = {
+        .tv_sec = (time_t)(ns / LSVC_NS_PER_SEC),
+        .tv_nsec = (long)(ns % LSVC_NS_PER_SEC),
+    };
+    return ts;
+}
+
+/* schedule.c: seconds at the edge, and when the next run is due. */
+LSVC_HIDDEN int lsvc__seconds_to_ns(double seconds, bool zero_ok, int64_t *out);
+LSVC_HIDDEN int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
+                                   int64_t interval_ns, int64_t now_ns,
+                                   uint64_t *skipped);
+LSVC_HIDDEN int64_t lsvc__add_ns(int64_t a, int64_t b);
+
+/* loop.c: the body of a service thread. */
+LSVC_HIDDEN void *lsvc__service_main(void *arg);
+
+/* service.c: stop requests and waits, shared with the group. */
+LSVC_HIDDEN void lsvc__request_stop(lsvc *svc, int64_t deadline_ns);
+LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, int64_t deadline_ns,
+                                    bool follow_stop);
+LSVC_HIDDEN int64_t lsvc__stop_bound_ns(const lsvc *svc);
+LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
+
+/* stats.c: what a run leaves in the counters. */
+LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
+                                       int64_t begin_ns);
+LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
+                                     bool overrun, uint64_t skipped);
+LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
+
+/* thread.c: platform shims for library threads. */
+LSVC_HIDDEN int lsvc__spawn(pthread_t *thread, const pthread_attr_t *attr,
+                            void *(*fn)(void *), void *arg);
+LSVC_HIDDEN int lsvc__thread_attr(pthread_attr_t *attr,
+                                  const lsvc_options *opts);
+LSVC_HIDDEN int lsvc__check_thread_options(const lsvc_options *opts);
+LSVC_HIDDEN void lsvc__thread_name(const char *name);
+LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
+
+/* log.c: the one sink of the library. */
+LSVC_HIDDEN bool lsvc__log_enabled(int level);
+LSVC_HIDDEN void lsvc__log(int level, const char *logger, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+LSVC_HIDDEN void lsvc__ratelimit_init(struct lsvc_ratelimit *rl,
+                                      int64_t period_ns);
+LSVC_HIDDEN bool lsvc__ratelimit_admit(struct lsvc_ratelimit *rl,
+                                       int64_t now_ns, uint64_t *suppressed);
+
+#endif /* LOOPSVC_INTERNAL_H */

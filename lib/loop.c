@@ -1,0 +1,181 @@
+/*
+ * The service loop: the body of each service thread.
+ *
+ * Each run has an absolute due time on CLOCK_MONOTONIC. The thread sleeps
+ * until then (or until a stop request), runs run_once, and derives the
+ * next due time from this one's due time, never from when the run began,
+ * so wake-up lateness does not drift the schedule. The lock is never held
+ * while user code or the log sink runs.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+/* Default sleep: a timed wait on the service's condvar, which a stop
+ * request broadcasts, so a sleeping service wakes at once. Returns with
+ * the run's bookkeeping done, or false when a stop was requested. */
+static bool wait_condvar(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
+{
+    const struct timespec ts = lsvc__timespec(due_ns);
+
+    pthread_mutex_lock(&svc->lock);
+    while (!svc->stop_requested) {
+        int64_t now = lsvc__now_ns();
+
+        if (now >= due_ns) {
+            *begin_ns = now;
+            lsvc__stats_begin_run(svc, due_ns, now);
+            pthread_mutex_unlock(&svc->lock);
+            return true;
+        }
+        pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return false;
+}
+
+/* Precise sleep: clock_nanosleep to the absolute due time, as cyclictest
+ * does, with no lock and no futex on the wake-up path. Nothing can wake
+ * it early, so long sleeps are cut into steps after which it looks for a
+ * stop request. */
+static bool wait_precise(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
+{
+    for (;;) {
+        pthread_mutex_lock(&svc->lock);
+        bool stop = svc->stop_requested;
+        int64_t now = lsvc__now_ns();
+
+        if (!stop && now >= due_ns) {
+            *begin_ns = now;
+            lsvc__stats_begin_run(svc, due_ns, now);
+        }
+        pthread_mutex_unlock(&svc->lock);
+        if (stop)
+            return false;
+        if (now >= due_ns)
+            return true;
+
+        int64_t step = lsvc__add_ns(now, LSVC_PRECISE_STEP_NS);
+        struct timespec ts = lsvc__timespec(step < due_ns ? step : due_ns);
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+    }
+}
+
+static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns)
+{
+    uint64_t suppressed;
+
+    if (!lsvc__ratelimit_admit(&svc->overrun_rl, end_ns, &suppressed))
+        return;
+    if (suppressed == 0)
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "%s took %.6f seconds to run, which is longer than its loop "
+                  "interval of %g seconds.",
+                  svc->name, (double)run_ns / 1e9, (double)svc->interval_ns / 1e9);
+    else
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "%s took %.6f seconds to run, which is longer than its loop "
+                  "interval of %g seconds. %llu more such warnings were "
+                  "suppressed in the last %d seconds.",
+                  svc->name, (double)run_ns / 1e9, (double)svc->interval_ns / 1e9,
+                  (unsigned long long)suppressed,
+                  (int)(LSVC_OVERRUN_WARN_PERIOD_NS / LSVC_NS_PER_SEC));
+}
+
+static void log_next_run(lsvc *svc, int64_t due_ns, int64_t now_ns)
+{
+    struct timespec wall;
+    struct tm tm;
+    char when[32];
+
+    if (!lsvc__log_enabled(LSVC_LOG_DEBUG))
+        return;
+    /* Shown as wall time, which is what a person compares it with. */
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t at = (int64_t)wall.tv_sec * LSVC_NS_PER_SEC + wall.tv_nsec +
+                 (due_ns - now_ns);
+    time_t secs = (time_t)(at / LSVC_NS_PER_SEC);
+    localtime_r(&secs, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    lsvc__log(LSVC_LOG_DEBUG, svc->logger, "Finished running %s. Next run at %s.%03d",
+              svc->name, when, (int)(at % LSVC_NS_PER_SEC / 1000000));
+}
+
+/* Runs until stopped or until `wanted` runs (0 = no limit) are done. */
+static uint64_t run_loop(lsvc *svc, uint64_t wanted)
+{
+    bool (*wait)(lsvc *, int64_t, int64_t *) =
+        svc->opts.precise ? wait_precise : wait_condvar;
+    int64_t due = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
+    uint64_t done = 0;
+    int64_t begin;
+
+    while (wait(svc, due, &begin)) {
+        if (lsvc__log_enabled(LSVC_LOG_DEBUG))
+            lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
+        int rc = svc->cls->run_once(svc, svc->arg);
+        int64_t end = lsvc__now_ns();
+        int64_t run_ns = end - begin;
+        bool overrun = run_ns > svc->interval_ns;
+        uint64_t skipped;
+        int64_t next = lsvc__next_due(svc->opts.missed, due, svc->interval_ns,
+                                      end, &skipped);
+
+        lsvc__stats_end_run(svc, run_ns, rc != 0, overrun, skipped);
+        if (rc != 0)
+            lsvc__log(LSVC_LOG_ERROR, svc->logger,
+                      "Unexpected error in %s: run_once returned %d.",
+                      svc->name, rc);
+        if (overrun)
+            warn_overrun(svc, end, run_ns);
+        if (++done == wanted) {
+            lsvc__log(LSVC_LOG_DEBUG, svc->logger, "%s exiting after %llu loop(s).",
+                      svc->name, (unsigned long long)done);
+            break;
+        }
+        due = next;
+        log_next_run(svc, due, end);
+    }
+    return done;
+}
+
+void *lsvc__service_main(void *arg)
+{
+    lsvc *svc = arg;
+    const lsvc_class *cls = svc->cls;
+    uint64_t wanted, done = 0;
+    int rc = 0;
+
+    lsvc__thread_name(svc->name);
+    lsvc__thread_slack(svc->opts.timer_slack_ns, svc->interval_ns);
+    lsvc__ratelimit_init(&svc->overrun_rl, LSVC_OVERRUN_WARN_PERIOD_NS);
+    pthread_mutex_lock(&svc->lock);
+    wanted = svc->loops_wanted;
+    pthread_mutex_unlock(&svc->lock);
+
+    if (cls->on_start != NULL)
+        rc = cls->on_start(svc, svc->arg);
+    if (rc != 0) {
+        lsvc__stats_start_failed(svc);
+        lsvc__log(LSVC_LOG_ERROR, svc->logger,
+                  "%s failed to start: on_start returned %d. It will not run.",
+                  svc->name, rc);
+    } else {
+        lsvc__log(LSVC_LOG_INFO, svc->logger, "%s started: runs every %g s.",
+                  svc->name, (double)svc->interval_ns / 1e9);
+        done = run_loop(svc, wanted);
+        if (cls->on_stop != NULL)
+            cls->on_stop(svc, svc->arg);
+        lsvc__log(LSVC_LOG_INFO, svc->logger, "%s stopped after %llu loop(s).",
+                  svc->name, (unsigned long long)done);
+    }
+
+    /* The last touch of svc: once FINISHED is seen, it may be joined and
+     * freed. */
+    pthread_mutex_lock(&svc->lock);
+    svc->state = LSVC_THREAD_FINISHED;
+    pthread_cond_broadcast(&svc->cond);
+    pthread_mutex_unlock(&svc->lock);
+    return NULL;
+}

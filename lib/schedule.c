@@ -1,0 +1,55 @@
+/*
+ * Schedule maths: turning the public edge's seconds into nanoseconds, and
+ * deciding when the next run is due.
+ *
+ * Every due time is an absolute CLOCK_MONOTONIC time derived from the
+ * previous due time, never from when a run happened to start, so wake-up
+ * lateness does not accumulate into the schedule. CLOCK_MONOTONIC does not
+ * move when the wall clock is set, so neither does the schedule.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+
+int lsvc__seconds_to_ns(double seconds, bool zero_ok, int64_t *out)
+{
+    if (!isfinite(seconds) || seconds < 0 || seconds > LSVC_MAX_SECONDS)
+        return EINVAL;
+    int64_t ns = (int64_t)llround(seconds * 1e9);
+    if (ns == 0 && !zero_ok)
+        return EINVAL; /* below 1 ns rounds to nothing */
+    *out = ns;
+    return 0;
+}
+
+/* Saturates instead of overflowing, so "forever" stays forever. */
+int64_t lsvc__add_ns(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    return a + b;
+}
+
+int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
+                       int64_t interval_ns, int64_t now_ns, uint64_t *skipped)
+{
+    int64_t next = due_ns + interval_ns;
+
+    *skipped = 0;
+    switch (policy) {
+    case LSVC_MISSED_BURST:
+        return next;
+    case LSVC_MISSED_SKIP:
+        if (next >= now_ns)
+            return next;
+        /* The first grid point at or after now. */
+        uint64_t behind = (uint64_t)(now_ns - next);
+        uint64_t steps = (behind + (uint64_t)interval_ns - 1) / (uint64_t)interval_ns;
+        *skipped = steps;
+        return next + (int64_t)steps * interval_ns;
+    case LSVC_MISSED_DELAY:
+    default:
+        return next > now_ns ? next : now_ns;
+    }
+}

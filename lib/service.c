@@ -1,0 +1,323 @@
+/*
+ * A service's life: create, start, stop, join and destroy.
+ *
+ * POSIX has no timed pthread_join, so a bounded wait is built from the
+ * service's condition variable: the thread's last act under the lock is to
+ * mark itself FINISHED and broadcast, after which it touches the service no
+ * more. A waiter that sees FINISHED claims the join (state back to NONE)
+ * under the lock and joins outside it; the claim makes sure exactly one
+ * caller joins, however many wait.
+ */
+#include "internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int resolve_interval(const lsvc_class *cls, const lsvc_options *opts,
+                            int64_t *out)
+{
+    int64_t cls_ns = 0;
+    int rc = lsvc__seconds_to_ns(cls->loop_seconds, true, &cls_ns);
+
+    if (rc != 0)
+        return rc;
+    /* The class's value is checked even when the options override it: a
+     * class is shared, and a bad one should be found at its first use. */
+    if (opts->loop_seconds != 0)
+        return lsvc__seconds_to_ns(opts->loop_seconds, false, out);
+    *out = cls_ns != 0 ? cls_ns : (int64_t)(LSVC_DEFAULT_LOOP_SECONDS * 1e9);
+    return 0;
+}
+
+static int init_sync(lsvc *svc)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+
+    if (rc != 0)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&svc->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0)
+        return rc;
+    rc = pthread_mutex_init(&svc->lock, NULL);
+    if (rc != 0)
+        pthread_cond_destroy(&svc->cond);
+    return rc;
+}
+
+int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
+                const lsvc_options *opts)
+{
+    static const lsvc_options defaults;
+    int64_t interval_ns, delay_ns;
+    lsvc *svc;
+    int rc;
+
+    if (out == NULL || cls == NULL || cls->run_once == NULL ||
+        cls->name == NULL || cls->name[0] == '\0')
+        return EINVAL;
+    if (opts == NULL)
+        opts = &defaults;
+    if ((rc = resolve_interval(cls, opts, &interval_ns)) != 0 ||
+        (rc = lsvc__seconds_to_ns(opts->initial_delay, true, &delay_ns)) != 0 ||
+        (rc = lsvc__check_thread_options(opts)) != 0)
+        return rc;
+    if (opts->missed != LSVC_MISSED_DELAY && opts->missed != LSVC_MISSED_SKIP &&
+        opts->missed != LSVC_MISSED_BURST)
+        return EINVAL;
+
+    size_t name_len = strlen(cls->name);
+    svc = calloc(1, sizeof *svc);
+    if (svc == NULL)
+        return ENOMEM;
+    svc->name = strdup(cls->name);
+    svc->logger = malloc(sizeof "loopsvc." + name_len);
+    if (svc->name == NULL || svc->logger == NULL) {
+        rc = ENOMEM;
+        goto fail;
+    }
+    memcpy(svc->logger, "loopsvc.", sizeof "loopsvc." - 1);
+    for (size_t i = 0; i <= name_len; i++)
+        svc->logger[sizeof "loopsvc." - 1 + i] =
+            (char)tolower((unsigned char)cls->name[i]);
+    if ((rc = init_sync(svc)) != 0)
+        goto fail;
+
+    svc->cls = cls;
+    svc->arg = arg;
+    svc->interval_ns = interval_ns;
+    svc->initial_delay_ns = delay_ns;
+    svc->opts = *opts;
+    svc->state = LSVC_THREAD_NONE;
+    *out = svc;
+    return 0;
+
+fail:
+    free(svc->logger);
+    free(svc->name);
+    free(svc);
+    return rc;
+}
+
+bool lsvc__is_own_thread(lsvc *svc)
+{
+    return svc->state == LSVC_THREAD_RUNNING &&
+           pthread_equal(svc->thread, pthread_self());
+}
+
+/* Called with the lock held and state FINISHED: claims the join. */
+static pthread_t claim_join(lsvc *svc)
+{
+    svc->state = LSVC_THREAD_NONE;
+    return svc->thread;
+}
+
+int lsvc_start(lsvc *svc, uint64_t loops)
+{
+    pthread_attr_t attr;
+    pthread_t reap;
+    bool must_reap = false;
+    int rc;
+
+    if (svc == NULL)
+        return EINVAL;
+    rc = lsvc__thread_attr(&attr, &svc->opts);
+    if (rc != 0)
+        return rc;
+
+    pthread_mutex_lock(&svc->lock);
+    if (svc->state == LSVC_THREAD_RUNNING) {
+        pthread_mutex_unlock(&svc->lock);
+        pthread_attr_destroy(&attr);
+        return EBUSY;
+    }
+    if (svc->state == LSVC_THREAD_FINISHED) {
+        reap = claim_join(svc);
+        must_reap = true;
+    }
+    svc->stop_requested = false;
+    svc->stop_deadline_ns = LSVC_FOREVER;
+    svc->loops_wanted = loops;
+    rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
+    if (rc == 0)
+        svc->state = LSVC_THREAD_RUNNING;
+    pthread_mutex_unlock(&svc->lock);
+
+    pthread_attr_destroy(&attr);
+    if (must_reap)
+        pthread_join(reap, NULL);
+    return rc;
+}
+
+void lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
+{
+    pthread_mutex_lock(&svc->lock);
+    if (svc->state == LSVC_THREAD_RUNNING) {
+        svc->stop_requested = true;
+        if (deadline_ns < svc->stop_deadline_ns)
+            svc->stop_deadline_ns = deadline_ns;
+        pthread_cond_broadcast(&svc->cond);
+    }
+    pthread_mutex_unlock(&svc->lock);
+}
+
+int lsvc__wait_and_reap(lsvc *svc, int64_t deadline_ns, bool follow_stop)
+{
+    pthread_t thread;
+
+    pthread_mutex_lock(&svc->lock);
+    while (svc->state == LSVC_THREAD_RUNNING) {
+        int64_t until = deadline_ns;
+
+        if (follow_stop && svc->stop_requested && svc->stop_deadline_ns < until)
+            until = svc->stop_deadline_ns;
+        if (until == LSVC_FOREVER) {
+            pthread_cond_wait(&svc->cond, &svc->lock);
+            continue;
+        }
+        if (lsvc__now_ns() >= until)
+            break;
+        struct timespec ts = lsvc__timespec(until);
+        pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
+    }
+    if (svc->state != LSVC_THREAD_FINISHED) {
+        bool running = svc->state == LSVC_THREAD_RUNNING;
+        pthread_mutex_unlock(&svc->lock);
+        return running ? ETIMEDOUT : 0;
+    }
+    thread = claim_join(svc);
+    pthread_mutex_unlock(&svc->lock);
+    pthread_join(thread, NULL);
+    return 0;
+}
+
+int64_t lsvc__stop_bound_ns(const lsvc *svc)
+{
+    return svc->interval_ns > LSVC_STOP_MIN_WAIT_NS ? svc->interval_ns
+                                                    : LSVC_STOP_MIN_WAIT_NS;
+}
+
+static int stop_and_wait(lsvc *svc, int64_t bound_ns)
+{
+    bool own;
+    int rc;
+
+    pthread_mutex_lock(&svc->lock);
+    own = lsvc__is_own_thread(svc);
+    pthread_mutex_unlock(&svc->lock);
+    lsvc__request_stop(svc, LSVC_FOREVER);
+    if (own) {
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "A blocking stop was called on %s from inside the service "
+                  "itself, which cannot wait for its own thread. The stop was "
+                  "requested; use lsvc_stop(svc, false) from inside a service.",
+                  svc->name);
+        return EDEADLK;
+    }
+    rc = lsvc__wait_and_reap(svc, lsvc__add_ns(lsvc__now_ns(), bound_ns), false);
+    if (rc == ETIMEDOUT)
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "A blocking stop was called on %s but more than %g seconds "
+                  "have passed and it is still running. This usually means "
+                  "something is wrong. If the stop was called from inside the "
+                  "service, use lsvc_stop(svc, false) instead.",
+                  svc->name, (double)bound_ns / 1e9);
+    return rc;
+}
+
+int lsvc_stop(lsvc *svc, bool block)
+{
+    if (svc == NULL)
+        return EINVAL;
+    if (!block) {
+        lsvc__request_stop(svc, LSVC_FOREVER);
+        return 0;
+    }
+    return stop_and_wait(svc, lsvc__stop_bound_ns(svc));
+}
+
+int lsvc_stop_timeout(lsvc *svc, double seconds)
+{
+    int64_t bound_ns;
+
+    if (svc == NULL || lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
+        return EINVAL;
+    return stop_and_wait(svc, bound_ns);
+}
+
+int lsvc_join(lsvc *svc, double seconds)
+{
+    int64_t deadline_ns = LSVC_FOREVER;
+    int64_t bound_ns;
+    bool own;
+
+    if (svc == NULL || seconds != seconds)
+        return EINVAL;
+    if (seconds >= 0) {
+        if (lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
+            return EINVAL;
+        deadline_ns = lsvc__add_ns(lsvc__now_ns(), bound_ns);
+    }
+    pthread_mutex_lock(&svc->lock);
+    own = lsvc__is_own_thread(svc);
+    pthread_mutex_unlock(&svc->lock);
+    if (own)
+        return EDEADLK;
+    return lsvc__wait_and_reap(svc, deadline_ns, false);
+}
+
+int lsvc_destroy(lsvc *svc)
+{
+    pthread_t thread;
+    bool must_reap = false;
+
+    if (svc == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&svc->lock);
+    if (svc->state == LSVC_THREAD_RUNNING || svc->group != NULL) {
+        pthread_mutex_unlock(&svc->lock);
+        return EBUSY;
+    }
+    if (svc->state == LSVC_THREAD_FINISHED) {
+        thread = claim_join(svc);
+        must_reap = true;
+    }
+    pthread_mutex_unlock(&svc->lock);
+    if (must_reap)
+        pthread_join(thread, NULL);
+
+    pthread_cond_destroy(&svc->cond);
+    pthread_mutex_destroy(&svc->lock);
+    free(svc->logger);
+    free(svc->name);
+    free(svc);
+    return 0;
+}
+
+const char *lsvc_name(const lsvc *svc)
+{
+    return svc != NULL ? svc->name : NULL;
+}
+
+double lsvc_loop_seconds(const lsvc *svc)
+{
+    return svc != NULL ? (double)svc->interval_ns / 1e9 : 0.0;
+}
+
+bool lsvc_is_running(const lsvc *svc)
+{
+    lsvc *s = (lsvc *)svc; /* the lock is not part of the value */
+    bool running;
+
+    if (s == NULL)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    running = s->state == LSVC_THREAD_RUNNING;
+    pthread_mutex_unlock(&s->lock);
+    return running;
+}

@@ -1,0 +1,72 @@
+/*
+ * Stats: the counters a service keeps across its starts, and the
+ * consistent snapshot of them that other threads read.
+ *
+ * Every counter changes under the service's lock, in one critical section
+ * per run end, so a snapshot never shows a run counted in `loops` but not
+ * yet in `errors` or `overruns`.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+/* Called with the lock held, just before run_once. */
+void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
+{
+    int64_t late = begin_ns - due_ns;
+
+    svc->due_ns = due_ns;
+    svc->stats.last_lateness_ns = late;
+    if (late > svc->stats.max_lateness_ns)
+        svc->stats.max_lateness_ns = late;
+}
+
+void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
+                         uint64_t skipped)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->stats.loops++;
+    svc->stats.errors += failed;
+    svc->stats.overruns += overrun;
+    svc->stats.missed += skipped;
+    svc->stats.last_run_ns = run_ns;
+    if (run_ns > svc->stats.max_run_ns)
+        svc->stats.max_run_ns = run_ns;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+void lsvc__stats_start_failed(lsvc *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->stats.errors++;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+int lsvc_get_stats(const lsvc *svc, lsvc_stats *out)
+{
+    lsvc *s = (lsvc *)svc; /* the lock is not part of the value */
+
+    if (s == NULL || out == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    out->running = s->state == LSVC_THREAD_RUNNING;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int lsvc_scheduled_start(const lsvc *svc, struct timespec *out)
+{
+    lsvc *s = (lsvc *)svc;
+    int64_t due;
+
+    if (s == NULL || out == NULL)
+        return EINVAL;
+    pthread_mutex_lock(&s->lock);
+    due = s->due_ns;
+    pthread_mutex_unlock(&s->lock);
+    if (due == 0)
+        return EAGAIN;
+    *out = lsvc__timespec(due);
+    return 0;
+}
