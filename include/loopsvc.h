@@ -11,7 +11,8 @@
  *    NULL or otherwise invalid arguments give EINVAL, never a crash.
  *  - It may be called from any thread, including a service's own run_once().
  *  - Times are seconds as double at this edge: finite, and for intervals
- *    greater than 0 and at most LSVC_MAX_SECONDS.
+ *    at least 1 ns (after rounding to whole ns) and at most
+ *    LSVC_MAX_SECONDS.
  *  - The library writes nothing except through the logger (lsvc_set_logger),
  *    installs no signal handler and never exits the process.
  */
@@ -123,8 +124,8 @@ typedef struct lsvc_options {
      * sched_get_priority_min/max give): real-time priority under
      * sched_policy. lsvc_start fails with EPERM when not permitted. */
     int sched_priority;
-    /* SCHED_FIFO (also when 0) or SCHED_RR; read only when
-     * sched_priority > 0. */
+    /* SCHED_FIFO (also when 0) or SCHED_RR; any other value is EINVAL at
+     * create, whatever the priority. Applied only when sched_priority > 0. */
     int sched_policy;
     /* Bit n pins the thread to CPU n; 0 = no pinning. Needs
      * pthread_attr_setaffinity_np: ENOTSUP at create where it is missing. */
@@ -261,7 +262,8 @@ LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
  * Sets the signals the group's signal thread waits for; NULL or an empty
  * set means none, and no signal thread (the seed's handle_signals=False).
  * The default is SIGINT and SIGTERM. Returns EINVAL (the set holds SIGKILL,
- * SIGSTOP or a signal raised by faults such as SIGSEGV) or EBUSY (started).
+ * SIGSTOP, or a signal that faults raise in the faulting thread: SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) or EBUSY (not idle).
  */
 LSVC_API int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set);
 
@@ -274,9 +276,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
 
 /*
  * Starts the group without blocking: blocks the group's signals in the
- * calling thread, starts the signal thread, then starts every service to
- * run until stopped. The first signal logs "received SIGTERM: stopping N
- * services" and stops the group (lsvc_group_stop); a second one logs which
+ * calling thread, starts the signal thread, then starts every service, in
+ * the order they were added, to run until stopped. The first signal logs
+ * "received SIGTERM: stopping N services" at INFO and stops the group (lsvc_group_stop); a second one logs which
  * services are still running. A signal already pending stops the group at
  * once.
  *
@@ -301,9 +303,10 @@ LSVC_API int lsvc_group_start(lsvc_group *g);
  * for at most its bound (lsvc_group_set_stop_timeout); one still running
  * then is logged by name and left running, to be joined with lsvc_join.
  * The group is then no longer started.
- * Returns EINVAL (g NULL or not started), EBUSY (another thread is already
- * waiting), EDEADLK (called from one of its services' threads) or ETIMEDOUT
- * (a service did not end within its bound).
+ * Returns EINVAL (g NULL, or not started: lsvc_group_start has not
+ * returned 0), EBUSY (another thread is already waiting), EDEADLK (called
+ * from one of its services' threads, whatever the group's state) or
+ * ETIMEDOUT (a service did not end within its bound).
  */
 LSVC_API int lsvc_group_wait(lsvc_group *g);
 

@@ -228,8 +228,8 @@ static void *signal_main(void *arg)
         if (quit)
             return NULL;
         if (first) {
-            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu services",
-                      signal_name(sig), g->count);
+            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu service%s",
+                      signal_name(sig), g->count, g->count == 1 ? "" : "s");
             lsvc_group_stop(g);
         } else {
             log_still_running(g, sig);
@@ -336,9 +336,13 @@ int lsvc_group_start(lsvc_group *g)
 
         rc = lsvc_start(svc, 0);
         if (rc != 0) {
+            char why[128];
+
+            if (strerror_r(rc, why, sizeof why) != 0)
+                snprintf(why, sizeof why, "error %d", rc);
             lsvc__log(LSVC_LOG_ERROR, "loopsvc",
-                      "Could not start %s (error %d); stopping the group.",
-                      svc->name, rc);
+                      "Could not start %s: %s; stopping the group.",
+                      svc->name, why);
             lsvc_group_stop(g);
             finish(g);
             return rc;
@@ -364,10 +368,7 @@ int lsvc_group_wait(lsvc_group *g)
     if (g == NULL)
         return EINVAL;
     pthread_mutex_lock(&g->lock);
-    if (g->state != GROUP_STARTED)
-        rc = EINVAL;
-    else if (g->waiting)
-        rc = EBUSY;
+    /* Waiting for itself is wrong in any state, so it is checked first. */
     for (size_t i = 0; rc == 0 && i < g->count; i++) {
         lsvc *svc = g->svcs[i];
         pthread_mutex_lock(&svc->lock);
@@ -375,6 +376,10 @@ int lsvc_group_wait(lsvc_group *g)
             rc = EDEADLK;
         pthread_mutex_unlock(&svc->lock);
     }
+    if (rc == 0 && g->state != GROUP_STARTED)
+        rc = EINVAL;
+    else if (rc == 0 && g->waiting)
+        rc = EBUSY;
     if (rc == 0)
         g->waiting = true;
     pthread_mutex_unlock(&g->lock);

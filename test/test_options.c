@@ -1,0 +1,344 @@
+/*
+ * The service thread and lsvc_options: thread name and signal mask, one
+ * thread per service, intervals, and the thread options (real-time
+ * priority, affinity, stack size, timer slack), each checked from inside
+ * a run with the platform's own calls.
+ */
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+/* What a run saw of its own thread. */
+struct seen {
+    char comm[32];
+    sigset_t mask;
+    int policy;
+    struct sched_param param;
+    cpu_set_t cpus;
+    int cpu;
+    size_t stack;
+    long slack;
+};
+
+static void look_at_thread(lsvc *svc, struct probe *p, uint64_t run)
+{
+    (void)svc;
+    (void)run;
+    struct seen *s = p->user;
+    FILE *f = fopen("/proc/thread-self/comm", "r");
+    if (f != NULL) {
+        if (fgets(s->comm, sizeof(s->comm), f) != NULL)
+            s->comm[strcspn(s->comm, "\n")] = '\0';
+        fclose(f);
+    }
+    pthread_sigmask(SIG_BLOCK, NULL, &s->mask);
+    pthread_getschedparam(pthread_self(), &s->policy, &s->param);
+    pthread_getaffinity_np(pthread_self(), sizeof(s->cpus), &s->cpus);
+    s->cpu = sched_getcpu();
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstacksize(&attr, &s->stack);
+        pthread_attr_destroy(&attr);
+    }
+    s->slack = (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+}
+
+/* Runs one loop of a service and returns what its thread looked like. */
+static struct seen seen_by(const char *name, double seconds,
+                           const lsvc_options *opts)
+{
+    lsvc_class cls = PROBE_CLASS(name, seconds);
+    struct probe p;
+    probe_init(&p);
+    struct seen s;
+    memset(&s, 0, sizeof(s));
+    s.cpu = -1;
+    p.during = look_at_thread;
+    p.user = &s;
+    lsvc *svc = make_service(&cls, &p, opts);
+    ck_assert_int_eq(lsvc_start(svc, 1), 0);
+    ck_assert_int_eq(lsvc_join(svc, 10), 0);
+    ck_assert_uint_eq(p.runs, 1);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+    return s;
+}
+
+/* --- The service thread --------------------------------------------------- */
+
+START_TEST(test_thread_is_named_after_service)
+{
+    ck_assert_str_eq(seen_by("Short", 1, NULL).comm, "Short");
+    /* The kernel keeps 15 bytes of a thread name. */
+    ck_assert_str_eq(seen_by("CacheExpirerOfDoom", 1, NULL).comm,
+                     "CacheExpirerOfD");
+}
+END_TEST
+
+START_TEST(test_thread_blocks_async_signals)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    ck_assert_int_eq(pthread_sigmask(SIG_SETMASK, &none, NULL), 0);
+    struct seen s = seen_by("Masked", 1, NULL);
+    const int sigs[] = {SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        ck_assert_msg(sigismember(&s.mask, sigs[i]) == 1,
+                      "signal %d is not blocked in the service thread",
+                      sigs[i]);
+}
+END_TEST
+
+START_TEST(test_slow_service_does_not_delay_another)
+{
+    static const lsvc_class slow_cls = PROBE_CLASS("Slow", 0.01);
+    static const lsvc_class quick_cls = PROBE_CLASS("Quick", 0.01);
+    struct probe slow, quick;
+    probe_init(&slow);
+    probe_init(&quick);
+    probe_hold(&slow);
+    lsvc *a = make_service(&slow_cls, &slow, NULL);
+    lsvc *b = make_service(&quick_cls, &quick, NULL);
+    ck_assert_int_eq(lsvc_start(a, 0), 0);
+    ck_assert(sem_wait_for(&slow.entered, 5));
+    ck_assert_int_eq(lsvc_start(b, 5), 0);
+    /* Quick does all its runs while Slow's first is still held. */
+    ck_assert_int_eq(lsvc_join(b, 10), 0);
+    ck_assert_uint_eq(quick.runs, 5);
+    ck_assert_uint_eq(probe_runs(&slow), 1);
+    ck_assert(!pthread_equal(slow.run_thread, quick.run_thread));
+    ck_assert(!pthread_equal(quick.run_thread, pthread_self()));
+    ck_assert_int_eq(lsvc_stop(a, false), 0);
+    probe_release(&slow);
+    ck_assert_int_eq(lsvc_join(a, 10), 0);
+    ck_assert_int_eq(lsvc_destroy(a), 0);
+    ck_assert_int_eq(lsvc_destroy(b), 0);
+    probe_destroy(&slow);
+    probe_destroy(&quick);
+}
+END_TEST
+
+/* --- Intervals ---------------------------------------------------------------- */
+
+START_TEST(test_interval_comes_from_options_then_class_then_default)
+{
+    struct probe p;
+    probe_init(&p);
+    static const lsvc_class two = PROBE_CLASS("Two", 2);
+    static const lsvc_class unset = PROBE_CLASS("Unset", 0);
+    lsvc_options half = {.loop_seconds = 0.5};
+    lsvc *a = make_service(&two, &p, &half);
+    lsvc *b = make_service(&two, &p, NULL);
+    lsvc *c = make_service(&unset, &p, NULL);
+    ck_assert_double_eq(lsvc_loop_seconds(a), 0.5);
+    ck_assert_double_eq(lsvc_loop_seconds(b), 2.0);
+    ck_assert_double_eq(lsvc_loop_seconds(c), LSVC_DEFAULT_LOOP_SECONDS);
+    ck_assert_str_eq(lsvc_name(a), "Two");
+    ck_assert_int_eq(lsvc_destroy(a), 0);
+    ck_assert_int_eq(lsvc_destroy(b), 0);
+    ck_assert_int_eq(lsvc_destroy(c), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_name_is_copied_at_create)
+{
+    char name[] = "Mutable";
+    lsvc_class cls = PROBE_CLASS(name, 1);
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    name[0] = 'X';
+    ck_assert_str_eq(lsvc_name(svc), "Mutable");
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* --- Real-time priority ---------------------------------------------------- */
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+/* Whether this process may make a SCHED_FIFO thread at all. */
+static bool realtime_permitted(void)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+    struct sched_param sp = {.sched_priority = 1};
+    pthread_attr_setschedparam(&attr, &sp);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, nothing, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        pthread_join(t, NULL);
+    return rc == 0;
+}
+
+START_TEST(test_realtime_priority_not_permitted_is_eperm)
+{
+    drop_realtime_permission();
+    ck_assert(!realtime_permitted());
+
+    static const lsvc_class cls = PROBE_CLASS("Realtime", 1);
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = {.sched_priority = 10, .sched_policy = SCHED_FIFO};
+    lsvc *svc = make_service(&cls, &p, &o);
+    struct threads before;
+    threads_baseline(&before);
+    ck_assert_int_eq(lsvc_start(svc, 0), EPERM);
+    ck_assert(!lsvc_is_running(svc));
+    ck_assert(wait_threads_back_to(&before, 5));
+    /* Nothing half-started: a second try fails the same way. */
+    ck_assert_int_eq(lsvc_start(svc, 0), EPERM);
+    ck_assert_str_eq(p.events, "");
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_realtime_priority_is_applied_when_permitted)
+{
+    bool permitted = realtime_permitted();
+    const struct {
+        int policy, want_policy, priority;
+    } cases[] = {{0, SCHED_FIFO, 3}, {SCHED_FIFO, SCHED_FIFO, 4},
+                 {SCHED_RR, SCHED_RR, 5}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        lsvc_options o = {.sched_priority = cases[i].priority,
+                          .sched_policy = cases[i].policy};
+        if (!permitted) {
+            static const lsvc_class cls = PROBE_CLASS("Realtime", 1);
+            struct probe p;
+            probe_init(&p);
+            lsvc *svc = make_service(&cls, &p, &o);
+            ck_assert_int_eq(lsvc_start(svc, 1), EPERM);
+            ck_assert_int_eq(lsvc_destroy(svc), 0);
+            probe_destroy(&p);
+            continue;
+        }
+        struct seen s = seen_by("Realtime", 1, &o);
+        ck_assert_int_eq(s.policy, cases[i].want_policy);
+        ck_assert_int_eq(s.param.sched_priority, cases[i].priority);
+    }
+}
+END_TEST
+
+/* --- Affinity, stack, slack ------------------------------------------------- */
+
+START_TEST(test_cpu_mask_pins_the_thread)
+{
+    cpu_set_t allowed;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+    int cpu = 0;
+    while (cpu < 64 && !CPU_ISSET(cpu, &allowed))
+        cpu++;
+    ck_assert_int_lt(cpu, 64);
+    lsvc_options o = {.cpu_mask = UINT64_C(1) << cpu};
+    struct seen s = seen_by("Pinned", 1, &o);
+    ck_assert_int_eq(CPU_COUNT(&s.cpus), 1);
+    ck_assert(CPU_ISSET(cpu, &s.cpus));
+    ck_assert_int_eq(s.cpu, cpu);
+}
+END_TEST
+
+static void *own_stack_size(void *arg)
+{
+    size_t *size = arg;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstacksize(&attr, size);
+        pthread_attr_destroy(&attr);
+    }
+    return NULL;
+}
+
+/* The stack a thread made with this size gets here: the requested size,
+ * except where a sanitizer raises small stacks to fit its own data. */
+static size_t stack_given_for(size_t requested)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    ck_assert_int_eq(pthread_attr_setstacksize(&attr, requested), 0);
+    size_t size = 0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, &attr, own_stack_size, &size), 0);
+    pthread_join(t, NULL);
+    pthread_attr_destroy(&attr);
+    return size;
+}
+
+START_TEST(test_stack_size_is_applied)
+{
+    lsvc_options o = {.stack_size = 1024 * 1024};
+    ck_assert_uint_eq(seen_by("BigStack", 1, &o).stack,
+                      stack_given_for(1024 * 1024));
+}
+END_TEST
+
+START_TEST(test_default_stack_size_is_small)
+{
+    ck_assert_uint_eq(seen_by("SmallStack", 1, NULL).stack,
+                      stack_given_for(LSVC_DEFAULT_STACK_SIZE));
+    ck_assert_uint_lt(seen_by("SmallStack", 1, NULL).stack, 8u << 20);
+}
+END_TEST
+
+START_TEST(test_timer_slack_is_applied)
+{
+    lsvc_options o = {.timer_slack_ns = 12345};
+    ck_assert_int_eq(seen_by("Slack", 1, &o).slack, 12345);
+}
+END_TEST
+
+START_TEST(test_automatic_timer_slack_follows_interval)
+{
+    long inherited = (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    ck_assert_int_gt(inherited, 100);
+    /* 0.01 % of the interval... */
+    ck_assert_int_eq(seen_by("Slack1ms", 0.001, NULL).slack, 100);
+    /* ...at least 1 ns... */
+    ck_assert_int_eq(seen_by("Slack1us", 1e-6, NULL).slack, 1);
+    /* ...and at most what the thread inherits (6 ms would be 0.01 % of
+     * 60 s). */
+    ck_assert_int_eq(seen_by("Slack60s", 60, NULL).slack,
+                     inherited < 6000000 ? inherited : 6000000);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("options");
+    TCase *thread = timed_tcase("thread");
+    tcase_add_test(thread, test_thread_is_named_after_service);
+    tcase_add_test(thread, test_thread_blocks_async_signals);
+    tcase_add_test(thread, test_slow_service_does_not_delay_another);
+    tcase_add_test(thread, test_interval_comes_from_options_then_class_then_default);
+    tcase_add_test(thread, test_name_is_copied_at_create);
+    suite_add_tcase(s, thread);
+
+    TCase *opts = timed_tcase("thread options");
+    tcase_add_test(opts, test_realtime_priority_not_permitted_is_eperm);
+    tcase_add_test(opts, test_realtime_priority_is_applied_when_permitted);
+    tcase_add_test(opts, test_cpu_mask_pins_the_thread);
+    tcase_add_test(opts, test_stack_size_is_applied);
+    tcase_add_test(opts, test_default_stack_size_is_small);
+    tcase_add_test(opts, test_timer_slack_is_applied);
+    tcase_add_test(opts, test_automatic_timer_slack_follows_interval);
+    suite_add_tcase(s, opts);
+    return run_suite(s);
+}

@@ -1,0 +1,420 @@
+/*
+ * The schedule: the maths of lsvc__next_due and the seconds edge, then the
+ * same rules seen end to end through lsvc_scheduled_start inside runs, the
+ * `loops` count, the initial delay and precise mode.
+ */
+#include "helpers.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define MS NS_PER_MS
+
+/* --- lsvc__seconds_to_ns and lsvc__add_ns ---------------------------------- */
+
+START_TEST(test_seconds_to_ns_rounds_to_nearest_ns)
+{
+    int64_t ns = -1;
+    ck_assert_int_eq(lsvc__seconds_to_ns(1.5, false, &ns), 0);
+    ck_assert_int_eq(ns, 1500 * MS);
+    ck_assert_int_eq(lsvc__seconds_to_ns(0.01, false, &ns), 0);
+    ck_assert_int_eq(ns, 10 * MS);
+    ck_assert_int_eq(lsvc__seconds_to_ns(1e-9, false, &ns), 0);
+    ck_assert_int_eq(ns, 1);
+    ck_assert_int_eq(lsvc__seconds_to_ns(LSVC_MAX_SECONDS, false, &ns), 0);
+    ck_assert_int_eq(ns, (int64_t)LSVC_MAX_SECONDS * NS_PER_S);
+    ck_assert_int_eq(lsvc__seconds_to_ns(0, true, &ns), 0);
+    ck_assert_int_eq(ns, 0);
+}
+END_TEST
+
+START_TEST(test_seconds_to_ns_rejects_out_of_range)
+{
+    const double bad[] = {NAN, INFINITY, -INFINITY, -1.0, -1e-9,
+                          LSVC_MAX_SECONDS * 2, LSVC_MAX_SECONDS + 1};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t ns = 0;
+        ck_assert_msg(lsvc__seconds_to_ns(bad[i], true, &ns) == EINVAL,
+                      "%g accepted", bad[i]);
+    }
+    int64_t ns = 0;
+    /* Zero, or less than a nanosecond, is no interval at all. */
+    ck_assert_int_eq(lsvc__seconds_to_ns(0, false, &ns), EINVAL);
+    ck_assert_int_eq(lsvc__seconds_to_ns(1e-12, false, &ns), EINVAL);
+}
+END_TEST
+
+START_TEST(test_add_ns_saturates_instead_of_overflowing)
+{
+    ck_assert_int_eq(lsvc__add_ns(1, 2), 3);
+    ck_assert_int_eq(lsvc__add_ns(10, -3), 7);
+    ck_assert_int_eq(lsvc__add_ns(INT64_MAX - 5, 10), INT64_MAX);
+    ck_assert_int_eq(lsvc__add_ns(INT64_MAX, LSVC_FOREVER), INT64_MAX);
+}
+END_TEST
+
+/* --- lsvc__next_due ------------------------------------------------------- */
+
+struct due_case {
+    int64_t due, interval, now, next;
+    uint64_t skipped;
+};
+
+static void check_next_due(lsvc_missed policy, const struct due_case *c,
+                           size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t skipped = 12345;
+        int64_t next = lsvc__next_due(policy, c[i].due, c[i].interval,
+                                      c[i].now, &skipped);
+        ck_assert_msg(next == c[i].next && skipped == c[i].skipped,
+                      "policy %d, due %lld, interval %lld, now %lld: next "
+                      "%lld skipped %llu, want %lld and %llu",
+                      (int)policy, (long long)c[i].due,
+                      (long long)c[i].interval, (long long)c[i].now,
+                      (long long)next, (unsigned long long)skipped,
+                      (long long)c[i].next, (unsigned long long)c[i].skipped);
+    }
+}
+
+/* The header's timeline: interval 10, a run due at 10 ends at 35. */
+START_TEST(test_next_due_delay_is_max_of_grid_and_now)
+{
+    static const struct due_case cases[] = {
+        {0, 10, 3, 10, 0},   {0, 10, 10, 10, 0},  {0, 10, 11, 11, 0},
+        {10, 10, 35, 35, 0}, {35, 10, 36, 45, 0}, {10, 10, 19, 20, 0},
+        {1000 * MS, 20 * MS, 1001 * MS, 1020 * MS, 0},
+    };
+    check_next_due(LSVC_MISSED_DELAY, cases, sizeof(cases) / sizeof(*cases));
+}
+END_TEST
+
+START_TEST(test_next_due_skip_keeps_grid_and_counts_skipped)
+{
+    static const struct due_case cases[] = {
+        {0, 10, 3, 10, 0},   {0, 10, 10, 10, 0},  {10, 10, 20, 20, 0},
+        {10, 10, 21, 30, 1}, {10, 10, 35, 40, 2}, {10, 10, 40, 40, 2},
+        {10, 10, 41, 50, 3}, {0, 7, 100, 105, 14},
+    };
+    check_next_due(LSVC_MISSED_SKIP, cases, sizeof(cases) / sizeof(*cases));
+}
+END_TEST
+
+START_TEST(test_next_due_burst_keeps_grid_without_skipping)
+{
+    static const struct due_case cases[] = {
+        {0, 10, 3, 10, 0},
+        {10, 10, 35, 20, 0},
+        {20, 10, 35, 30, 0},
+        {30, 10, 35, 40, 0},
+    };
+    check_next_due(LSVC_MISSED_BURST, cases, sizeof(cases) / sizeof(*cases));
+}
+END_TEST
+
+/* --- End to end ----------------------------------------------------------- */
+
+static lsvc_options interval_opts(double seconds, lsvc_missed missed)
+{
+    lsvc_options o = {.loop_seconds = seconds, .missed = missed};
+    return o;
+}
+
+/* Runs a probe for `loops` runs and reaps it. */
+static void run_loops(struct probe *p, const lsvc_options *opts,
+                      uint64_t loops)
+{
+    static const lsvc_class cls = PROBE_CLASS("Sched", 60);
+    lsvc *svc = make_service(&cls, p, opts);
+    ck_assert_int_eq(lsvc_start(svc, loops), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_uint_eq(p->runs, loops);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+}
+
+START_TEST(test_first_run_is_at_once)
+{
+    static const lsvc_class cls = PROBE_CLASS("FirstRun", 10);
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_start(svc, 0), 0);
+    ck_assert(sem_wait_for(&p.entered, 5));
+    ck_assert_msg(seconds_since(t0) < 1.0, "first run came after %.3f s",
+                  seconds_since(t0));
+    ck_assert_int_eq(lsvc_stop(svc, true), 0);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_initial_delay_postpones_first_run)
+{
+    static const lsvc_class cls = PROBE_CLASS("Delayed", 10);
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = {.initial_delay = 0.2};
+    lsvc *svc = make_service(&cls, &p, &o);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_start(svc, 1), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_uint_eq(p.runs, 1);
+    ck_assert_msg(p.sched_ns[0] >= t0 + 200 * MS,
+                  "first run scheduled %lld ns after start, want >= 0.2 s",
+                  (long long)(p.sched_ns[0] - t0));
+    ck_assert_int_ge(p.begin_ns[0], t0 + 200 * MS);
+    ck_assert_int_lt(p.begin_ns[0], t0 + 5 * NS_PER_S);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/*
+ * The runs are due at t0 + k * interval, exactly, as long as each ends
+ * before the next is due. A run that ended late (a loaded machine) may
+ * move the grid, but only later; with the seed's rule (next = actual
+ * start + interval) nearly every step would be longer than the interval.
+ */
+static void check_grid(const struct probe *p, uint64_t runs, int64_t interval)
+{
+    uint64_t exact = 0;
+    for (uint64_t k = 1; k < runs; k++) {
+        int64_t step = p->sched_ns[k] - p->sched_ns[k - 1];
+        bool kept_time = p->end_ns[k - 1] - p->sched_ns[k - 1] < interval / 2;
+        if (kept_time)
+            ck_assert_msg(step == interval,
+                          "run %llu scheduled %lld ns after the one before, "
+                          "want exactly %lld",
+                          (unsigned long long)k, (long long)step,
+                          (long long)interval);
+        else
+            ck_assert_int_ge(step, interval);
+        exact += step == interval;
+    }
+    ck_assert_msg(exact >= (runs - 1) / 2, "only %llu of %llu steps on grid",
+                  (unsigned long long)exact, (unsigned long long)(runs - 1));
+}
+
+START_TEST(test_schedule_does_not_drift)
+{
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = interval_opts(0.05, LSVC_MISSED_DELAY);
+    run_loops(&p, &o, 12);
+    ck_assert_int_eq(p.sched_rc, 0);
+    check_grid(&p, 12, 50 * MS);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_run_never_starts_before_scheduled_time)
+{
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = interval_opts(0.01, LSVC_MISSED_DELAY);
+    run_loops(&p, &o, 25);
+    for (int k = 0; k < 25; k++)
+        ck_assert_msg(p.begin_ns[k] >= p.sched_ns[k],
+                      "run %d began %lld ns before it was due", k,
+                      (long long)(p.sched_ns[k] - p.begin_ns[k]));
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_delay_overrun_starts_next_run_at_once)
+{
+    struct probe p;
+    probe_init(&p);
+    p.slow_ns = 120 * MS;
+    p.slow_runs = 1;
+    lsvc_options o = interval_opts(0.05, LSVC_MISSED_DELAY);
+    run_loops(&p, &o, 4);
+    /* The grid moved to when the long run ended... */
+    ck_assert_int_ge(p.sched_ns[1], p.end_ns[0]);
+    ck_assert_int_le(p.sched_ns[1], p.begin_ns[1]);
+    ck_assert_msg(p.begin_ns[1] - p.end_ns[0] < NS_PER_S,
+                  "the run after an overrun waited %lld ns",
+                  (long long)(p.begin_ns[1] - p.end_ns[0]));
+    /* ...and goes on from there one interval at a time. */
+    check_grid(&p, 4, 50 * MS);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_skip_policy_keeps_grid_and_counts_missed)
+{
+    static const lsvc_class cls = PROBE_CLASS("Skipper", 60);
+    struct probe p;
+    probe_init(&p);
+    p.slow_ns = 120 * MS;
+    p.slow_runs = 1;
+    lsvc_options o = interval_opts(0.05, LSVC_MISSED_SKIP);
+    lsvc *svc = make_service(&cls, &p, &o);
+    ck_assert_int_eq(lsvc_start(svc, 3), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    int64_t interval = 50 * MS;
+    int64_t offset = p.sched_ns[1] - p.sched_ns[0];
+    ck_assert_msg(offset % interval == 0, "run 2 is %lld ns off the grid",
+                  (long long)offset);
+    /* The first grid point not yet past when the long run ended. */
+    ck_assert_int_ge(p.sched_ns[1], p.end_ns[0]);
+    ck_assert_int_lt(p.sched_ns[1] - interval, p.begin_ns[1]);
+    uint64_t skipped = (uint64_t)(offset / interval) - 1;
+    ck_assert_uint_ge(skipped, 2);
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    ck_assert_uint_eq(st.missed, skipped);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_burst_policy_runs_missed_points_back_to_back)
+{
+    static const lsvc_class cls = PROBE_CLASS("Burster", 60);
+    struct probe p;
+    probe_init(&p);
+    p.slow_ns = 120 * MS;
+    p.slow_runs = 1;
+    lsvc_options o = interval_opts(0.05, LSVC_MISSED_BURST);
+    lsvc *svc = make_service(&cls, &p, &o);
+    ck_assert_int_eq(lsvc_start(svc, 4), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    /* Runs 2 and 3 were due while run 1 was still working. */
+    for (int k = 1; k < 4; k++)
+        ck_assert_int_eq(p.sched_ns[k], p.sched_ns[0] + k * 50 * MS);
+    ck_assert_int_ge(p.begin_ns[1], p.end_ns[0]);
+    ck_assert_int_ge(p.begin_ns[2], p.end_ns[1]);
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    ck_assert_uint_eq(st.missed, 0);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* --- loops ------------------------------------------------------------------ */
+
+START_TEST(test_loops_runs_exactly_n_times_then_ends)
+{
+    static const lsvc_class cls = PROBE_CLASS("Counted", 0.01);
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    ck_assert_int_eq(lsvc_start(svc, 5), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_uint_eq(p.runs, 5);
+    ck_assert(!lsvc_is_running(svc));
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    ck_assert_uint_eq(st.loops, 5);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_restart_adds_runs)
+{
+    static const lsvc_class cls = PROBE_CLASS("Restarted", 0.01);
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    ck_assert_int_eq(lsvc_start(svc, 3), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_int_eq(lsvc_start(svc, 2), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_uint_eq(p.runs, 5);
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    ck_assert_uint_eq(st.loops, 5);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+START_TEST(test_last_loop_does_not_sleep)
+{
+    static const lsvc_class cls = PROBE_CLASS("OneShot", 10);
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_start(svc, 1), 0);
+    ck_assert_int_eq(lsvc_join(svc, 20), 0);
+    ck_assert_msg(seconds_since(t0) < 1.0,
+                  "a 1-loop service with a 10 s interval took %.3f s",
+                  seconds_since(t0));
+    ck_assert_uint_eq(p.runs, 1);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* --- precise mode ------------------------------------------------------- */
+
+START_TEST(test_precise_mode_keeps_grid)
+{
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = interval_opts(0.05, LSVC_MISSED_DELAY);
+    o.precise = true;
+    run_loops(&p, &o, 10);
+    for (int k = 0; k < 10; k++)
+        ck_assert_int_ge(p.begin_ns[k], p.sched_ns[k]);
+    check_grid(&p, 10, 50 * MS);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* The sleep toward a due time 60 s away is taken in steps of 100 ms. */
+START_TEST(test_precise_mode_stops_within_a_step)
+{
+    static const lsvc_class cls = PROBE_CLASS("PreciseLong", 60);
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = {.precise = true};
+    lsvc *svc = make_service(&cls, &p, &o);
+    ck_assert_int_eq(lsvc_start(svc, 0), 0);
+    ck_assert(probe_wait_runs(&p, 1, 5));
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_stop(svc, true), 0);
+    ck_assert_msg(seconds_since(t0) < 1.0, "precise stop took %.3f s",
+                  seconds_since(t0));
+    ck_assert(!lsvc_is_running(svc));
+    ck_assert_uint_eq(p.runs, 1);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("schedule");
+    TCase *maths = timed_tcase("maths");
+    tcase_add_test(maths, test_seconds_to_ns_rounds_to_nearest_ns);
+    tcase_add_test(maths, test_seconds_to_ns_rejects_out_of_range);
+    tcase_add_test(maths, test_add_ns_saturates_instead_of_overflowing);
+    tcase_add_test(maths, test_next_due_delay_is_max_of_grid_and_now);
+    tcase_add_test(maths, test_next_due_skip_keeps_grid_and_counts_skipped);
+    tcase_add_test(maths, test_next_due_burst_keeps_grid_without_skipping);
+    suite_add_tcase(s, maths);
+
+    TCase *runs = timed_tcase("runs");
+    tcase_add_test(runs, test_first_run_is_at_once);
+    tcase_add_test(runs, test_initial_delay_postpones_first_run);
+    tcase_add_test(runs, test_schedule_does_not_drift);
+    tcase_add_test(runs, test_run_never_starts_before_scheduled_time);
+    tcase_add_test(runs, test_delay_overrun_starts_next_run_at_once);
+    tcase_add_test(runs, test_skip_policy_keeps_grid_and_counts_missed);
+    tcase_add_test(runs, test_burst_policy_runs_missed_points_back_to_back);
+    tcase_add_test(runs, test_loops_runs_exactly_n_times_then_ends);
+    tcase_add_test(runs, test_restart_adds_runs);
+    tcase_add_test(runs, test_last_loop_does_not_sleep);
+    tcase_add_test(runs, test_precise_mode_keeps_grid);
+    tcase_add_test(runs, test_precise_mode_stops_within_a_step);
+    suite_add_tcase(s, runs);
+    return run_suite(s);
+}
