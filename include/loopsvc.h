@@ -174,7 +174,8 @@ LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
  * or after the initial delay. A service that ended or was stopped can be
  * started again; its stats go on counting. A thread that ended but was not
  * yet joined is reaped here first.
- * Returns EINVAL, EBUSY (its thread is still running), EPERM (the real-time
+ * Returns EINVAL, EBUSY (its thread is still running, or its group is
+ * started: the group then starts and stops it), EPERM (the real-time
  * priority is not permitted) or EAGAIN/ENOMEM (no thread could be made). On
  * failure no thread is left behind and the service can be started again.
  */
@@ -287,6 +288,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  * them may take the signal with its default action (termination). Call
  * lsvc_block_signals() first thing in main(), before any thread exists:
  * threads inherit the mask.
+ *
+ * Until lsvc_group_wait returns, the group owns its services: lsvc_start
+ * on one of them is EBUSY (lsvc_stop, lsvc_join and the rest still work).
  *
  * Returns EINVAL (g NULL, or the group is empty), EBUSY (already started, or
  * a service is running), or what lsvc_start or pthread_create returned; on

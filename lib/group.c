@@ -161,6 +161,36 @@ int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
     return rc;
 }
 
+/* While the group is started its services are its own: lsvc_start on one
+ * is EBUSY, so no other caller can start one the group then stops, nor
+ * restart one the group is waiting for. Takes the first n services. */
+static void set_owned(lsvc_group *g, size_t n, bool owned)
+{
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&g->svcs[i]->lock);
+        g->svcs[i]->group_owned = owned;
+        pthread_mutex_unlock(&g->svcs[i]->lock);
+    }
+}
+
+/* Takes every service, or none when one is running. Group lock held. */
+static bool take_services(lsvc_group *g)
+{
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->svcs[i];
+
+        pthread_mutex_lock(&svc->lock);
+        bool running = svc->state == LSVC_THREAD_RUNNING;
+        svc->group_owned = !running;
+        pthread_mutex_unlock(&svc->lock);
+        if (running) {
+            set_owned(g, i, false);
+            return false;
+        }
+    }
+    return true;
+}
+
 static int64_t stop_bound_ns(const lsvc_group *g, const lsvc *svc)
 {
     return g->stop_timeout_ns ? g->stop_timeout_ns : lsvc__stop_bound_ns(svc);
@@ -246,7 +276,7 @@ static int finish(lsvc_group *g)
     for (size_t i = 0; i < g->count; i++) {
         lsvc *svc = g->svcs[i];
 
-        if (lsvc__wait_and_reap(svc, LSVC_FOREVER, true) != ETIMEDOUT)
+        if (lsvc__wait_and_reap(svc, 0, LSVC_FOREVER, true) != ETIMEDOUT)
             continue;
         rc = ETIMEDOUT;
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
@@ -267,6 +297,7 @@ static int finish(lsvc_group *g)
             pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);
     }
     pthread_mutex_lock(&g->lock);
+    set_owned(g, g->count, false);
     g->state = GROUP_IDLE;
     g->stopping = g->waiting = false;
     pthread_mutex_unlock(&g->lock);
@@ -311,11 +342,8 @@ int lsvc_group_start(lsvc_group *g)
     pthread_mutex_lock(&g->lock);
     if (g->count == 0)
         rc = EINVAL;
-    else if (g->state != GROUP_IDLE)
+    else if (g->state != GROUP_IDLE || !take_services(g))
         rc = EBUSY;
-    for (size_t i = 0; rc == 0 && i < g->count; i++)
-        if (lsvc_is_running(g->svcs[i]))
-            rc = EBUSY;
     if (rc == 0) {
         /* STARTING lets a signal or lsvc_group_stop in, but not a wait. */
         g->state = GROUP_STARTING;
@@ -327,6 +355,7 @@ int lsvc_group_start(lsvc_group *g)
 
     if (g->wake_signal != 0 && (rc = start_signal_thread(g)) != 0) {
         pthread_mutex_lock(&g->lock);
+        set_owned(g, g->count, false);
         g->state = GROUP_IDLE;
         pthread_mutex_unlock(&g->lock);
         return rc;
@@ -334,7 +363,7 @@ int lsvc_group_start(lsvc_group *g)
     for (size_t i = 0; i < g->count; i++) {
         lsvc *svc = g->svcs[i];
 
-        rc = lsvc_start(svc, 0);
+        rc = lsvc__start(svc, 0, true);
         if (rc != 0) {
             char why[128];
 

@@ -65,6 +65,8 @@ struct lsvc {
     pthread_cond_t cond;
     enum lsvc_thread_state state;
     pthread_t thread;
+    uint64_t generation;      /* threads started so far: names the current one */
+    bool group_owned;         /* its group is started: only the group starts it */
     bool stop_requested;
     int64_t stop_deadline_ns; /* when a group stop gives up on it */
     uint64_t loops_wanted;    /* 0 = until stopped */
@@ -103,9 +105,10 @@ LSVC_HIDDEN int64_t lsvc__add_ns(int64_t a, int64_t b);
 LSVC_HIDDEN void *lsvc__service_main(void *arg);
 
 /* service.c: stop requests and waits, shared with the group. */
-LSVC_HIDDEN void lsvc__request_stop(lsvc *svc, int64_t deadline_ns);
-LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, int64_t deadline_ns,
-                                    bool follow_stop);
+LSVC_HIDDEN int lsvc__start(lsvc *svc, uint64_t loops, bool by_group);
+LSVC_HIDDEN uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns);
+LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, uint64_t generation,
+                                    int64_t deadline_ns, bool follow_stop);
 LSVC_HIDDEN int64_t lsvc__stop_bound_ns(const lsvc *svc);
 LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
 

@@ -119,19 +119,24 @@ static pthread_t claim_join(lsvc *svc)
 
 int lsvc_start(lsvc *svc, uint64_t loops)
 {
+    if (svc == NULL)
+        return EINVAL;
+    return lsvc__start(svc, loops, false);
+}
+
+int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
+{
     pthread_attr_t attr;
     pthread_t reap;
     bool must_reap = false;
     int rc;
 
-    if (svc == NULL)
-        return EINVAL;
     rc = lsvc__thread_attr(&attr, &svc->opts);
     if (rc != 0)
         return rc;
 
     pthread_mutex_lock(&svc->lock);
-    if (svc->state == LSVC_THREAD_RUNNING) {
+    if (svc->state == LSVC_THREAD_RUNNING || (svc->group_owned && !by_group)) {
         pthread_mutex_unlock(&svc->lock);
         pthread_attr_destroy(&attr);
         return EBUSY;
@@ -144,8 +149,10 @@ int lsvc_start(lsvc *svc, uint64_t loops)
     svc->stop_deadline_ns = LSVC_FOREVER;
     svc->loops_wanted = loops;
     rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
-    if (rc == 0)
+    if (rc == 0) {
         svc->state = LSVC_THREAD_RUNNING;
+        svc->generation++;
+    }
     pthread_mutex_unlock(&svc->lock);
 
     pthread_attr_destroy(&attr);
@@ -154,8 +161,11 @@ int lsvc_start(lsvc *svc, uint64_t loops)
     return rc;
 }
 
-void lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
+/* Returns the generation of the thread the request reached. */
+uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
 {
+    uint64_t generation;
+
     pthread_mutex_lock(&svc->lock);
     if (svc->state == LSVC_THREAD_RUNNING) {
         svc->stop_requested = true;
@@ -163,15 +173,23 @@ void lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
             svc->stop_deadline_ns = deadline_ns;
         pthread_cond_broadcast(&svc->cond);
     }
+    generation = svc->generation;
     pthread_mutex_unlock(&svc->lock);
+    return generation;
 }
 
-int lsvc__wait_and_reap(lsvc *svc, int64_t deadline_ns, bool follow_stop)
+/* Waits for the thread of `generation` (0: the current one). When another
+ * caller restarts the service meanwhile, that start has reaped the thread
+ * waited for, and the wait is over. */
+int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
+                        bool follow_stop)
 {
     pthread_t thread;
 
     pthread_mutex_lock(&svc->lock);
-    while (svc->state == LSVC_THREAD_RUNNING) {
+    if (generation == 0)
+        generation = svc->generation;
+    while (svc->state == LSVC_THREAD_RUNNING && svc->generation == generation) {
         int64_t until = deadline_ns;
 
         if (follow_stop && svc->stop_requested && svc->stop_deadline_ns < until)
@@ -185,8 +203,9 @@ int lsvc__wait_and_reap(lsvc *svc, int64_t deadline_ns, bool follow_stop)
         struct timespec ts = lsvc__timespec(until);
         pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
     }
-    if (svc->state != LSVC_THREAD_FINISHED) {
-        bool running = svc->state == LSVC_THREAD_RUNNING;
+    if (svc->generation != generation || svc->state != LSVC_THREAD_FINISHED) {
+        bool running = svc->state == LSVC_THREAD_RUNNING &&
+                       svc->generation == generation;
         pthread_mutex_unlock(&svc->lock);
         return running ? ETIMEDOUT : 0;
     }
@@ -204,13 +223,14 @@ int64_t lsvc__stop_bound_ns(const lsvc *svc)
 
 static int stop_and_wait(lsvc *svc, int64_t bound_ns)
 {
+    uint64_t generation;
     bool own;
     int rc;
 
     pthread_mutex_lock(&svc->lock);
     own = lsvc__is_own_thread(svc);
     pthread_mutex_unlock(&svc->lock);
-    lsvc__request_stop(svc, LSVC_FOREVER);
+    generation = lsvc__request_stop(svc, LSVC_FOREVER);
     if (own) {
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "A blocking stop was called on %s from inside the service "
@@ -219,7 +239,8 @@ static int stop_and_wait(lsvc *svc, int64_t bound_ns)
                   svc->name);
         return EDEADLK;
     }
-    rc = lsvc__wait_and_reap(svc, lsvc__add_ns(lsvc__now_ns(), bound_ns), false);
+    rc = lsvc__wait_and_reap(svc, generation,
+                             lsvc__add_ns(lsvc__now_ns(), bound_ns), false);
     if (rc == ETIMEDOUT)
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "A blocking stop was called on %s but more than %g seconds "
@@ -268,7 +289,7 @@ int lsvc_join(lsvc *svc, double seconds)
     pthread_mutex_unlock(&svc->lock);
     if (own)
         return EDEADLK;
-    return lsvc__wait_and_reap(svc, deadline_ns, false);
+    return lsvc__wait_and_reap(svc, 0, deadline_ns, false);
 }
 
 int lsvc_destroy(lsvc *svc)

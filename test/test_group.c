@@ -408,6 +408,27 @@ START_TEST(test_group_start_twice_is_ebusy)
 }
 END_TEST
 
+/* A member that another thread could restart would escape the group's
+ * stop, and one it could start first would be stopped by the group's undo. */
+START_TEST(test_members_of_a_started_group_cannot_be_started_alone)
+{
+    struct two t;
+    two_init(&t, NULL, NULL);
+    ck_assert_int_eq(lsvc_group_start(t.g), 0);
+    two_wait_first_runs(&t);
+    ck_assert_int_eq(lsvc_start(t.a, 0), EBUSY);
+    ck_assert_int_eq(lsvc_stop(t.a, true), 0);
+    ck_assert_int_eq(lsvc_start(t.a, 0), EBUSY);
+    ck_assert_int_eq(lsvc_group_stop(t.g), 0);
+    ck_assert_int_eq(lsvc_group_wait(t.g), 0);
+    /* Once the group has ended, the services are the caller's again. */
+    ck_assert_int_eq(lsvc_start(t.a, 1), 0);
+    ck_assert_int_eq(lsvc_join(t.a, 10), 0);
+    ck_assert_uint_eq(probe_runs(&t.pa), 2);
+    two_free(&t);
+}
+END_TEST
+
 START_TEST(test_group_start_with_a_running_service_is_undone)
 {
     unblock_stop_signals();
@@ -549,6 +570,7 @@ int main(void)
     TCase *life = timed_tcase("life cycle");
     tcase_add_test(life, test_group_can_start_again_after_wait);
     tcase_add_test(life, test_group_start_twice_is_ebusy);
+    tcase_add_test(life, test_members_of_a_started_group_cannot_be_started_alone);
     tcase_add_test(life, test_group_start_with_a_running_service_is_undone);
     tcase_add_test(life, test_group_start_failure_is_undone);
     tcase_add_test(life, test_group_settings_while_started_are_ebusy);

@@ -1,0 +1,232 @@
+/*
+ * loopsvc-bench: what the files of bench/ share.
+ *
+ * Every measured timer, ours or a baseline, runs the same way: a "block"
+ * of `instances` timers at one interval, each for one warm-up wake and
+ * then `ticks` measured wakes, and each wake's lateness (when the thread
+ * got the CPU minus when that wake was due) lands in a lane. The
+ * subcommands differ only in which blocks they run and what they report.
+ *
+ * Time is int64_t nanoseconds of CLOCK_MONOTONIC, as inside the library.
+ */
+#ifndef LOOPSVC_BENCH_H
+#define LOOPSVC_BENCH_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "loopsvc.h"
+
+#define NS_PER_US INT64_C(1000)
+#define NS_PER_MS INT64_C(1000000)
+#define NS_PER_SEC INT64_C(1000000000)
+
+/* Which loopsvc sleep modes to measure (--mode). */
+enum { MODE_CONDVAR = 1, MODE_PRECISE = 2 };
+
+/* The command line; 0 or -1 in a field means "the subcommand's default". */
+struct bench_opts {
+    int64_t interval_ns;  /* --interval-us; 0 = default */
+    uint64_t loops;       /* --loops, or --duration over the interval; 0 = default */
+    double duration_s;    /* --duration; 0 = not given */
+    int services;         /* --services; 0 = default */
+    int prio;             /* --prio; 0 = SCHED_OTHER */
+    int cpu;              /* --cpu; -1 = not pinned */
+    long slack_ns;        /* --slack-ns; -1 = each impl's default */
+    unsigned modes;       /* --mode: MODE_* bits */
+    int load;             /* --load */
+    int blocks;           /* --blocks; 0 = default */
+    bool quick;
+    bool json;
+    const char *svg;      /* --svg FILE, or NULL */
+};
+
+/* Wake-ups of one timer instance. Tick 0 is the warm-up and is dropped;
+ * tick k (k >= 1) is stored at late[k - 1]. */
+struct lane {
+    int64_t *late;
+    size_t cap, n;
+    int64_t first_due, last_due;     /* of the first and last stored tick */
+    int64_t first_start, last_start;
+};
+
+/* Variants of one runner, chosen by the impl table. */
+enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4 };
+
+/* One block: what every runner is given. */
+struct block_spec {
+    int64_t interval_ns;
+    size_t ticks;       /* measured wakes per instance, after the warm-up */
+    size_t instances;
+    int prio, cpu;
+    long slack_ns;      /* -1 = the impl's default */
+    int variant;        /* VAR_* bits */
+};
+
+/* What a block reports besides its samples. */
+struct block_info {
+    long slack_ns;      /* timer slack in force in the waiting thread(s) */
+    int64_t start_ns;   /* time taken to start every instance */
+    struct lane first;  /* the first instance's lane, without its samples */
+    char note[160];     /* a remark for the table, or empty */
+};
+
+/* Runs one block into lanes[0 .. spec->instances - 1], each with cap >=
+ * spec->ticks. Returns 0 or an errno value. */
+typedef int (*impl_run_fn)(const struct block_spec *spec, struct lane *lanes,
+                           struct block_info *info);
+
+struct impl {
+    const char *name;
+    impl_run_fn run;
+    int variant;
+};
+
+/* Summary of one set of samples. */
+struct summary {
+    size_t samples;
+    int64_t min, mean, p50, p90, p99, p999, max;
+};
+
+/* What one impl showed in one bench; the optional figures are flagged. */
+enum { HAS_CPU = 1, HAS_START = 2, HAS_DRIFT = 4 };
+struct result {
+    const char *impl;
+    int services;
+    long slack_ns;
+    struct summary lat;
+    unsigned has;
+    double cpu_ns_per_wake;           /* HAS_CPU */
+    int64_t start_ns;                 /* HAS_START */
+    uint64_t loops;                   /* HAS_DRIFT */
+    double period_error_ppm;          /* from scheduled starts */
+    double period_error_measured_ppm; /* from actual starts */
+    int64_t final_lateness_ns;
+    uint64_t late_over_interval;      /* wakes later than one interval */
+};
+
+/* A growing pool of lateness samples for one impl, across blocks. */
+struct pool {
+    int64_t *v;
+    size_t n, cap;
+};
+
+/* --- time ------------------------------------------------------------ */
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+static inline int64_t ts_to_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * NS_PER_SEC + ts->tv_nsec;
+}
+
+static inline struct timespec ns_to_ts(int64_t ns)
+{
+    struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_SEC),
+                           .tv_nsec = (long)(ns % NS_PER_SEC) };
+    return ts;
+}
+
+/* --- block.c: lanes, pools and the one way to run a block ------------- */
+void lane_put(struct lane *l, size_t tick, int64_t due, int64_t start);
+uint64_t wakes_total(void);
+int pool_add(struct pool *p, const int64_t *v, size_t n);
+void pool_free(struct pool *p);
+int run_block(const struct impl *impl, const struct block_spec *spec,
+              struct pool *pool, struct block_info *info);
+int64_t block_deadline(const struct block_spec *spec);
+uint64_t opt_loops(const struct bench_opts *o, int64_t interval_ns,
+                   uint64_t normal, uint64_t quick);
+int opt_blocks(const struct bench_opts *o, int normal, int quick, uint64_t loops);
+struct block_spec spec_from(const struct bench_opts *o, int64_t interval_ns,
+                            size_t ticks, size_t instances, int variant);
+
+/* --- ours.c: the library under test ----------------------------------- */
+int ours_run(const struct block_spec *spec, struct lane *lanes,
+             struct block_info *info);
+lsvc_options ours_options(const struct block_spec *spec);
+void ours_logs_quiet(void);
+void ours_logs_report(const char *bench);
+
+/* --- baselines.c: the raw loops and the peers ------------------------- */
+int nanosleep_run(const struct block_spec *spec, struct lane *lanes,
+                  struct block_info *info);
+int timerfd_run(const struct block_spec *spec, struct lane *lanes,
+                struct block_info *info);
+int posix_timer_run(const struct block_spec *spec, struct lane *lanes,
+                    struct block_info *info);
+int libuv_run(const struct block_spec *spec, struct lane *lanes,
+              struct block_info *info);
+int cyclictest_run(const struct block_spec *spec, struct lane *lanes,
+                   struct block_info *info);
+bool libuv_usable(int64_t interval_ns, const char **why);
+bool posix_timer_usable(const char **why);
+bool cyclictest_found(void);
+
+/* --- threads.c: measured threads, load, watchdog ---------------------- */
+int thread_attr_for(pthread_attr_t *attr, int prio, int cpu);
+int thread_spawn(pthread_t *t, const struct block_spec *spec,
+                 void *(*fn)(void *), void *arg);
+/* A count that threads raise and another waits for, with a deadline on
+ * CLOCK_MONOTONIC: every wait of the bench is bounded. */
+struct latch {
+    pthread_mutex_t lock; /* protects count */
+    pthread_cond_t cond;
+    size_t count;
+};
+void latch_init(struct latch *l);
+void latch_destroy(struct latch *l);
+void latch_add(struct latch *l);
+int latch_wait(struct latch *l, size_t count, int64_t deadline_ns);
+long slack_apply(long slack_ns);
+long slack_current(void);
+int check_sched(const struct bench_opts *o);
+int load_start(int count);
+void load_stop(void);
+int64_t load_cpu_ns(void);
+int64_t process_cpu_ns(void);
+int child_run(const char *path, char *const argv[], long slack_ns, int64_t deadline_ns,
+              char **out, bool *timed_out);
+void watchdog_arm(const char *what, double seconds);
+int interrupt_start(void);
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* --- report.c: figures, tables, JSON, SVG ----------------------------- */
+void summarize(int64_t *v, size_t n, struct summary *out);
+void result_from_pool(struct result *r, const char *impl, int services,
+                      long slack_ns, struct pool *p);
+void print_title(const char *bench, const struct bench_opts *o,
+                 int64_t interval_ns, const char *what);
+void print_slack_note(const struct bench_opts *o);
+void print_results(const struct result *r, size_t count, unsigned has);
+void print_ratios(const struct result *r, size_t count);
+void json_begin(const char *bench, const struct bench_opts *o,
+                int64_t interval_ns, int services);
+void json_results(const struct result *r, size_t count);
+void json_ratios(const struct result *r, size_t count);
+void json_end(void);
+int svg_write(const char *path, const char *title, const struct result *r,
+              struct pool *const *pools, size_t count);
+
+/* --- the subcommands -------------------------------------------------- */
+int bench_jitter(const struct bench_opts *o);
+int bench_stop(const struct bench_opts *o);
+int bench_scale(const struct bench_opts *o);
+int bench_drift(const struct bench_opts *o);
+int rss_probe(const struct bench_opts *o);
+
+/* The impl table: every timer the bench knows, by the names of the
+ * JSON schema. */
+extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
+    IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST;
+
+#endif /* LOOPSVC_BENCH_H */

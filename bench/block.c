@@ -1,0 +1,164 @@
+/*
+ * Blocks, lanes and pools: the one shape in which every impl is measured.
+ *
+ * A runner stores each wake with lane_put(); the subcommand then pours the
+ * lanes of a block into the impl's pool, so that blocks of different impls
+ * can alternate (A B A B) and still be summarised per impl at the end.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every measured wake of every impl, for CPU time per wake (scale). */
+static atomic_uint_fast64_t wakes;
+
+static void lanes_free(struct lane *lanes, size_t count)
+{
+    if (lanes == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(lanes[i].late);
+    free(lanes);
+}
+
+static int lanes_alloc(struct lane **lanes, size_t count, size_t cap)
+{
+    struct lane *l = calloc(count, sizeof *l);
+
+    if (l == NULL)
+        return ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        l[i].cap = cap;
+        l[i].late = malloc((cap ? cap : 1) * sizeof *l[i].late);
+        if (l[i].late == NULL) {
+            lanes_free(l, count);
+            return ENOMEM;
+        }
+    }
+    *lanes = l;
+    return 0;
+}
+
+void lane_put(struct lane *l, size_t tick, int64_t due, int64_t start)
+{
+    if (tick == 0 || tick > l->cap)
+        return;
+    size_t i = tick - 1;
+
+    l->late[i] = start - due;
+    if (i == 0) {
+        l->first_due = due;
+        l->first_start = start;
+    }
+    if (i + 1 >= l->n) {
+        l->n = i + 1;
+        l->last_due = due;
+        l->last_start = start;
+    }
+    atomic_fetch_add_explicit(&wakes, 1, memory_order_relaxed);
+}
+
+uint64_t wakes_total(void)
+{
+    return atomic_load_explicit(&wakes, memory_order_relaxed);
+}
+
+int pool_add(struct pool *p, const int64_t *v, size_t n)
+{
+    if (p->n + n > p->cap) {
+        size_t cap = p->cap ? p->cap : 1024;
+        while (cap < p->n + n)
+            cap *= 2;
+        int64_t *bigger = realloc(p->v, cap * sizeof *bigger);
+        if (bigger == NULL)
+            return ENOMEM;
+        p->v = bigger;
+        p->cap = cap;
+    }
+    memcpy(p->v + p->n, v, n * sizeof *v);
+    p->n += n;
+    return 0;
+}
+
+void pool_free(struct pool *p)
+{
+    free(p->v);
+    p->v = NULL;
+    p->n = p->cap = 0;
+}
+
+struct block_spec spec_from(const struct bench_opts *o, int64_t interval_ns,
+                            size_t ticks, size_t instances, int variant)
+{
+    struct block_spec s = {
+        .interval_ns = interval_ns,
+        .ticks = ticks,
+        .instances = instances,
+        .prio = o->prio,
+        .cpu = o->cpu,
+        .slack_ns = o->slack_ns,
+        .variant = variant,
+    };
+    return s;
+}
+
+uint64_t opt_loops(const struct bench_opts *o, int64_t interval_ns,
+                   uint64_t normal, uint64_t quick)
+{
+    if (o->loops != 0)
+        return o->loops;
+    if (o->duration_s > 0) {
+        uint64_t n = (uint64_t)(o->duration_s * 1e9 / (double)interval_ns);
+        return n > 0 ? n : 1;
+    }
+    return o->quick ? quick : normal;
+}
+
+int opt_blocks(const struct bench_opts *o, int normal, int quick, uint64_t loops)
+{
+    int blocks = o->blocks ? o->blocks : o->quick ? quick : normal;
+
+    return (uint64_t)blocks > loops ? (int)loops : blocks;
+}
+
+/* Generous: a block that needs three times its nominal length plus ten
+ * seconds is not slow, it is stuck. */
+int64_t block_deadline(const struct block_spec *spec)
+{
+    return now_ns() + 3 * (int64_t)(spec->ticks + 1) * spec->interval_ns +
+           10 * NS_PER_SEC;
+}
+
+int run_block(const struct impl *impl, const struct block_spec *spec,
+              struct pool *pool, struct block_info *info)
+{
+    struct block_spec s = *spec;
+    struct lane *lanes;
+    int rc;
+
+    s.variant |= impl->variant;
+    memset(info, 0, sizeof *info);
+    if ((rc = lanes_alloc(&lanes, s.instances, s.ticks)) != 0)
+        return rc;
+    rc = impl->run(&s, lanes, info);
+    for (size_t i = 0; rc == 0 && i < s.instances; i++)
+        rc = pool_add(pool, lanes[i].late, lanes[i].n);
+    info->first = lanes[0];
+    info->first.late = NULL;
+    lanes_free(lanes, s.instances);
+    return rc;
+}
+
+const struct impl IMPL_CONDVAR = { "loopsvc-condvar", ours_run, 0 };
+const struct impl IMPL_PRECISE = { "loopsvc-precise", ours_run, VAR_PRECISE };
+const struct impl IMPL_BURST = { "loopsvc-burst", ours_run, VAR_BURST };
+const struct impl IMPL_NANOSLEEP = { "clock_nanosleep", nanosleep_run, 0 };
+const struct impl IMPL_REBASE = { "seed-rebase", nanosleep_run, VAR_REBASE };
+const struct impl IMPL_TIMERFD = { "timerfd", timerfd_run, 0 };
+const struct impl IMPL_POSIX_TIMER = { "posix_timer", posix_timer_run, 0 };
+const struct impl IMPL_LIBUV = { "libuv", libuv_run, 0 };
+const struct impl IMPL_CYCLICTEST = { "cyclictest", cyclictest_run, 0 };

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Checks the shape of `loopsvc-bench all --quick --json` read on stdin.
+
+The input is JSON Lines: one object per subcommand (jitter, stop, scale,
+drift). Only the shape is checked: keys, types, non-empty results and
+sample counts above zero. Timings are never judged here; machines differ.
+Exits 0 when the shape is right, 1 with a message naming the first fault.
+"""
+import json
+import sys
+
+ENVELOPE = ("bench", "interval_ns", "services", "prio", "load", "results", "ratios")
+RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
+          "p999_ns", "max_ns", "slack_ns")
+IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
+         "timerfd", "posix_timer", "libuv", "seed-rebase", "loopsvc-burst"}
+PER_BENCH_RESULT = {
+    "jitter": (),
+    "stop": (),
+    "scale": ("services", "cpu_ns_per_wake", "start_ns"),
+    "drift": ("loops", "period_error_ppm", "period_error_measured_ppm",
+              "final_lateness_ns"),
+}
+PER_BENCH_TOP = {
+    "jitter": (),
+    "stop": ("stop_p50_ns", "stop_p99_ns", "group_stop_ns", "start_ns"),
+    "scale": ("start_ns", "cpu_ns_per_wake", "rss_bytes_per_service"),
+    "drift": (),
+}
+
+
+class ShapeError(Exception):
+    pass
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def need(obj, key, where):
+    if key not in obj:
+        raise ShapeError(f"{where}: missing key '{key}'")
+    return obj[key]
+
+
+def need_number(obj, key, where):
+    v = need(obj, key, where)
+    if not is_number(v):
+        raise ShapeError(f"{where}: '{key}' is {v!r}, not a number")
+    return v
+
+
+def need_numbers(obj, where, depth):
+    """A non-empty object whose leaves, `depth` levels down, are numbers."""
+    if not isinstance(obj, dict) or not obj:
+        raise ShapeError(f"{where}: not a non-empty object")
+    for k, v in obj.items():
+        if depth > 1:
+            need_numbers(v, f"{where}.{k}", depth - 1)
+        elif not is_number(v):
+            raise ShapeError(f"{where}.{k} is {v!r}, not a number")
+
+
+def check_result(r, bench, where):
+    if not isinstance(r, dict):
+        raise ShapeError(f"{where}: not an object")
+    impl = need(r, "impl", where)
+    if impl not in IMPLS:
+        raise ShapeError(f"{where}: unknown impl {impl!r}")
+    where = f"{where} ({impl})"
+    for key in RESULT[1:] + PER_BENCH_RESULT[bench]:
+        need_number(r, key, where)
+    if r["samples"] <= 0:
+        raise ShapeError(f"{where}: samples is {r['samples']}, not above 0")
+
+
+def check_ratios(ratios, bench, where):
+    if not isinstance(ratios, dict):
+        raise ShapeError(f"{where}: 'ratios' is not an object")
+    if bench == "jitter" and not ratios:
+        raise ShapeError(f"{where}: 'ratios' is empty")
+    for impl, r in ratios.items():
+        if not impl.startswith("loopsvc-"):
+            raise ShapeError(f"{where}: ratio for {impl!r}, which is not ours")
+        # scale nests one level more, keyed by the number of services
+        leaves = r.values() if bench == "scale" else [r]
+        for leaf in leaves:
+            for key in ("p50", "p99"):
+                need_number(leaf, key, f"{where}: ratios.{impl}")
+
+
+def check_line(obj, where):
+    if not isinstance(obj, dict):
+        raise ShapeError(f"{where}: not a JSON object")
+    bench = need(obj, "bench", where)
+    if bench not in PER_BENCH_RESULT:
+        raise ShapeError(f"{where}: unknown bench {bench!r}")
+    where = f"{where} ({bench})"
+    for key in ENVELOPE:
+        need(obj, key, where)
+    for key in ("interval_ns", "services", "prio", "load"):
+        need_number(obj, key, where)
+    results = obj["results"]
+    if not isinstance(results, list) or not results:
+        raise ShapeError(f"{where}: 'results' is empty or not a list")
+    for i, r in enumerate(results):
+        check_result(r, bench, f"{where}: results[{i}]")
+    impls = {r["impl"] for r in results}
+    if bench == "jitter" and "clock_nanosleep" not in impls:
+        raise ShapeError(f"{where}: no clock_nanosleep baseline in the results")
+    if not any(i.startswith("loopsvc-") for i in impls):
+        raise ShapeError(f"{where}: no loopsvc result")
+    check_ratios(obj["ratios"], bench, where)
+    for key in PER_BENCH_TOP[bench]:
+        v = need(obj, key, where)
+        if key in ("stop_p50_ns", "stop_p99_ns"):
+            need_number(obj, key, where)
+        else:
+            need_numbers(v, f"{where}: {key}",
+                         2 if bench == "scale" and key != "rss_bytes_per_service" else 1)
+    return bench
+
+
+def main():
+    seen = []
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ShapeError(f"line {n}: not JSON ({e}): {line[:80]!r}")
+        seen.append(check_line(obj, f"line {n}"))
+    want = list(PER_BENCH_RESULT)
+    if seen != want:
+        raise ShapeError(f"expected one line each for {want} in that order, got {seen}")
+    print(f"check_json: {len(seen)} benches, shape ok")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ShapeError as e:
+        print(f"check_json: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,300 @@
+/*
+ * loopsvc-bench: the command line, and which subcommand runs.
+ *
+ * Signals come first: the stop bench sends SIGTERM to this process, and
+ * the library's rule is that every thread must block it, so the mask is
+ * set before any thread exists and every later thread inherits it.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* In parts: ISO C caps a string literal at 4095 bytes. */
+static const char *const usage[] = {
+"Usage: loopsvc-bench SUBCOMMAND [OPTIONS]\n"
+"\n"
+"Measures loopsvc services next to baselines measured in the same run. Every\n"
+"figure is a distribution or a ratio over a baseline, never one absolute time.\n"
+"\n"
+"Subcommands:\n"
+"  jitter  Wake-up lateness of K services at interval I. A wake's lateness is\n"
+"          CLOCK_MONOTONIC read first thing in run_once minus the scheduled\n"
+"          start (lsvc_scheduled_start); for a baseline, now minus the absolute\n"
+"          time that tick was due. Impls run in alternating blocks (A B A B) so\n"
+"          that machine drift hits all alike; the first wake of each block is a\n"
+"          warm-up and is dropped. Defaults: 1000 us, 2000 wakes per impl in\n"
+"          10 blocks, 1 service (--quick: 500 wakes, 5 blocks).\n"
+"  stop    lsvc_stop(svc, true) on a service sleeping on a 3600 s interval,\n"
+"          called after its first run and a random 0..2 ms: 1000 samples\n"
+"          (--quick: 200). Then groups of 1, 10, 100, 1000 services with the\n"
+"          default signals: time for lsvc_group_start, and from\n"
+"          kill(getpid(), SIGTERM) until lsvc_group_wait returns (median of 5;\n"
+"          --quick: 3). Condvar mode unless --mode precise (100 samples).\n"
+"  scale   N = 1, 10, 100, 1000 services next to N raw clock_nanosleep threads,\n"
+"          interval 10 ms, 100 wakes each x 2 alternating blocks (--quick: 50\n"
+"          x 1): start time, lateness, CPU time per wake (getrusage user+sys\n"
+"          over a window inside each block, less the --load threads), and RSS\n"
+"          per idle started service (/proc/self/statm).\n"
+"  drift   One timer at 1000 us for 2000 wakes (--quick: 1000): period error\n"
+"          in ppm from scheduled and from actual starts, and final lateness\n"
+"          against the grid t0 + k*I, and how many wakes came more than I\n"
+"          late (each moves the grid under LSVC_MISSED_DELAY, the default).\n"
+"          Ours at L and 2L, also as loopsvc-burst (LSVC_MISSED_BURST, which\n"
+"          keeps the grid); clock_nanosleep, seed-rebase (next = actual\n"
+"          start + I) and libuv at L.\n"
+"  all     jitter, stop, scale and drift in turn (about 1 minute; with --quick\n"
+"          about 20 s). With --json: JSON Lines, one object per subcommand in\n"
+"          that order.\n"
+"  rss-probe  internal, for scale: prints the resident bytes per idle\n"
+"          service of --services N services started in this fresh process.\n"
+"\n",
+"Options (all subcommands):\n"
+"  --interval-us N   interval in microseconds (default per subcommand)\n"
+"  --loops N         wakes per impl (jitter, drift), per instance and block\n"
+"                    (scale), samples (stop)\n"
+"  --duration S      instead of --loops: S seconds' worth of wakes\n"
+"  --services N      services per impl (jitter; default 1); only N (scale, and\n"
+"                    stop's groups)\n"
+"  --blocks N        alternating blocks per impl (jitter, scale)\n"
+"  --prio N          SCHED_FIFO priority 1..99 for every measured thread\n"
+"                    (lsvc_options.sched_priority, pthread attrs for baselines,\n"
+"                    cyclictest -p); exits 2 if not permitted\n"
+"  --cpu N           pin every measured thread to CPU N (lsvc_options.cpu_mask,\n"
+"                    pthread affinity, cyclictest -a)\n"
+"  --slack-ns N      timer slack (N >= 1) for every impl (lsvc_options.\n"
+"                    timer_slack_ns, PR_SET_TIMERSLACK); without it loopsvc\n"
+"                    uses its automatic slack and baselines the system's\n"
+"  --mode M          condvar, precise or both (default both; stop: condvar)\n"
+"  --load N          N busy-looping threads during the measurement\n"
+"  --quick           smaller runs, a few seconds per subcommand\n"
+"  --json            one JSON object per subcommand on stdout, nothing else\n"
+"  --svg FILE        jitter: write a log-log latency histogram as SVG\n"
+"  --help            this text\n"
+"\n",
+"Impls: loopsvc-condvar, loopsvc-precise (ours, by lsvc_options.precise);\n"
+"clock_nanosleep (raw TIMER_ABSTIME loop: the kernel's limit for a thread);\n"
+"cyclictest (rt-tests, if on PATH: -v -N samples, run as one block); timerfd;\n"
+"posix_timer (SIGEV_THREAD); libuv (repeating uv_timer, if built with libuv;\n"
+"measured against the due time libuv set for each tick); seed-rebase and\n"
+"loopsvc-burst (drift only).\n"
+"Expiries of timerfd and posix_timer are not subject to timer slack; sleeping\n"
+"calls (ours, clock_nanosleep, libuv's epoll_wait) are.\n"
+"\n",
+"JSON (one line per subcommand; times in ns):\n"
+"  {\"bench\", \"interval_ns\", \"services\", \"prio\", \"load\", \"cpu\", \"quick\",\n"
+"   \"results\": [{\"impl\", \"services\", \"slack_ns\", \"samples\", \"min_ns\",\n"
+"                \"mean_ns\", \"p50_ns\", \"p90_ns\", \"p99_ns\", \"p999_ns\",\n"
+"                \"max_ns\", ...}],\n"
+"   \"ratios\": {\"loopsvc-condvar\": {\"p50\", \"p99\"}, ...}, ...}\n"
+"  ratios are ours over clock_nanosleep measured in the same run.\n"
+"  stop:  results hold the stop durations; \"stop_p50_ns\", \"stop_p99_ns\",\n"
+"         \"group_stop_ns\" and \"start_ns\" keyed by group size, \"group_reps\".\n"
+"  scale: each result also has \"cpu_ns_per_wake\" and \"start_ns\"; ratios are\n"
+"         keyed by N ({\"p50\", \"p99\", \"cpu\"}); \"start_ns\" and\n"
+"         \"cpu_ns_per_wake\" keyed by impl then N; \"rss_bytes_per_service\"\n"
+"         keyed by N.\n"
+"  drift: each result also has \"loops\", \"period_error_ppm\",\n"
+"         \"period_error_measured_ppm\", \"final_lateness_ns\",\n"
+"         \"wakes_late_over_interval\".\n"
+"  Every result has \"slack_ns\": the timer slack its waiting thread had.\n"
+"\n"
+"Exit status: 0 success, 1 a measurement failed, 2 bad usage or --prio not\n"
+"permitted, 130 interrupted (SIGINT). SIGINT and SIGTERM are blocked in every\n"
+"thread, as the library asks; SIGTERM is the stop bench's, sent to itself.\n",
+};
+
+static long parse_long(const char *opt, const char *arg, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+
+    if (errno != 0 || end == arg || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "loopsvc-bench: %s wants a whole number from %ld to %ld, "
+                "not '%s'\n", opt, lo, hi, arg);
+        exit(2);
+    }
+    return v;
+}
+
+static int parse_args(int argc, char **argv, struct bench_opts *o, const char **cmd)
+{
+    enum { O_INTERVAL = 256, O_LOOPS, O_DURATION, O_SERVICES, O_PRIO, O_CPU,
+           O_SLACK, O_MODE, O_LOAD, O_QUICK, O_JSON, O_SVG, O_BLOCKS, O_HELP };
+    static const struct option longopts[] = {
+        { "interval-us", required_argument, NULL, O_INTERVAL },
+        { "loops", required_argument, NULL, O_LOOPS },
+        { "duration", required_argument, NULL, O_DURATION },
+        { "services", required_argument, NULL, O_SERVICES },
+        { "blocks", required_argument, NULL, O_BLOCKS },
+        { "prio", required_argument, NULL, O_PRIO },
+        { "cpu", required_argument, NULL, O_CPU },
+        { "slack-ns", required_argument, NULL, O_SLACK },
+        { "mode", required_argument, NULL, O_MODE },
+        { "load", required_argument, NULL, O_LOAD },
+        { "quick", no_argument, NULL, O_QUICK },
+        { "json", no_argument, NULL, O_JSON },
+        { "svg", required_argument, NULL, O_SVG },
+        { "help", no_argument, NULL, O_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int c;
+
+    memset(o, 0, sizeof *o);
+    o->cpu = -1;
+    o->slack_ns = -1;
+    o->modes = MODE_CONDVAR | MODE_PRECISE;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_INTERVAL:
+            o->interval_ns = parse_long("--interval-us", optarg, 1, 3600L * 1000000) * NS_PER_US;
+            break;
+        case O_LOOPS:
+            o->loops = (uint64_t)parse_long("--loops", optarg, 1, 100000000);
+            break;
+        case O_DURATION: {
+            char *end;
+            o->duration_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(o->duration_s > 0 && o->duration_s < 1e6)) {
+                fprintf(stderr, "loopsvc-bench: --duration wants seconds > 0, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case O_SERVICES:
+            o->services = (int)parse_long("--services", optarg, 1, 10000);
+            break;
+        case O_BLOCKS:
+            o->blocks = (int)parse_long("--blocks", optarg, 1, 1000);
+            break;
+        case O_PRIO:
+            o->prio = (int)parse_long("--prio", optarg, 1, 99);
+            break;
+        case O_CPU:
+            o->cpu = (int)parse_long("--cpu", optarg, 0, (ncpu > 0 ? ncpu : 64) - 1);
+            break;
+        case O_SLACK:
+            o->slack_ns = parse_long("--slack-ns", optarg, 1, 1000000000);
+            break;
+        case O_MODE:
+            if (strcmp(optarg, "condvar") == 0)
+                o->modes = MODE_CONDVAR;
+            else if (strcmp(optarg, "precise") == 0)
+                o->modes = MODE_PRECISE;
+            else if (strcmp(optarg, "both") == 0)
+                o->modes = MODE_CONDVAR | MODE_PRECISE;
+            else {
+                fprintf(stderr, "loopsvc-bench: --mode is condvar, precise or both\n");
+                return 2;
+            }
+            break;
+        case O_LOAD:
+            o->load = (int)parse_long("--load", optarg, 0, 256);
+            break;
+        case O_QUICK:
+            o->quick = true;
+            break;
+        case O_JSON:
+            o->json = true;
+            break;
+        case O_SVG:
+            o->svg = optarg;
+            break;
+        case O_HELP:
+        case 'h':
+            for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++)
+                fputs(usage[i], stdout);
+            exit(0);
+        default:
+            fputs("Try 'loopsvc-bench --help'.\n", stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "loopsvc-bench: %s\nTry 'loopsvc-bench --help'.\n",
+                optind >= argc ? "which subcommand? jitter, stop, scale, drift or all"
+                               : "one subcommand at a time");
+        return 2;
+    }
+    *cmd = argv[optind];
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int (*run)(const struct bench_opts *o);
+} commands[] = {
+    { "jitter", bench_jitter },
+    { "stop", bench_stop },
+    { "scale", bench_scale },
+    { "drift", bench_drift },
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static int run_one(size_t i, const struct bench_opts *o)
+{
+    int rc = commands[i].run(o);
+
+    fflush(stdout);
+    ours_logs_report(commands[i].name);
+    return rc;
+}
+
+static int run_all(const struct bench_opts *o)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (i > 0 && !o->json)
+            putchar('\n');
+        if (run_one(i, o) != 0)
+            rc = 1;
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o;
+    const char *cmd = NULL;
+    size_t which = NCOMMANDS;
+    int rc = lsvc_block_signals();
+
+    if (rc != 0) {
+        fprintf(stderr, "loopsvc-bench: cannot block SIGINT/SIGTERM: %s\n", strerror(rc));
+        return 1;
+    }
+    if ((rc = parse_args(argc, argv, &o, &cmd)) != 0)
+        return rc;
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            which = i;
+    /* Before the bench's own logger: the probe measures a service as a
+     * server runs it, with the library's default logging. */
+    if (strcmp(cmd, "rss-probe") == 0)
+        return rss_probe(&o);
+    if (which == NCOMMANDS && strcmp(cmd, "all") != 0) {
+        fprintf(stderr, "loopsvc-bench: no subcommand '%s'; try --help\n", cmd);
+        return 2;
+    }
+    ours_logs_quiet();
+    if ((rc = interrupt_start()) != 0) {
+        fprintf(stderr, "loopsvc-bench: cannot start a thread: %s\n", strerror(rc));
+        return 1;
+    }
+    if (check_sched(&o) != 0)
+        return 2;
+    if (o.load > 0 && (rc = load_start(o.load)) != 0) {
+        fprintf(stderr, "loopsvc-bench: cannot start --load threads: %s\n", strerror(rc));
+        return 1;
+    }
+    rc = which < NCOMMANDS ? run_one(which, &o) : run_all(&o);
+    load_stop();
+    return rc;
+}

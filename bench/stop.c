@@ -1,0 +1,218 @@
+/*
+ * stop: how long a stop takes.
+ *
+ * One service sleeps on an hour-long interval; after its first run and a
+ * random 0..2 ms, lsvc_stop(svc, true) is timed from call to return. Then
+ * groups of N services are started (timed: lsvc_group_start) and stopped
+ * the way a server is, with SIGTERM to the process, timed until
+ * lsvc_group_wait returns. The watchdog bounds the hour-long stop bound.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_SIZES 4
+#define SLEEP_SECONDS 3600.0
+
+/* What a stop-bench service tells the bench: that it ran, and the slack
+ * its thread got. */
+struct stop_arg {
+    struct latch ran;
+    _Atomic long slack_ns;
+};
+
+static int stop_run_once(lsvc *svc, void *arg)
+{
+    struct stop_arg *a = arg;
+
+    (void)svc;
+    a->slack_ns = slack_current();
+    latch_add(&a->ran);
+    return 0;
+}
+
+static const lsvc_class stop_class = {
+    .name = "stopbench",
+    .loop_seconds = SLEEP_SECONDS,
+    .run_once = stop_run_once,
+};
+
+/* Waits until `ran` has counted `runs` runs. */
+static int wait_runs(struct latch *ran, size_t runs)
+{
+    return latch_wait(ran, runs, now_ns() + 10 * NS_PER_SEC);
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static int stop_samples(const struct block_spec *spec, size_t samples, struct pool *out,
+                        long *slack_ns)
+{
+    lsvc_options opts = ours_options(spec);
+    uint64_t seed = (uint64_t)now_ns() | 1;
+    struct stop_arg arg = { .slack_ns = 0 };
+    lsvc *svc;
+    int rc;
+
+    latch_init(&arg.ran);
+    if ((rc = lsvc_create(&svc, &stop_class, &arg, &opts)) != 0) {
+        latch_destroy(&arg.ran);
+        return rc;
+    }
+    for (size_t i = 0; rc == 0 && i < samples; i++) {
+        struct timespec delay = { .tv_nsec = (long)(xorshift(&seed) % (2 * NS_PER_MS)) };
+
+        if ((rc = lsvc_start(svc, 0)) != 0 || (rc = wait_runs(&arg.ran, i + 1)) != 0)
+            break;
+        nanosleep(&delay, NULL);
+        int64_t t0 = now_ns();
+        rc = lsvc_stop(svc, true);
+        int64_t took = now_ns() - t0;
+        if (rc == 0)
+            rc = pool_add(out, &took, 1);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "loopsvc-bench: stop: %s\n", strerror(rc));
+        lsvc_stop_timeout(svc, 5.0);
+    }
+    *slack_ns = arg.slack_ns;
+    lsvc_destroy(svc);
+    latch_destroy(&arg.ran);
+    return rc;
+}
+
+/* One group of n services: start it, then SIGTERM the process. */
+static int group_once(const struct block_spec *spec, size_t n, int64_t *start_ns,
+                      int64_t *stop_ns)
+{
+    lsvc_options opts = ours_options(spec);
+    lsvc **svcs = calloc(n, sizeof *svcs);
+    lsvc_group *g = NULL;
+    size_t made = 0;
+    struct stop_arg arg = { .slack_ns = 0 };
+    int rc = svcs ? lsvc_group_create(&g) : ENOMEM;
+
+    latch_init(&arg.ran);
+    if (rc == 0)
+        rc = lsvc_group_set_stop_timeout(g, 5.0);
+    for (; rc == 0 && made < n; made++)
+        if ((rc = lsvc_create(&svcs[made], &stop_class, &arg, &opts)) != 0 ||
+            (rc = lsvc_group_add(g, svcs[made])) != 0) {
+            if (svcs[made] != NULL)
+                made++;
+            break;
+        }
+    if (rc == 0) {
+        int64_t t0 = now_ns();
+        rc = lsvc_group_start(g);
+        *start_ns = now_ns() - t0;
+    }
+    if (rc == 0) {
+        int wrc = wait_runs(&arg.ran, n);
+        int64_t t1 = now_ns();
+        kill(getpid(), SIGTERM);
+        rc = lsvc_group_wait(g);
+        *stop_ns = now_ns() - t1;
+        if (rc == 0)
+            rc = wrc;
+    }
+    if (rc != 0)
+        fprintf(stderr, "loopsvc-bench: stop: group of %zu: %s\n", n, strerror(rc));
+    if (g != NULL)
+        lsvc_group_destroy(g);
+    for (size_t i = 0; i < made; i++)
+        lsvc_destroy(svcs[i]);
+    free(svcs);
+    latch_destroy(&arg.ran);
+    return rc;
+}
+
+static int64_t median(int64_t *v, size_t n)
+{
+    struct summary s;
+
+    summarize(v, n, &s);
+    return s.p50;
+}
+
+int bench_stop(const struct bench_opts *o)
+{
+    /* Precise mode notices a stop only every 100 ms: measured only when
+     * asked for, and with fewer samples. */
+    int variant = o->modes == MODE_PRECISE ? VAR_PRECISE : 0;
+    const char *impl = variant ? IMPL_PRECISE.name : IMPL_CONDVAR.name;
+    size_t samples = o->loops ? o->loops : variant ? (o->quick ? 20 : 100)
+                                                   : (o->quick ? 200 : 1000);
+    int64_t interval = (int64_t)(SLEEP_SECONDS * 1e9);
+    struct block_spec spec = spec_from(o, interval, 0, 1, variant);
+    size_t sizes[MAX_SIZES] = { 1, 10, 100, 1000 }, nsizes = MAX_SIZES;
+    int reps = o->quick ? 3 : 5;
+    int64_t start[MAX_SIZES], stop[MAX_SIZES], stop_max[MAX_SIZES];
+    struct pool pool = { 0 };
+    struct result res;
+    long slack = 0;
+    int rc;
+
+    if (o->services > 0) {
+        sizes[0] = (size_t)o->services;
+        nsizes = 1;
+    }
+    watchdog_arm("stop", (double)samples * (variant ? 0.3 : 0.01) + 120);
+    if ((rc = stop_samples(&spec, samples, &pool, &slack)) != 0) {
+        pool_free(&pool);
+        return 1;
+    }
+    result_from_pool(&res, impl, 1, slack, &pool);
+    pool_free(&pool);
+
+    for (size_t i = 0; rc == 0 && i < nsizes; i++) {
+        int64_t st[8], sp[8];
+
+        for (int r = 0; rc == 0 && r < reps; r++)
+            rc = group_once(&spec, sizes[i], &st[r], &sp[r]);
+        if (rc != 0)
+            return 1;
+        start[i] = median(st, (size_t)reps);
+        stop[i] = median(sp, (size_t)reps);
+        stop_max[i] = sp[reps - 1]; /* median() sorted them */
+    }
+
+    if (o->json) {
+        json_begin("stop", o, interval, 1);
+        json_results(&res, 1);
+        printf(", \"ratios\": {}, \"stop_p50_ns\": %lld, \"stop_p99_ns\": %lld",
+               (long long)res.lat.p50, (long long)res.lat.p99);
+        const char *keys[] = { "group_stop_ns", "start_ns" };
+        int64_t *vals[] = { stop, start };
+        for (int k = 0; k < 2; k++) {
+            printf(", \"%s\": {", keys[k]);
+            for (size_t i = 0; i < nsizes; i++)
+                printf("%s\"%zu\": %lld", i ? ", " : "", sizes[i], (long long)vals[k][i]);
+            putchar('}');
+        }
+        printf(", \"group_reps\": %d", reps);
+        json_end();
+        return 0;
+    }
+    print_title("stop", o, interval, "lsvc_stop(svc, true) on a sleeping service, "
+                "after a random 0..2 ms; lateness columns are the stop's duration");
+    print_results(&res, 1, 0);
+    printf("   groups: lsvc_group_start, then kill(getpid(), SIGTERM) until "
+           "lsvc_group_wait returns (median of %d)\n", reps);
+    printf("   %8s %12s %12s %14s\n", "services", "start ms", "stop ms", "slowest stop ms");
+    for (size_t i = 0; i < nsizes; i++)
+        printf("   %8zu %12.2f %12.2f %14.2f\n", sizes[i], (double)start[i] / 1e6,
+               (double)stop[i] / 1e6, (double)stop_max[i] / 1e6);
+    return 0;
+}

@@ -1,0 +1,779 @@
+/*
+ * Fault injection. Every call the library makes to a wrapped allocator or
+ * pthread function (test/meson.build lists them, faults.h tells how they
+ * fail) is made to fail in turn, through each public call that makes any:
+ * first the call runs once to see how many wrapped calls a success makes
+ * (n), then for k = 1..n the k-th of them fails. Each time the call must
+ * give back the error that failed, which must be one its doc comment
+ * lists; nothing may be left running (threads, lsvc_is_running, a started
+ * group) or allocated (the blocks of the window, and LeakSanitizer in the
+ * ASan build); the caller's signal mask must be as it was; and the same
+ * call without the fault must then succeed.
+ */
+#define _GNU_SOURCE /* sched_getaffinity, to pin to a CPU this test may use */
+#include "faults.h"
+#include "helpers.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- The log ------------------------------------------------------------- */
+
+/* The capture sink with its own allocations kept out of the window: the
+ * library logs from inside the calls under test, and what the test does
+ * to store a message is not the library's to count or to fail. */
+static void exempt_capture_sink(int level, const char *logger,
+                                const char *message, void *ctx)
+{
+    faults_exempt_begin();
+    log_capture_sink(level, logger, message, ctx);
+    faults_exempt_end();
+}
+
+static void capture_log_outside_faults(void)
+{
+    log_capture();
+    lsvc_set_logger(exempt_capture_sink, NULL);
+}
+
+/* --- Signal masks -------------------------------------------------------- */
+
+static sigset_t current_mask(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    pthread_sigmask(SIG_BLOCK, NULL, &set);
+    return set;
+}
+
+/* The first signal whose state differs, or 0. */
+static int mask_difference(const sigset_t *a, const sigset_t *b)
+{
+    for (int sig = 1; sig <= SIGRTMAX; sig++)
+        if (sigismember(a, sig) != sigismember(b, sig))
+            return sig;
+    return 0;
+}
+
+/* --- One call under every fault ------------------------------------------ */
+
+/* The wrapped calls of one window, by name. */
+struct trace {
+    unsigned long n;
+    const char *name[FAULTS_TRACE_MAX];
+};
+
+static void save_trace(struct trace *t)
+{
+    t->n = faults_count();
+    ck_assert_msg(t->n <= FAULTS_TRACE_MAX, "%lu wrapped calls: raise "
+                  "FAULTS_TRACE_MAX", t->n);
+    for (unsigned long i = 0; i < t->n; i++)
+        t->name[i] = faults_call(i + 1);
+}
+
+static bool trace_has(const struct trace *t, const char *name)
+{
+    for (unsigned long i = 0; i < t->n; i++)
+        if (strcmp(t->name[i], name) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * A failure the library cannot report, and need not: pthread_sigmask
+ * putting the caller's mask back after pthread_create made the thread (the
+ * thread runs; POSIX lets this call fail only for a bad `how`), and the
+ * unblock with which lsvc_group_wait gives the starter its mask back after
+ * everything has ended. The call succeeds and the caller keeps the mask
+ * the failed call did not restore.
+ */
+static bool unreportable(const struct trace *t, unsigned long k)
+{
+    const char *name = t->name[k - 1];
+    if (strcmp(name, "pthread_sigmask(SIG_UNBLOCK)") == 0)
+        return true;
+    return strcmp(name, "pthread_sigmask(SIG_SETMASK)") == 0 && k > 1 &&
+           strcmp(t->name[k - 2], "pthread_create") == 0;
+}
+
+/* A public call, what it works on, and what must hold around it. */
+struct fault_case {
+    const char *what;   /* the call, for messages */
+    int (*call)(void *ctx);
+    void *ctx;
+    const int *errors;  /* the errors its doc comment lists, 0-ended */
+    /* Optional: brings ctx to the state each call starts from. */
+    void (*prepare)(void *ctx);
+    /* Undoes a successful call (stop, join, destroy what it made). */
+    void (*undo)(void *ctx);
+    /* Checks what a failed call left behind; `at` names the fault. */
+    void (*check_failed)(void *ctx, const char *at);
+};
+
+static bool listed(int rc, const int *errors)
+{
+    for (; *errors != 0; errors++)
+        if (rc == *errors)
+            return true;
+    return false;
+}
+
+static int call_armed(const struct fault_case *fc, unsigned long k)
+{
+    if (fc->prepare != NULL)
+        fc->prepare(fc->ctx);
+    faults_arm(k);
+    int rc = fc->call(fc->ctx);
+    faults_disarm();
+    return rc;
+}
+
+/* The calls of this window must be those of the success up to the k-th:
+ * otherwise a fault would not be testing the path it names. */
+static void check_same_calls(const struct fault_case *fc,
+                             const struct trace *ok, unsigned long k)
+{
+    ck_assert_msg(faults_fired(), "%s, fault %lu of %lu (%s): that call was "
+                  "not made this time", fc->what, k, ok->n, ok->name[k - 1]);
+    for (unsigned long i = 1; i <= k; i++)
+        ck_assert_msg(strcmp(faults_call(i), ok->name[i - 1]) == 0,
+                      "%s, fault %lu: call %lu was %s, in the success %s",
+                      fc->what, k, i, faults_call(i), ok->name[i - 1]);
+}
+
+/*
+ * Runs fc without a fault, then with each of its wrapped calls failing in
+ * turn, then without a fault again after each. `ok_rc` is what the call
+ * returns without a fault. Returns the trace of the success.
+ */
+static struct trace every_fault(const struct fault_case *fc, int ok_rc)
+{
+    struct threads before;
+    threads_baseline(&before);
+    sigset_t mask = current_mask();
+
+    struct trace ok;
+    int rc = call_armed(fc, 0);
+    save_trace(&ok);
+    ck_assert_msg(rc == ok_rc, "%s without a fault returned %d", fc->what, rc);
+    ck_assert_msg(ok.n > 0, "%s made no wrapped call", fc->what);
+    fc->undo(fc->ctx);
+
+    for (unsigned long k = 1; k <= ok.n; k++) {
+        char at[160];
+        snprintf(at, sizeof(at), "%s, fault %lu of %lu (%s)", fc->what, k,
+                 ok.n, ok.name[k - 1]);
+        rc = call_armed(fc, k);
+        check_same_calls(fc, &ok, k);
+        if (unreportable(&ok, k)) {
+            ck_assert_msg(rc == ok_rc, "%s: returned %d", at, rc);
+            fc->undo(fc->ctx);
+            pthread_sigmask(SIG_SETMASK, &mask, NULL);
+        } else {
+            ck_assert_msg(rc == faults_error(), "%s: returned %d, the "
+                          "failed call gave %d", at, rc, faults_error());
+            ck_assert_msg(listed(rc, fc->errors), "%s: returned %d, which "
+                          "its doc comment does not list", at, rc);
+            ck_assert_msg(faults_live() == 0, "%s: %zu blocks left "
+                          "allocated", at, faults_live());
+            sigset_t now = current_mask();
+            ck_assert_msg(mask_difference(&mask, &now) == 0, "%s: the "
+                          "caller's mask of signal %d changed", at,
+                          mask_difference(&mask, &now));
+            ck_assert_msg(wait_threads_back_to(&before, 5), "%s: %d threads "
+                          "left", at, threads_added(&before));
+            fc->check_failed(fc->ctx, at);
+        }
+
+        rc = call_armed(fc, 0);
+        ck_assert_msg(rc == ok_rc, "%s, retried without it: returned %d",
+                      at, rc);
+        fc->undo(fc->ctx);
+        sigset_t now = current_mask();
+        ck_assert_msg(mask_difference(&mask, &now) == 0, "%s, retried: the "
+                      "caller's mask of signal %d changed", at,
+                      mask_difference(&mask, &now));
+        ck_assert_msg(wait_threads_back_to(&before, 5), "%s, retried: %d "
+                      "threads left", at, threads_added(&before));
+    }
+    return ok;
+}
+
+/* --- The seam itself ----------------------------------------------------- */
+
+/* Called through pointers, so that the compiler cannot fold a malloc with
+ * its free and skip the wrapper this test is about. */
+static void *(*volatile test_malloc)(size_t) = malloc;
+static char *(*volatile test_strdup)(const char *) = strdup;
+
+START_TEST(test_armed_fault_fails_only_the_kth_wrapped_call)
+{
+    faults_arm(2);
+    void *first = test_malloc(16);
+    errno = 0;
+    void *second = test_malloc(16);
+    int second_errno = errno;
+    char *third = test_strdup("x");
+    faults_disarm();
+    void *after = test_malloc(16);
+
+    ck_assert_ptr_nonnull(first);
+    ck_assert_ptr_null(second);
+    ck_assert_int_eq(second_errno, ENOMEM);
+    ck_assert_ptr_nonnull(third);
+    ck_assert_ptr_nonnull(after);
+    ck_assert_uint_eq(faults_count(), 3);
+    ck_assert(faults_fired());
+    ck_assert_int_eq(faults_error(), ENOMEM);
+    ck_assert_str_eq(faults_call(1), "malloc");
+    ck_assert_str_eq(faults_call(2), "malloc");
+    ck_assert_str_eq(faults_call(3), "strdup");
+    ck_assert_ptr_null(faults_call(4));
+    ck_assert_uint_eq(faults_live(), 2);
+    free(first);
+    free(third);
+    ck_assert_uint_eq(faults_live(), 0);
+    free(after);
+}
+END_TEST
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+START_TEST(test_failed_pthread_create_is_eagain_and_makes_no_thread)
+{
+    struct threads before;
+    threads_baseline(&before);
+    pthread_t t;
+    faults_arm(1);
+    int rc = pthread_create(&t, NULL, nothing, NULL);
+    faults_disarm();
+    ck_assert_int_eq(rc, EAGAIN);
+    ck_assert_int_eq(threads_added(&before), 0);
+    faults_arm_with(1, EPERM);
+    rc = pthread_create(&t, NULL, nothing, NULL);
+    faults_disarm();
+    ck_assert_int_eq(rc, EPERM);
+    ck_assert_int_eq(pthread_create(&t, NULL, nothing, NULL), 0);
+    pthread_join(t, NULL);
+}
+END_TEST
+
+START_TEST(test_exempt_calls_are_neither_counted_nor_failed)
+{
+    faults_arm(1);
+    faults_exempt_begin();
+    void *mine = test_malloc(16);
+    faults_exempt_end();
+    void *counted = test_malloc(16);
+    faults_disarm();
+    ck_assert_ptr_nonnull(mine);
+    ck_assert_ptr_null(counted);
+    ck_assert_uint_eq(faults_count(), 1);
+    ck_assert_uint_eq(faults_live(), 0);
+    free(mine);
+}
+END_TEST
+
+/* --- Services -------------------------------------------------------------- */
+
+static const int create_errors[] = {EINVAL, ENOTSUP, ENOMEM, 0};
+static const int start_errors[] = {EINVAL, EBUSY, EPERM, EAGAIN, ENOMEM, 0};
+
+/* Marks *out as untouched by a failed create. */
+static lsvc *const SENTINEL = (lsvc *)&create_errors;
+
+struct one {
+    const lsvc_class *cls;
+    lsvc_options opts;
+    struct probe p;
+    lsvc *svc;
+};
+
+static int call_create(void *ctx)
+{
+    struct one *o = ctx;
+    o->svc = SENTINEL;
+    return lsvc_create(&o->svc, o->cls, &o->p, &o->opts);
+}
+
+static void undo_create(void *ctx)
+{
+    struct one *o = ctx;
+    ck_assert_int_eq(lsvc_destroy(o->svc), 0);
+    o->svc = NULL;
+}
+
+static void check_create_failed(void *ctx, const char *at)
+{
+    struct one *o = ctx;
+    ck_assert_msg(o->svc == SENTINEL, "%s: *out was changed", at);
+}
+
+START_TEST(test_create_fails_cleanly_at_every_wrapped_call)
+{
+    static const lsvc_class cls = PROBE_CLASS("Faulty", 60);
+    struct one o = {.cls = &cls};
+    probe_init(&o.p);
+    struct fault_case fc = {
+        .what = "lsvc_create", .call = call_create, .ctx = &o,
+        .errors = create_errors, .undo = undo_create,
+        .check_failed = check_create_failed,
+    };
+    struct trace ok = every_fault(&fc, 0);
+    ck_assert(trace_has(&ok, "calloc") || trace_has(&ok, "malloc"));
+    ck_assert(trace_has(&ok, "pthread_mutex_init"));
+    ck_assert_str_eq(o.p.events, "");
+    probe_destroy(&o.p);
+}
+END_TEST
+
+static void reset_events(struct probe *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->events[0] = '\0';
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void prepare_start(void *ctx)
+{
+    struct one *o = ctx;
+    reset_events(&o->p);
+}
+
+static int call_start(void *ctx)
+{
+    struct one *o = ctx;
+    return lsvc_start(o->svc, 1);
+}
+
+/* One run, then the thread ends by itself and is reaped here. Also what
+ * is left after an unarmed start that was not permitted (EPERM): then
+ * there is no thread to join. */
+static void undo_start(void *ctx)
+{
+    struct one *o = ctx;
+    ck_assert_int_eq(lsvc_join(o->svc, 10), 0);
+    ck_assert(!lsvc_is_running(o->svc));
+}
+
+static void check_not_started(void *ctx, const char *at)
+{
+    struct one *o = ctx;
+    lsvc_stats st;
+    ck_assert_msg(!lsvc_is_running(o->svc), "%s: reported running", at);
+    ck_assert_int_eq(lsvc_get_stats(o->svc, &st), 0);
+    ck_assert_msg(!st.running, "%s: stats say running", at);
+    ck_assert_msg(o->p.events[0] == '\0', "%s: hooks ran: %s", at,
+                  o->p.events);
+}
+
+START_TEST(test_start_fails_cleanly_at_every_wrapped_call)
+{
+    static const lsvc_class cls = PROBE_CLASS("Faulty", 60);
+    capture_log_outside_faults();
+    struct one o = {.cls = &cls};
+    probe_init(&o.p);
+    o.svc = make_service(&cls, &o.p, NULL);
+    struct fault_case fc = {
+        .what = "lsvc_start", .call = call_start, .ctx = &o,
+        .errors = start_errors, .prepare = prepare_start,
+        .undo = undo_start, .check_failed = check_not_started,
+    };
+    struct trace ok = every_fault(&fc, 0);
+    ck_assert(trace_has(&ok, "pthread_create"));
+    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
+    probe_destroy(&o.p);
+}
+END_TEST
+
+/* A start that is refused must still reap the thread that had ended and
+ * was not joined; ThreadSanitizer reports a thread never joined. */
+static void prepare_ended(void *ctx)
+{
+    struct one *o = ctx;
+    ck_assert_int_eq(lsvc_start(o->svc, 1), 0);
+    ck_assert(wait_not_running(o->svc, 10));
+    reset_events(&o->p);
+}
+
+START_TEST(test_failed_restart_leaves_the_ended_thread_reapable)
+{
+    static const lsvc_class cls = PROBE_CLASS("Restarted", 60);
+    capture_log_outside_faults();
+    struct one o = {.cls = &cls};
+    probe_init(&o.p);
+    o.svc = make_service(&cls, &o.p, NULL);
+    struct fault_case fc = {
+        .what = "lsvc_start of an ended service", .call = call_start,
+        .ctx = &o, .errors = start_errors, .prepare = prepare_ended,
+        .undo = undo_start, .check_failed = check_not_started,
+    };
+    every_fault(&fc, 0);
+    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
+    probe_destroy(&o.p);
+}
+END_TEST
+
+/* The first CPU this process may run on. */
+static int first_allowed_cpu(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &set))
+            return cpu;
+    ck_abort_msg("no CPU allowed");
+    return -1;
+}
+
+/* Priority and pinning add their own attribute calls. Where real-time
+ * threads are not permitted, a start is EPERM with or without a fault
+ * after the attributes, and that is what the retries must give. */
+START_TEST(test_start_with_thread_options_fails_cleanly_at_every_wrapped_call)
+{
+    static const lsvc_class cls = PROBE_CLASS("Pinned", 60);
+    capture_log_outside_faults();
+    int cpu = first_allowed_cpu();
+    ck_assert_int_lt(cpu, 64);
+    struct one o = {
+        .cls = &cls,
+        .opts = {.sched_priority = 1, .sched_policy = SCHED_FIFO,
+                 .cpu_mask = UINT64_C(1) << cpu,
+                 .stack_size = 2 * LSVC_DEFAULT_STACK_SIZE},
+    };
+    probe_init(&o.p);
+    o.svc = make_service(&cls, &o.p, &o.opts);
+    int ok_rc = lsvc_start(o.svc, 1);
+    ck_assert_msg(ok_rc == 0 || ok_rc == EPERM, "lsvc_start returned %d",
+                  ok_rc);
+    undo_start(&o);
+    struct fault_case fc = {
+        .what = "lsvc_start with priority and CPU mask", .call = call_start,
+        .ctx = &o, .errors = start_errors, .prepare = prepare_start,
+        .undo = undo_start, .check_failed = check_not_started,
+    };
+    struct trace ok = every_fault(&fc, ok_rc);
+    ck_assert(trace_has(&ok, "pthread_attr_setschedparam"));
+    ck_assert(trace_has(&ok, "pthread_attr_setaffinity_np"));
+    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
+    probe_destroy(&o.p);
+}
+END_TEST
+
+/* --- Groups ---------------------------------------------------------------- */
+
+static const int group_create_errors[] = {EINVAL, ENOMEM, 0};
+static const int group_add_errors[] = {EINVAL, EBUSY, ENOMEM, 0};
+/* lsvc_group_start's own, and what lsvc_start or pthread_create return. */
+static const int group_start_errors[] = {EINVAL, EBUSY, EPERM, EAGAIN,
+                                         ENOMEM, 0};
+
+struct group_case {
+    lsvc_group *g;
+    struct probe pa, pb;
+    lsvc *a, *b;
+};
+
+static int call_group_create(void *ctx)
+{
+    struct group_case *c = ctx;
+    c->g = (lsvc_group *)SENTINEL;
+    return lsvc_group_create(&c->g);
+}
+
+static void undo_group_create(void *ctx)
+{
+    struct group_case *c = ctx;
+    ck_assert_int_eq(lsvc_group_destroy(c->g), 0);
+}
+
+static void check_group_create_failed(void *ctx, const char *at)
+{
+    struct group_case *c = ctx;
+    ck_assert_msg(c->g == (lsvc_group *)SENTINEL, "%s: *out was changed", at);
+}
+
+START_TEST(test_group_create_fails_cleanly_at_every_wrapped_call)
+{
+    struct group_case c = {0};
+    struct fault_case fc = {
+        .what = "lsvc_group_create", .call = call_group_create, .ctx = &c,
+        .errors = group_create_errors, .undo = undo_group_create,
+        .check_failed = check_group_create_failed,
+    };
+    every_fault(&fc, 0);
+}
+END_TEST
+
+static const lsvc_class alpha_class = PROBE_CLASS("Alpha", 60);
+static const lsvc_class beta_class = PROBE_CLASS("Beta", 60);
+
+static int call_group_add(void *ctx)
+{
+    struct group_case *c = ctx;
+    return lsvc_group_add(c->g, c->a);
+}
+
+/* Out of the group again, by the only way there is: a new group. */
+static void undo_group_add(void *ctx)
+{
+    struct group_case *c = ctx;
+    ck_assert_int_eq(lsvc_destroy(c->a), EBUSY);
+    ck_assert_int_eq(lsvc_group_destroy(c->g), 0);
+    ck_assert_int_eq(lsvc_group_create(&c->g), 0);
+}
+
+static void check_not_added(void *ctx, const char *at)
+{
+    struct group_case *c = ctx;
+    /* Not in the group: another group may take it. */
+    lsvc_group *other;
+    ck_assert_int_eq(lsvc_group_create(&other), 0);
+    ck_assert_msg(lsvc_group_add(other, c->a) == 0, "%s: the service was "
+                  "left in a group", at);
+    ck_assert_int_eq(lsvc_group_destroy(other), 0);
+    ck_assert_msg(lsvc_group_start(c->g) == EINVAL, "%s: the group is not "
+                  "empty", at);
+}
+
+START_TEST(test_group_add_fails_cleanly_at_every_wrapped_call)
+{
+    struct group_case c = {0};
+    probe_init(&c.pa);
+    c.a = make_service(&alpha_class, &c.pa, NULL);
+    ck_assert_int_eq(lsvc_group_create(&c.g), 0);
+    struct fault_case fc = {
+        .what = "lsvc_group_add", .call = call_group_add, .ctx = &c,
+        .errors = group_add_errors, .undo = undo_group_add,
+        .check_failed = check_not_added,
+    };
+    struct trace ok = every_fault(&fc, 0);
+    ck_assert(trace_has(&ok, "realloc"));
+    ck_assert_int_eq(lsvc_group_destroy(c.g), 0);
+    ck_assert_int_eq(lsvc_destroy(c.a), 0);
+    probe_destroy(&c.pa);
+}
+END_TEST
+
+/* A group outgrows its first list at the ninth service: a failed growth
+ * must keep the eight it has. */
+START_TEST(test_group_add_that_cannot_grow_keeps_the_members)
+{
+    static const lsvc_class cls = PROBE_CLASS("Member", 60);
+    enum { N = 9 };
+    struct probe p;
+    probe_init(&p);
+    lsvc *svcs[N];
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    for (int i = 0; i < N; i++)
+        svcs[i] = make_service(&cls, &p, NULL);
+    for (int i = 0; i < N - 2; i++)
+        ck_assert_int_eq(lsvc_group_add(g, svcs[i]), 0);
+
+    /* Within its capacity an add needs no memory. */
+    faults_arm(0);
+    int rc = lsvc_group_add(g, svcs[N - 2]);
+    faults_disarm();
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(faults_count() == 0, "an add that does not grow made %lu "
+                  "wrapped calls", faults_count());
+
+    faults_arm(1);
+    rc = lsvc_group_add(g, svcs[N - 1]);
+    faults_disarm();
+    ck_assert_str_eq(faults_call(1), "realloc");
+    ck_assert_int_eq(rc, ENOMEM);
+    ck_assert_uint_eq(faults_live(), 0);
+    for (int i = 0; i < N - 1; i++)
+        ck_assert_msg(lsvc_destroy(svcs[i]) == EBUSY, "member %d was "
+                      "dropped", i);
+    ck_assert_int_eq(lsvc_group_add(g, svcs[N - 1]), 0);
+    ck_assert_int_eq(lsvc_group_add(g, svcs[N - 1]), EBUSY);
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(lsvc_destroy(svcs[i]), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* Two services in a group; Alpha's runs may stop the group. */
+static void group_case_init(struct group_case *c, const sigset_t *signals)
+{
+    memset(c, 0, sizeof(*c));
+    probe_init(&c->pa);
+    probe_init(&c->pb);
+    c->pa.user = c;
+    c->a = make_service(&alpha_class, &c->pa, NULL);
+    c->b = make_service(&beta_class, &c->pb, NULL);
+    ck_assert_int_eq(lsvc_group_create(&c->g), 0);
+    ck_assert_int_eq(lsvc_group_add(c->g, c->a), 0);
+    ck_assert_int_eq(lsvc_group_add(c->g, c->b), 0);
+    if (signals != NULL)
+        ck_assert_int_eq(lsvc_group_set_signals(c->g, signals), 0);
+}
+
+static void group_case_free(struct group_case *c)
+{
+    ck_assert_int_eq(lsvc_group_destroy(c->g), 0);
+    ck_assert_int_eq(lsvc_destroy(c->a), 0);
+    ck_assert_int_eq(lsvc_destroy(c->b), 0);
+    probe_destroy(&c->pa);
+    probe_destroy(&c->pb);
+}
+
+static void prepare_group(void *ctx)
+{
+    struct group_case *c = ctx;
+    reset_events(&c->pa);
+    reset_events(&c->pb);
+}
+
+static int call_group_start(void *ctx)
+{
+    struct group_case *c = ctx;
+    return lsvc_group_start(c->g);
+}
+
+static void undo_group_start(void *ctx)
+{
+    struct group_case *c = ctx;
+    ck_assert_int_eq(lsvc_group_stop(c->g), 0);
+    ck_assert_int_eq(lsvc_group_wait(c->g), 0);
+    ck_assert(!lsvc_is_running(c->a));
+    ck_assert(!lsvc_is_running(c->b));
+}
+
+/* Never started, or started and stopped again: on_start and on_stop in
+ * pairs. */
+static void check_hooks_paired(const struct probe *p, const char *name,
+                               const char *at)
+{
+    const char *ev = p->events;
+    size_t n = strlen(ev);
+    ck_assert_msg(n == 0 || (ev[0] == 'S' && ev[n - 1] == 'T'),
+                  "%s: %s's hooks ran %s", at, name, ev);
+}
+
+static void check_group_not_started(void *ctx, const char *at)
+{
+    struct group_case *c = ctx;
+    ck_assert_msg(!lsvc_is_running(c->a), "%s: Alpha runs", at);
+    ck_assert_msg(!lsvc_is_running(c->b), "%s: Beta runs", at);
+    ck_assert_msg(lsvc_group_wait(c->g) == EINVAL, "%s: the group is still "
+                  "started", at);
+    check_hooks_paired(&c->pa, "Alpha", at);
+    check_hooks_paired(&c->pb, "Beta", at);
+}
+
+static void check_group_start_faults(const sigset_t *signals)
+{
+    capture_log_outside_faults();
+    unblock_stop_signals();
+    struct group_case c;
+    group_case_init(&c, signals);
+    struct fault_case fc = {
+        .what = "lsvc_group_start", .call = call_group_start, .ctx = &c,
+        .errors = group_start_errors, .prepare = prepare_group,
+        .undo = undo_group_start, .check_failed = check_group_not_started,
+    };
+    struct trace ok = every_fault(&fc, 0);
+    ck_assert(trace_has(&ok, "pthread_create"));
+    group_case_free(&c);
+}
+
+START_TEST(test_group_start_fails_cleanly_at_every_wrapped_call)
+{
+    check_group_start_faults(NULL);
+}
+END_TEST
+
+/* Without a signal thread the undoing takes another path. */
+START_TEST(test_group_start_without_signals_fails_cleanly_at_every_wrapped_call)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    check_group_start_faults(&none);
+}
+END_TEST
+
+/* Every run of Alpha stops the group, so that lsvc_group_run returns. */
+static void stop_the_group(lsvc *svc, struct probe *p, uint64_t run)
+{
+    (void)svc;
+    (void)run;
+    struct group_case *c = p->user;
+    lsvc_group_stop(c->g);
+}
+
+static int call_group_run(void *ctx)
+{
+    struct group_case *c = ctx;
+    return lsvc_group_run(c->g);
+}
+
+static void undo_group_run(void *ctx)
+{
+    struct group_case *c = ctx;
+    ck_assert(!lsvc_is_running(c->a));
+    ck_assert(!lsvc_is_running(c->b));
+    ck_assert_int_eq(lsvc_group_wait(c->g), EINVAL);
+    check_hooks_paired(&c->pa, "Alpha", "lsvc_group_run");
+    check_hooks_paired(&c->pb, "Beta", "lsvc_group_run");
+}
+
+START_TEST(test_group_run_fails_cleanly_at_every_wrapped_call)
+{
+    capture_log_outside_faults();
+    unblock_stop_signals();
+    struct group_case c;
+    group_case_init(&c, NULL);
+    c.pa.during = stop_the_group;
+    struct fault_case fc = {
+        .what = "lsvc_group_run", .call = call_group_run, .ctx = &c,
+        .errors = group_start_errors, .prepare = prepare_group,
+        .undo = undo_group_run, .check_failed = check_group_not_started,
+    };
+    struct trace ok = every_fault(&fc, 0);
+    ck_assert(trace_has(&ok, "pthread_create"));
+    /* The wait gives the starter its mask back. */
+    ck_assert_str_eq(ok.name[ok.n - 1], "pthread_sigmask(SIG_UNBLOCK)");
+    group_case_free(&c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("faults");
+    TCase *seam = timed_tcase("seam");
+    tcase_add_test(seam, test_armed_fault_fails_only_the_kth_wrapped_call);
+    tcase_add_test(seam, test_failed_pthread_create_is_eagain_and_makes_no_thread);
+    tcase_add_test(seam, test_exempt_calls_are_neither_counted_nor_failed);
+    suite_add_tcase(s, seam);
+
+    TCase *svc = timed_tcase("services");
+    tcase_add_test(svc, test_create_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(svc, test_start_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(svc, test_failed_restart_leaves_the_ended_thread_reapable);
+    tcase_add_test(svc, test_start_with_thread_options_fails_cleanly_at_every_wrapped_call);
+    suite_add_tcase(s, svc);
+
+    TCase *grp = timed_tcase("groups");
+    tcase_add_test(grp, test_group_create_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(grp, test_group_add_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(grp, test_group_add_that_cannot_grow_keeps_the_members);
+    tcase_add_test(grp, test_group_start_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(grp, test_group_start_without_signals_fails_cleanly_at_every_wrapped_call);
+    tcase_add_test(grp, test_group_run_fails_cleanly_at_every_wrapped_call);
+    suite_add_tcase(s, grp);
+    return run_suite(s);
+}

@@ -1,0 +1,589 @@
+/*
+ * Signals under pressure: a storm of SIGTERM and SIGINT across a group's
+ * start, run and stop; signals pending before the start; signals while
+ * runs are in progress; and a second group after a first in one process.
+ *
+ * Each scenario runs in a child process of its own, which a real
+ * kill(getpid(), ...) reaches and may terminate, so the parent checks that
+ * the child survived to exit 0. SIGINT and SIGTERM have their default
+ * action (termination) there, as in a real program: any thread that took
+ * one by mistake would end the child.
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A child that has not exited by then is taken as hung: SIGALRM's default
+ * action ends it, and the parent reports the signal. */
+#define CHILD_LIMIT_S 40
+
+/* Bounds on a stop, wide for sanitizers on loaded cores. */
+#define STOP_LIMIT_S 10.0
+
+/* Runs body in a child process forked for it, with SIGALRM as its hang
+ * limit, and checks that the child exited 0. A failed check inside the
+ * child reports its own message through Check and exits nonzero. */
+static void run_in_child(void (*body)(void))
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(SIGALRM, &dfl, NULL);
+        sigset_t alrm;
+        sigemptyset(&alrm);
+        sigaddset(&alrm, SIGALRM);
+        pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+        alarm(CHILD_LIMIT_S);
+        body();
+        /* exit, not _exit: LeakSanitizer checks the child at exit. */
+        exit(EXIT_SUCCESS);
+    }
+    int status = 0;
+    pid_t got;
+    while ((got = waitpid(pid, &status, 0)) == -1 && errno == EINTR) {
+    }
+    ck_assert_int_eq(got, pid);
+    ck_assert_msg(!WIFSIGNALED(status), "the child was killed by signal %d (%s)",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                  WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "");
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child exited with status %d",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+/* Threads of this process named like the library's signal thread. */
+static int signal_threads(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue; /* the thread ended meanwhile */
+        if (fgets(comm, sizeof(comm), f) != NULL &&
+            strncmp(comm, "lsvc-signals", strlen("lsvc-signals")) == 0)
+            n++;
+        fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
+#ifdef SIGRTMAX
+#define LAST_SIGNAL SIGRTMAX
+#else
+#define LAST_SIGNAL 64
+#endif
+
+/* Polls, as wait_threads_back_to does: the signal thread names itself
+ * once it runs, which nothing signals. */
+static bool wait_signal_threads(int n, double seconds)
+{
+    int64_t start = now_ns();
+    while (signal_threads() != n) {
+        if (seconds_since(start) > seconds)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
+static bool same_mask(const sigset_t *a, const sigset_t *b, int *differs)
+{
+    for (int sig = 1; sig <= LAST_SIGNAL; sig++) {
+        if (sigismember(a, sig) != sigismember(b, sig)) {
+            *differs = sig;
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool pending(int sig)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    ck_assert_int_eq(sigpending(&set), 0);
+    return sigismember(&set, sig) == 1;
+}
+
+/* The service ran its on_start and, last, its on_stop. */
+static void check_started_and_stopped(const struct probe *p, const char *name)
+{
+    size_t n = strlen(p->events);
+    ck_assert_msg(n >= 2 && p->events[0] == 'S' && p->events[n - 1] == 'T',
+                  "%s's hooks ran as \"%s\"", name, p->events);
+}
+
+/* Records that are the first-signal line: "received SIG...: stopping". */
+static size_t stop_lines(void)
+{
+    return log_count(LSVC_LOG_INFO, "received");
+}
+
+/* --- A storm across start, run and stop ----------------------------------- */
+
+#define STORM_SIGNALS 1000
+/* Enough services that the start takes a while, so that the storm, which
+ * begins at the first service's first run, tends to meet the start of the
+ * others. */
+#define STORM_SERVICES 16
+
+struct storm {
+    sem_t *first_run; /* posted as the first service's first run begins */
+    sem_t started;    /* posted once lsvc_group_start has returned */
+    sem_t most_sent;  /* posted after three quarters of the storm */
+    int failed_kills;
+    bool saw_first_run;
+    int64_t first_ns, last_ns;
+};
+
+/* Sends the storm in three parts: from the first run on, while the group
+ * is still starting its other services; once the start has returned,
+ * while that run is still held; and while the group stops. */
+static void *storm_main(void *arg)
+{
+    struct storm *st = arg;
+    st->saw_first_run = sem_wait_for(st->first_run, STOP_LIMIT_S);
+    st->first_ns = now_ns();
+    for (int i = 0; i < STORM_SIGNALS; i++) {
+        if (i == STORM_SIGNALS / 2)
+            while (sem_wait(&st->started) == -1 && errno == EINTR) {
+            }
+        if (i == STORM_SIGNALS * 3 / 4)
+            sem_post(&st->most_sent);
+        if (kill(getpid(), i % 2 ? SIGINT : SIGTERM) != 0)
+            st->failed_kills++;
+    }
+    st->last_ns = now_ns();
+    return NULL;
+}
+
+static void signal_storm(void)
+{
+    char names[STORM_SERVICES][16];
+    lsvc_class classes[STORM_SERVICES];
+    for (int i = 0; i < STORM_SERVICES; i++) {
+        snprintf(names[i], sizeof(names[i]), "Storm%02d", i);
+        /* 10-50 ms: runs happen, but few enough that the probe's event
+         * record (64 entries) still holds the final on_stop. */
+        classes[i] = (lsvc_class)PROBE_CLASS(names[i], 0.01 * (1 + i % 5));
+    }
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+    struct threads before;
+    threads_baseline(&before);
+
+    struct probe p[STORM_SERVICES];
+    lsvc *svc[STORM_SERVICES];
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    for (int i = 0; i < STORM_SERVICES; i++) {
+        probe_init(&p[i]);
+        svc[i] = make_service(&classes[i], &p[i], NULL);
+        ck_assert_int_eq(lsvc_group_add(g, svc[i]), 0);
+    }
+    /* Wide, so that only a stop that never happens makes the wait fail. */
+    ck_assert_int_eq(lsvc_group_set_stop_timeout(g, STOP_LIMIT_S), 0);
+    /* The first run of the first service started is held until most of
+     * the storm has come, so that signals meet a run in progress. */
+    probe_hold(&p[0]);
+
+    /* Created after lsvc_block_signals, so it blocks them too. */
+    struct storm st = {.first_run = &p[0].entered};
+    sem_init(&st.started, 0, 0);
+    sem_init(&st.most_sent, 0, 0);
+    pthread_t storm;
+    ck_assert_int_eq(pthread_create(&storm, NULL, storm_main, &st), 0);
+
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_start(g), 0);
+    int64_t started_ns = now_ns();
+    sem_post(&st.started);
+    ck_assert(sem_wait_for(&st.most_sent, STOP_LIMIT_S));
+    ck_assert(log_wait(0, LSVC_LOG_INFO, "received", STOP_LIMIT_S, NULL));
+    /* Stopping, and the held run still in progress. */
+    ck_assert(lsvc_is_running(svc[0]));
+    ck_assert_uint_eq(probe_runs(&p[0]), 1);
+    probe_release(&p[0]);
+    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    int64_t stopped_ns = now_ns();
+    double took = seconds_since(t0);
+    ck_assert_int_eq(pthread_join(storm, NULL), 0);
+    unsigned ran = 0;
+    for (int i = 0; i < STORM_SERVICES; i++)
+        ran += p[i].runs > 0;
+    printf("storm: signals sent from %+.3f to %+.3f ms; the group's start "
+           "returned at %+.3f ms and its wait at %+.3f ms; %u of %d services "
+           "ran\n",
+           (double)(st.first_ns - t0) / 1e6, (double)(st.last_ns - t0) / 1e6,
+           (double)(started_ns - t0) / 1e6, (double)(stopped_ns - t0) / 1e6,
+           ran, STORM_SERVICES);
+
+    ck_assert(st.saw_first_run);
+    ck_assert_int_eq(st.failed_kills, 0);
+    ck_assert_msg(took < STOP_LIMIT_S, "the group took %.3f s to stop", took);
+    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
+                  stop_lines());
+    char stop_line[64];
+    snprintf(stop_line, sizeof(stop_line), "stopping %d services",
+             STORM_SERVICES);
+    ck_assert_msg(log_find(0, LSVC_LOG_INFO, stop_line, NULL),
+                  "nothing logged \"%s\"", stop_line);
+    /* The other signals are taken while stopping, or stay pending once
+     * the signal thread has ended; neither is an error. */
+    ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, NULL), 0);
+    /* The held run was not cut short, and no run followed it. */
+    ck_assert_uint_eq(p[0].completed, 1);
+    ck_assert_str_eq(p[0].events, "SRT");
+    for (int i = 0; i < STORM_SERVICES; i++) {
+        ck_assert(!lsvc_is_running(svc[i]));
+        check_started_and_stopped(&p[i], classes[i].name);
+    }
+    ck_assert(signal_blocked(SIGINT));
+    ck_assert(signal_blocked(SIGTERM));
+    ck_assert_msg(wait_threads_back_to(&before, 5), "%d thread(s) left",
+                  threads_added(&before));
+    ck_assert_int_eq(signal_threads(), 0);
+
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    for (int i = 0; i < STORM_SERVICES; i++) {
+        ck_assert_int_eq(lsvc_destroy(svc[i]), 0);
+        probe_destroy(&p[i]);
+    }
+    sem_destroy(&st.started);
+    sem_destroy(&st.most_sent);
+}
+
+START_TEST(test_signal_storm_across_start_run_and_stop_is_survived)
+{
+    run_in_child(signal_storm);
+}
+END_TEST
+
+/* --- Signals pending before the start ---------------------------------------- */
+
+static void pending_before_start(void)
+{
+    /* First due after a minute: the group can end sooner only by the
+     * pending signals, and then before any run. */
+    static const lsvc_class cls_a = PROBE_CLASS("PendingA", 60);
+    static const lsvc_class cls_b = PROBE_CLASS("PendingB", 60);
+    const lsvc_options late = {.initial_delay = 60};
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+    struct probe pa, pb;
+    probe_init(&pa);
+    probe_init(&pb);
+    lsvc *a = make_service(&cls_a, &pa, &late);
+    lsvc *b = make_service(&cls_b, &pb, &late);
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    ck_assert_int_eq(lsvc_group_add(g, a), 0);
+    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+
+    ck_assert_int_eq(kill(getpid(), SIGINT), 0);
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
+    ck_assert(pending(SIGINT));
+    ck_assert(pending(SIGTERM));
+
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_start(g), 0);
+    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    double took = seconds_since(t0);
+    ck_assert_msg(took < STOP_LIMIT_S, "the group took %.3f s to stop", took);
+    ck_assert_str_eq(pa.events, "ST");
+    ck_assert_str_eq(pb.events, "ST");
+    ck_assert_uint_eq(pa.runs + pb.runs, 0);
+    /* Two signals, one stop: the second is only a note while stopping. */
+    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
+                  stop_lines());
+
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    ck_assert_int_eq(lsvc_destroy(a), 0);
+    ck_assert_int_eq(lsvc_destroy(b), 0);
+    probe_destroy(&pa);
+    probe_destroy(&pb);
+}
+
+START_TEST(test_signals_pending_before_start_stop_group_before_any_run)
+{
+    run_in_child(pending_before_start);
+}
+END_TEST
+
+/* --- Signals while runs are in progress ------------------------------------------ */
+
+#define MIDRUN_SLEEP_NS (200 * NS_PER_MS)
+
+/* A run that blocks in sem_wait and then sleeps, the two calls a signal
+ * would interrupt with EINTR if it reached the service's thread. */
+struct midrun {
+    sem_t entered;  /* posted as the run begins */
+    sem_t release;  /* what the run waits for */
+    sem_t sleeping; /* posted just before the run's sleep */
+    atomic_int runs;
+    atomic_bool done;
+    int wait_rc, wait_errno;
+    int sleep_rc, sleep_errno;
+    int64_t slept_ns;
+};
+
+static int midrun_run_once(lsvc *svc, void *arg)
+{
+    struct midrun *m = arg;
+    (void)svc;
+    atomic_fetch_add(&m->runs, 1);
+    sem_post(&m->entered);
+    errno = 0;
+    m->wait_rc = sem_wait(&m->release);
+    m->wait_errno = errno;
+    sem_post(&m->sleeping);
+    const struct timespec nap = {.tv_sec = 0,
+                                 .tv_nsec = (long)MIDRUN_SLEEP_NS};
+    int64_t t0 = now_ns();
+    errno = 0;
+    m->sleep_rc = nanosleep(&nap, NULL);
+    m->sleep_errno = errno;
+    m->slept_ns = now_ns() - t0;
+    atomic_store(&m->done, true);
+    return 0;
+}
+
+static void midrun_init(struct midrun *m)
+{
+    memset(m, 0, sizeof(*m));
+    sem_init(&m->entered, 0, 0);
+    sem_init(&m->release, 0, 0);
+    sem_init(&m->sleeping, 0, 0);
+}
+
+static void midrun_destroy(struct midrun *m)
+{
+    sem_destroy(&m->entered);
+    sem_destroy(&m->release);
+    sem_destroy(&m->sleeping);
+}
+
+/* SIGUSR1 stands for the signals a program handles itself: its handler
+ * is installed without SA_RESTART, so a service thread that did not block
+ * it would see its sem_wait or nanosleep fail with EINTR. */
+static volatile sig_atomic_t usr1_taken;
+
+static void take_usr1(int sig)
+{
+    (void)sig;
+    usr1_taken = 1;
+}
+
+static void burst(int n)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1};
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(kill(getpid(), sigs[i % 3]), 0);
+}
+
+static void signals_mid_run(void)
+{
+    /* A minute's interval: the stop bound is a minute too, so the wait
+     * can only end by the runs ending. */
+    static const lsvc_class classes[2] = {
+        {.name = "MidRunA", .loop_seconds = 60, .run_once = midrun_run_once},
+        {.name = "MidRunB", .loop_seconds = 60, .run_once = midrun_run_once},
+    };
+    default_signal_actions();
+    struct sigaction usr1;
+    memset(&usr1, 0, sizeof(usr1));
+    usr1.sa_handler = take_usr1;
+    sigemptyset(&usr1.sa_mask);
+    ck_assert_int_eq(sigaction(SIGUSR1, &usr1, NULL), 0);
+    sigset_t usr1_set;
+    sigemptyset(&usr1_set);
+    sigaddset(&usr1_set, SIGUSR1);
+    /* Deliverable while the services are created, so that they block it
+     * only if the library blocks it for them. */
+    ck_assert_int_eq(pthread_sigmask(SIG_UNBLOCK, &usr1_set, NULL), 0);
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+    struct midrun m[2];
+    lsvc *svc[2];
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    for (int i = 0; i < 2; i++) {
+        midrun_init(&m[i]);
+        ck_assert_int_eq(lsvc_create(&svc[i], &classes[i], &m[i], NULL), 0);
+        ck_assert_int_eq(lsvc_group_add(g, svc[i]), 0);
+    }
+    ck_assert_int_eq(lsvc_group_start(g), 0);
+    /* From now on no thread should take SIGUSR1: it stays pending. */
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr1_set, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert(sem_wait_for(&m[i].entered, STOP_LIMIT_S));
+
+    /* While both runs block in sem_wait. */
+    burst(20);
+    ck_assert(log_wait(0, LSVC_LOG_INFO, "received", STOP_LIMIT_S, NULL));
+    for (int i = 0; i < 2; i++) {
+        ck_assert(lsvc_is_running(svc[i]));
+        ck_assert(!atomic_load(&m[i].done));
+        sem_post(&m[i].release);
+    }
+    /* While both runs sleep. */
+    for (int i = 0; i < 2; i++)
+        ck_assert(sem_wait_for(&m[i].sleeping, STOP_LIMIT_S));
+    burst(20);
+
+    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    for (int i = 0; i < 2; i++) {
+        const char *name = classes[i].name;
+        ck_assert_msg(m[i].wait_rc == 0, "%s: sem_wait gave errno %d", name,
+                      m[i].wait_errno);
+        ck_assert_msg(m[i].sleep_rc == 0, "%s: nanosleep gave errno %d", name,
+                      m[i].sleep_errno);
+        ck_assert_msg(m[i].slept_ns >= MIDRUN_SLEEP_NS,
+                      "%s: slept %lld ns of %lld", name,
+                      (long long)m[i].slept_ns, (long long)MIDRUN_SLEEP_NS);
+        ck_assert(atomic_load(&m[i].done));
+        /* The stop came during the first run: it ended, and no other ran. */
+        ck_assert_int_eq(atomic_load(&m[i].runs), 1);
+        lsvc_stats stats;
+        ck_assert_int_eq(lsvc_get_stats(svc[i], &stats), 0);
+        ck_assert_uint_eq(stats.loops, 1);
+        ck_assert_uint_eq(stats.errors, 0);
+        ck_assert(!stats.running);
+    }
+    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
+                  stop_lines());
+    ck_assert_msg(!usr1_taken, "a thread took SIGUSR1");
+    ck_assert(pending(SIGUSR1));
+
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(lsvc_destroy(svc[i]), 0);
+        midrun_destroy(&m[i]);
+    }
+}
+
+START_TEST(test_signals_during_runs_do_not_interrupt_them)
+{
+    run_in_child(signals_mid_run);
+}
+END_TEST
+
+/* --- A second group after the first ----------------------------------------- */
+
+static void run_group_until_sigterm(const char *name_a, const char *name_b)
+{
+    const lsvc_class cls_a = PROBE_CLASS(name_a, 60);
+    const lsvc_class cls_b = PROBE_CLASS(name_b, 60);
+    struct probe pa, pb;
+    probe_init(&pa);
+    probe_init(&pb);
+    lsvc *a = make_service(&cls_a, &pa, NULL);
+    lsvc *b = make_service(&cls_b, &pb, NULL);
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    ck_assert_int_eq(lsvc_group_add(g, a), 0);
+    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+
+    size_t from = log_size();
+    ck_assert_int_eq(lsvc_group_start(g), 0);
+    ck_assert(sem_wait_for(&pa.entered, STOP_LIMIT_S));
+    ck_assert(sem_wait_for(&pb.entered, STOP_LIMIT_S));
+    ck_assert_msg(wait_signal_threads(1, STOP_LIMIT_S),
+                  "%d signal threads while the group runs", signal_threads());
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    ck_assert_msg(seconds_since(t0) < STOP_LIMIT_S,
+                  "the group took %.3f s to stop", seconds_since(t0));
+    ck_assert_msg(log_find(from, LSVC_LOG_INFO,
+                           "received SIGTERM: stopping 2 services", NULL),
+                  "the group of %s and %s did not log the SIGTERM", name_a,
+                  name_b);
+    check_started_and_stopped(&pa, name_a);
+    check_started_and_stopped(&pb, name_b);
+
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    ck_assert_int_eq(lsvc_destroy(a), 0);
+    ck_assert_int_eq(lsvc_destroy(b), 0);
+    probe_destroy(&pa);
+    probe_destroy(&pb);
+}
+
+static void second_group(void)
+{
+    default_signal_actions();
+    /* The signals a group handles are left deliverable here, so a mask
+     * or a pending signal left behind would show (or end the child);
+     * SIGUSR2 is blocked only to make the mask not a trivial one. */
+    unblock_stop_signals();
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr2, NULL), 0);
+    log_capture();
+    sigset_t mask_before;
+    sigemptyset(&mask_before);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, NULL, &mask_before), 0);
+    struct threads before;
+    threads_baseline(&before);
+
+    run_group_until_sigterm("FirstA", "FirstB");
+    run_group_until_sigterm("SecondA", "SecondB");
+
+    ck_assert_msg(wait_threads_back_to(&before, 5), "%d thread(s) left",
+                  threads_added(&before));
+    ck_assert_int_eq(signal_threads(), 0);
+    sigset_t mask_after;
+    sigemptyset(&mask_after);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, NULL, &mask_after), 0);
+    int differs = 0;
+    ck_assert_msg(same_mask(&mask_before, &mask_after, &differs),
+                  "signal %d (%s) is %s now", differs, strsignal(differs),
+                  sigismember(&mask_after, differs) ? "blocked" : "unblocked");
+    ck_assert(!pending(SIGTERM));
+    ck_assert(!pending(SIGINT));
+    ck_assert_uint_eq(stop_lines(), 2);
+}
+
+START_TEST(test_second_group_after_first_leaves_no_thread_or_mask_behind)
+{
+    run_in_child(second_group);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("signals");
+    TCase *tc = timed_tcase("signals");
+    tcase_add_test(tc, test_signal_storm_across_start_run_and_stop_is_survived);
+    tcase_add_test(tc, test_signals_pending_before_start_stop_group_before_any_run);
+    tcase_add_test(tc, test_signals_during_runs_do_not_interrupt_them);
+    tcase_add_test(tc, test_second_group_after_first_leaves_no_thread_or_mask_behind);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
