@@ -223,6 +223,8 @@ int bench_stop(const struct bench_opts *o);
 int bench_scale(const struct bench_opts *o);
 int bench_drift(const struct bench_opts *o);
 int rss_probe(const struct bench_opts *o);
+int bench_soak(const struct bench_opts *o);
+long statm_resident_pages(void);
 
 /* The impl table: every timer the bench knows, by the names of the
  * JSON schema. */

@@ -50,6 +50,11 @@ static const char *const usage[] = {
 "  all     jitter, stop, scale and drift in turn (about 1 minute; with --quick\n"
 "          about 20 s). With --json: JSON Lines, one object per subcommand in\n"
 "          that order.\n"
+"  soak    --services N (default 100) services at --interval-us (default\n"
+"          1000) for --duration S (default 600; --quick: 10) seconds in a\n"
+"          group: RSS after the start and at the end, runs against due\n"
+"          points (missed), overruns, max lateness, and descriptors and\n"
+"          threads before, while running and after. Not part of all.\n"
 "  rss-probe  internal, for scale: prints the resident bytes per idle\n"
 "          service of --services N services started in this fresh process.\n"
 "\n",
@@ -279,7 +284,7 @@ int main(int argc, char **argv)
      * server runs it, with the library's default logging. */
     if (strcmp(cmd, "rss-probe") == 0)
         return rss_probe(&o);
-    if (which == NCOMMANDS && strcmp(cmd, "all") != 0) {
+    if (which == NCOMMANDS && strcmp(cmd, "all") != 0 && strcmp(cmd, "soak") != 0) {
         fprintf(stderr, "loopsvc-bench: no subcommand '%s'; try --help\n", cmd);
         return 2;
     }
@@ -294,7 +299,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "loopsvc-bench: cannot start --load threads: %s\n", strerror(rc));
         return 1;
     }
-    rc = which < NCOMMANDS ? run_one(which, &o) : run_all(&o);
+    if (strcmp(cmd, "soak") == 0)
+        rc = bench_soak(&o);
+    else
+        rc = which < NCOMMANDS ? run_one(which, &o) : run_all(&o);
     load_stop();
     return rc;
 }

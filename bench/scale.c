@@ -67,7 +67,7 @@ static int scale_block(const struct impl *impl, const struct block_spec *spec,
     return rc;
 }
 
-static long statm_resident_pages(void)
+long statm_resident_pages(void)
 {
     long size = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");

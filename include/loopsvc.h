@@ -132,7 +132,7 @@ typedef struct lsvc_options {
     uint64_t cpu_mask;
     /* Timer slack of the thread in ns (Linux PR_SET_TIMERSLACK): how late
      * the kernel may wake it to batch wake-ups. 0 = automatic:
-     * interval / 10000 (0.01 %), at least 1 ns and at most the slack the
+     * interval / 1000 (0.1 %), at least 1 ns and at most the slack the
      * thread inherits (50 us by default). Ignored where unsupported. */
     long timer_slack_ns;
 } lsvc_options;

@@ -13,6 +13,7 @@
 #include "loopsvc.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -59,10 +60,13 @@ struct lsvc {
 
     /* Protects every field from here to `overrun_rl`. */
     pthread_mutex_t lock;
-    /* CLOCK_MONOTONIC. Broadcast when a stop is requested (it wakes the
-     * sleeping service and makes waiters re-read their deadline) and when
-     * the thread finishes. */
+    /* CLOCK_MONOTONIC. Broadcast when a stop is requested (it makes
+     * waiters re-read their deadline, and wakes a service sleeping on it)
+     * and when the thread finishes. */
     pthread_cond_t cond;
+    /* Posted when a stop is requested: what a service sleeps on where
+     * sem_clockwait exists (loop.c says why). Not under the lock. */
+    sem_t wake;
     enum lsvc_thread_state state;
     pthread_t thread;
     uint64_t generation;      /* threads started so far: names the current one */
@@ -127,6 +131,7 @@ LSVC_HIDDEN int lsvc__thread_attr(pthread_attr_t *attr,
 LSVC_HIDDEN int lsvc__check_thread_options(const lsvc_options *opts);
 LSVC_HIDDEN void lsvc__thread_name(const char *name);
 LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
+LSVC_HIDDEN void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

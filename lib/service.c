@@ -45,8 +45,15 @@ static int init_sync(lsvc *svc)
     if (rc != 0)
         return rc;
     rc = pthread_mutex_init(&svc->lock, NULL);
-    if (rc != 0)
+    if (rc != 0) {
         pthread_cond_destroy(&svc->cond);
+        return rc;
+    }
+    if (sem_init(&svc->wake, 0, 0) != 0) {
+        rc = errno;
+        pthread_mutex_destroy(&svc->lock);
+        pthread_cond_destroy(&svc->cond);
+    }
     return rc;
 }
 
@@ -172,6 +179,7 @@ uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
         if (deadline_ns < svc->stop_deadline_ns)
             svc->stop_deadline_ns = deadline_ns;
         pthread_cond_broadcast(&svc->cond);
+        sem_post(&svc->wake);
     }
     generation = svc->generation;
     pthread_mutex_unlock(&svc->lock);
@@ -312,6 +320,7 @@ int lsvc_destroy(lsvc *svc)
     if (must_reap)
         pthread_join(thread, NULL);
 
+    sem_destroy(&svc->wake);
     pthread_cond_destroy(&svc->cond);
     pthread_mutex_destroy(&svc->lock);
     free(svc->logger);

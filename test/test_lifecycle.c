@@ -1,7 +1,8 @@
 /*
- * Life cycle edge cases: many start/stop cycles in a tight loop, a run
- * that does nothing, intervals at both ends of the range (1 us and days),
- * loops = 1 and loops = UINT64_MAX, and fork() while services run.
+ * Life cycle edge cases: many start/stop cycles in a tight loop (10000,
+ * or LSVC_TEST_CYCLES), a run that does nothing, intervals at both ends of
+ * the range (1 us and days), loops = 1 and loops = UINT64_MAX, and fork()
+ * while services run.
  */
 #include "helpers.h"
 
@@ -359,8 +360,14 @@ static int child_main(void)
      * it then reports as a duplicate thread: it does not support a child
      * that makes threads after a multithreaded fork (by default it kills
      * such a child). Under it, only the first check is made. */
-#if defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__) /* GCC */
     const bool may_make_threads = false;
+#elif defined(__has_feature) /* Clang */
+#if __has_feature(thread_sanitizer)
+    const bool may_make_threads = false;
+#else
+    const bool may_make_threads = true;
+#endif
 #else
     const bool may_make_threads = true;
 #endif
