@@ -6,6 +6,10 @@
  * groups of N services are started (timed: lsvc_group_start) and stopped
  * the way a server is, with SIGTERM to the process, timed until
  * lsvc_group_wait returns. The watchdog bounds the hour-long stop bound.
+ *
+ * The baseline, raw-wake-join, is the least any bounded stop of a sleeping
+ * thread can cost: a plain thread in a timed condvar wait, woken by a flag
+ * and a signal, then joined. Both run in alternating blocks.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -57,10 +61,9 @@ static uint64_t xorshift(uint64_t *s)
 }
 
 static int stop_samples(const struct block_spec *spec, size_t samples, struct pool *out,
-                        long *slack_ns)
+                        long *slack_ns, uint64_t *seed)
 {
     lsvc_options opts = ours_options(spec);
-    uint64_t seed = (uint64_t)now_ns() | 1;
     struct stop_arg arg = { .slack_ns = 0 };
     lsvc *svc;
     int rc;
@@ -71,7 +74,7 @@ static int stop_samples(const struct block_spec *spec, size_t samples, struct po
         return rc;
     }
     for (size_t i = 0; rc == 0 && i < samples; i++) {
-        struct timespec delay = { .tv_nsec = (long)(xorshift(&seed) % (2 * NS_PER_MS)) };
+        struct timespec delay = { .tv_nsec = (long)(xorshift(seed) % (2 * NS_PER_MS)) };
 
         if ((rc = lsvc_start(svc, 0)) != 0 || (rc = wait_runs(&arg.ran, i + 1)) != 0)
             break;
@@ -89,6 +92,63 @@ static int stop_samples(const struct block_spec *spec, size_t samples, struct po
     *slack_ns = arg.slack_ns;
     lsvc_destroy(svc);
     latch_destroy(&arg.ran);
+    return rc;
+}
+
+struct raw_sleeper {
+    pthread_mutex_t lock; /* protects stop */
+    pthread_cond_t cond;  /* CLOCK_MONOTONIC */
+    bool stop;
+    struct latch ready;
+};
+
+static void *raw_sleeper_main(void *arg)
+{
+    struct raw_sleeper *r = arg;
+    struct timespec far = ns_to_ts(now_ns() + (int64_t)(SLEEP_SECONDS * 1e9));
+
+    pthread_mutex_lock(&r->lock);
+    latch_add(&r->ready);
+    while (!r->stop)
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &far) != 0)
+            break;
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static int raw_samples(size_t samples, struct pool *out, uint64_t *seed)
+{
+    struct raw_sleeper r = { .stop = false };
+    pthread_condattr_t ca;
+    int rc = 0;
+
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    latch_init(&r.ready);
+    for (size_t i = 0; rc == 0 && i < samples; i++) {
+        struct timespec delay = { .tv_nsec = (long)(xorshift(seed) % (2 * NS_PER_MS)) };
+        pthread_t t;
+
+        r.stop = false;
+        if ((rc = pthread_create(&t, NULL, raw_sleeper_main, &r)) != 0 ||
+            (rc = latch_wait(&r.ready, i + 1, now_ns() + 10 * NS_PER_SEC)) != 0)
+            break;
+        nanosleep(&delay, NULL);
+        int64_t t0 = now_ns();
+        pthread_mutex_lock(&r.lock);
+        r.stop = true;
+        pthread_cond_signal(&r.cond);
+        pthread_mutex_unlock(&r.lock);
+        pthread_join(t, NULL);
+        int64_t took = now_ns() - t0;
+        rc = pool_add(out, &took, 1);
+    }
+    latch_destroy(&r.ready);
+    pthread_cond_destroy(&r.cond);
+    pthread_mutex_destroy(&r.lock);
     return rc;
 }
 
@@ -159,22 +219,35 @@ int bench_stop(const struct bench_opts *o)
     size_t sizes[MAX_SIZES] = { 1, 10, 100, 1000 }, nsizes = MAX_SIZES;
     int reps = o->quick ? 3 : 5;
     int64_t start[MAX_SIZES], stop[MAX_SIZES], stop_max[MAX_SIZES];
-    struct pool pool = { 0 };
-    struct result res;
+    struct pool pool = { 0 }, raw_pool = { 0 };
+    struct result res[2];
     long slack = 0;
-    int rc;
+    int rc = 0;
 
     if (o->services > 0) {
         sizes[0] = (size_t)o->services;
         nsizes = 1;
     }
     watchdog_arm("stop", (double)samples * (variant ? 0.3 : 0.01) + 120);
-    if ((rc = stop_samples(&spec, samples, &pool, &slack)) != 0) {
+    /* A B A B, so that machine drift hits both alike. */
+    uint64_t seed = (uint64_t)now_ns() | 1;
+    size_t blocks = samples >= 100 ? 10 : 1;
+    for (size_t b = 0; rc == 0 && b < blocks; b++) {
+        size_t n = samples / blocks + (b < samples % blocks);
+
+        rc = stop_samples(&spec, n, &pool, &slack, &seed);
+        if (rc == 0)
+            rc = raw_samples(n, &raw_pool, &seed);
+    }
+    if (rc != 0) {
         pool_free(&pool);
+        pool_free(&raw_pool);
         return 1;
     }
-    result_from_pool(&res, impl, 1, slack, &pool);
+    result_from_pool(&res[0], impl, 1, slack, &pool);
+    result_from_pool(&res[1], "raw-wake-join", 1, slack_current(), &raw_pool);
     pool_free(&pool);
+    pool_free(&raw_pool);
 
     for (size_t i = 0; rc == 0 && i < nsizes; i++) {
         int64_t st[8], sp[8];
@@ -190,9 +263,12 @@ int bench_stop(const struct bench_opts *o)
 
     if (o->json) {
         json_begin("stop", o, interval, 1);
-        json_results(&res, 1);
-        printf(", \"ratios\": {}, \"stop_p50_ns\": %lld, \"stop_p99_ns\": %lld",
-               (long long)res.lat.p50, (long long)res.lat.p99);
+        json_results(res, 2);
+        printf(", \"ratios\": {\"%s\": {\"p50\": %.4f, \"p99\": %.4f}}"
+               ", \"stop_p50_ns\": %lld, \"stop_p99_ns\": %lld",
+               impl, (double)res[0].lat.p50 / (double)res[1].lat.p50,
+               (double)res[0].lat.p99 / (double)res[1].lat.p99,
+               (long long)res[0].lat.p50, (long long)res[0].lat.p99);
         const char *keys[] = { "group_stop_ns", "start_ns" };
         int64_t *vals[] = { stop, start };
         for (int k = 0; k < 2; k++) {
@@ -207,7 +283,10 @@ int bench_stop(const struct bench_opts *o)
     }
     print_title("stop", o, interval, "lsvc_stop(svc, true) on a sleeping service, "
                 "after a random 0..2 ms; lateness columns are the stop's duration");
-    print_results(&res, 1, 0);
+    print_results(res, 2, 0);
+    printf("   ours / raw-wake-join, same run: p50 x%.2f  p99 x%.2f\n",
+           (double)res[0].lat.p50 / (double)res[1].lat.p50,
+           (double)res[0].lat.p99 / (double)res[1].lat.p99);
     printf("   groups: lsvc_group_start, then kill(getpid(), SIGTERM) until "
            "lsvc_group_wait returns (median of %d)\n", reps);
     printf("   %8s %12s %12s %14s\n", "services", "start ms", "stop ms", "slowest stop ms");

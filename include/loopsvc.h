@@ -112,8 +112,9 @@ typedef struct lsvc_options {
     double initial_delay;
     /* See lsvc_missed; 0 = LSVC_MISSED_DELAY. */
     lsvc_missed missed;
-    /* false: sleep on a condition variable, so that a stop wakes a
-     * sleeping service at once. true: sleep with clock_nanosleep() to the
+    /* false: sleep in a wait that a stop ends at once (a semaphore where
+     * sem_clockwait exists, else a condition variable; both on
+     * CLOCK_MONOTONIC). true: sleep with clock_nanosleep() to the
      * absolute due time, as cyclictest does, in steps of at most 100 ms;
      * a stop then takes effect within 100 ms. */
     bool precise;
@@ -161,7 +162,8 @@ typedef struct lsvc_stats {
  * the class or the options; an initial delay out of that range; an unknown
  * missed policy; a stack below PTHREAD_STACK_MIN; a priority out of the
  * policy's range or an unknown policy; a negative slack), ENOTSUP (cpu_mask
- * on a platform without affinity) or ENOMEM.
+ * on a platform without affinity), or ENOMEM, EAGAIN or ENOSPC when the
+ * system is out of memory, locks or semaphores.
  */
 LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
                 const lsvc_options *opts);
@@ -176,7 +178,8 @@ LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
  * yet joined is reaped here first.
  * Returns EINVAL, EBUSY (its thread is still running, or its group is
  * started: the group then starts and stops it), EPERM (the real-time
- * priority is not permitted) or EAGAIN/ENOMEM (no thread could be made). On
+ * priority is not permitted), ENOTSUP (real-time scheduling unsupported)
+ * or EAGAIN/ENOMEM (no thread could be made). On
  * failure no thread is left behind and the service can be started again.
  */
 LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
@@ -248,7 +251,7 @@ LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
 
 /*
  * Creates an empty group that handles SIGINT and SIGTERM. On failure *out
- * is untouched. Returns EINVAL or ENOMEM.
+ * is untouched. Returns EINVAL, ENOMEM or EAGAIN.
  */
 LSVC_API int lsvc_group_create(lsvc_group **out);
 
@@ -294,8 +297,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  *
  * Returns EINVAL (g NULL, or the group is empty), EBUSY (already started, or
  * a service is running), or what lsvc_start or pthread_create returned; on
- * failure every service started is stopped again, the signal thread ended
- * and the caller's mask restored.
+ * failure every service started is stopped again and waited for, each at
+ * most its stop bound as in lsvc_group_wait (a stuck one is left running
+ * and logged), the signal thread ended and the caller's mask restored.
  */
 LSVC_API int lsvc_group_start(lsvc_group *g);
 

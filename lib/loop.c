@@ -158,6 +158,10 @@ void *lsvc__service_main(void *arg)
     lsvc__thread_name(svc->name);
     lsvc__thread_slack(svc->opts.timer_slack_ns, svc->interval_ns);
     lsvc__ratelimit_init(&svc->overrun_rl, LSVC_OVERRUN_WARN_PERIOD_NS);
+    /* Posts of stops that came after the last thread stopped sleeping
+     * would only cost spurious wake-ups; the stop flag is what counts. */
+    while (sem_trywait(&svc->wake) == 0)
+        ;
     pthread_mutex_lock(&svc->lock);
     wanted = svc->loops_wanted;
     pthread_mutex_unlock(&svc->lock);

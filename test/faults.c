@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ int __real_pthread_mutex_init(pthread_mutex_t *m,
 int __real_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
 int __real_pthread_condattr_init(pthread_condattr_t *attr);
 int __real_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
+int __real_sem_init(sem_t *sem, int pshared, unsigned value);
 
 /* What the linker calls in their place. */
 void *__wrap_malloc(size_t size);
@@ -59,6 +61,7 @@ int __wrap_pthread_mutex_init(pthread_mutex_t *m,
 int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
 int __wrap_pthread_condattr_init(pthread_condattr_t *attr);
 int __wrap_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
+int __wrap_sem_init(sem_t *sem, int pshared, unsigned value);
 
 /* --- The armed window -------------------------------------------------- */
 
@@ -389,4 +392,15 @@ int __wrap_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock)
     if (take_fault("pthread_condattr_setclock", EINVAL, &error))
         return error;
     return __real_pthread_condattr_setclock(attr, clock);
+}
+
+/* The one error glibc's sem_init has; it reports it through errno. */
+int __wrap_sem_init(sem_t *sem, int pshared, unsigned value)
+{
+    int error;
+    if (take_fault("sem_init", EINVAL, &error)) {
+        errno = error;
+        return -1;
+    }
+    return __real_sem_init(sem, pshared, value);
 }
