@@ -70,6 +70,7 @@ struct lsvc {
     enum lsvc_thread_state state;
     pthread_t thread;
     uint64_t generation;      /* threads started so far: names the current one */
+    bool joining;             /* a waiter is in a timed join of `thread` */
     bool group_owned;         /* its group is started: only the group starts it */
     bool stop_requested;
     int64_t stop_deadline_ns; /* when a group stop gives up on it */
@@ -132,6 +133,7 @@ LSVC_HIDDEN int lsvc__check_thread_options(const lsvc_options *opts);
 LSVC_HIDDEN void lsvc__thread_name(const char *name);
 LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
 LSVC_HIDDEN void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns);
+LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

@@ -151,3 +151,19 @@ void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns)
     sem_clockwait(sem, CLOCK_MONOTONIC, &ts);
 }
 #endif
+
+/* A join with a deadline: one wake-up when the thread exits, where waiting
+ * for a "finished" broadcast and then joining costs two. ENOTSUP where the
+ * C library has no timed join. */
+int lsvc__timed_join(pthread_t thread, int64_t deadline_ns)
+{
+#if HAVE_PTHREAD_CLOCKJOIN_NP
+    struct timespec ts = lsvc__timespec(deadline_ns);
+
+    return pthread_clockjoin_np(thread, NULL, CLOCK_MONOTONIC, &ts);
+#else
+    (void)thread;
+    (void)deadline_ns;
+    return ENOTSUP;
+#endif
+}
