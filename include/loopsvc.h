@@ -175,7 +175,7 @@ LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
  * signal and is named after the service. The first run is due at once,
  * or after the initial delay. A service that ended or was stopped can be
  * started again; its stats go on counting. A thread that ended but was not
- * yet joined is reaped here first.
+ * yet joined is reaped here.
  * Returns EINVAL, EBUSY (its thread is still running, or its group is
  * started: the group then starts and stops it), EPERM (the real-time
  * priority is not permitted), ENOTSUP (real-time scheduling unsupported)
@@ -282,8 +282,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  * Starts the group without blocking: blocks the group's signals in the
  * calling thread, starts the signal thread, then starts every service, in
  * the order they were added, to run until stopped. The first signal logs
- * "received SIGTERM: stopping N services" at INFO and stops the group (lsvc_group_stop); a second one logs which
- * services are still running. A signal already pending stops the group at
+ * "received SIGTERM: stopping N services." at INFO and stops the group
+ * with lsvc_group_stop; a later one, or any once the group is stopping,
+ * logs which services are still running. A signal already pending stops the group at
  * once.
  *
  * Signal rule: a signal is delivered to any thread that does not block it,

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct lsvc_group {
     /* Protects every field below. The service list, the signal set and
@@ -37,13 +38,6 @@ struct lsvc_group {
     pthread_t starter;        /* the thread whose mask start changed */
     sigset_t unblock_at_end;  /* what start blocked in it that was not blocked */
 };
-
-/* Signals that a fault raises in the faulting thread: never waited for. */
-static bool is_fault_signal(int sig)
-{
-    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
-           sig == SIGTRAP || sig == SIGSYS || sig == SIGABRT;
-}
 
 #ifdef SIGRTMAX
 #define LSVC_SIG_LAST SIGRTMAX
@@ -126,7 +120,7 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
         for (int sig = LSVC_SIG_LAST; sig >= 1; sig--) {
             if (sigismember(set, sig) != 1)
                 continue;
-            if (sig == SIGKILL || sig == SIGSTOP || is_fault_signal(sig))
+            if (sig == SIGKILL || sig == SIGSTOP || lsvc__is_fault_signal(sig))
                 return EINVAL;
             wake = sig;
         }
@@ -163,7 +157,8 @@ int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
 
 /* While the group is started its services are its own: lsvc_start on one
  * is EBUSY, so no other caller can start one the group then stops, nor
- * restart one the group is waiting for. Takes the first n services. */
+ * restart one the group is waiting for. Sets or clears it on the first n
+ * services. */
 static void set_owned(lsvc_group *g, size_t n, bool owned)
 {
     for (size_t i = 0; i < n; i++) {
@@ -209,13 +204,14 @@ int lsvc_group_stop(lsvc_group *g)
     }
     g->stopping = true;
     g->stop_at_ns = stop_at = lsvc__now_ns();
-    pthread_mutex_unlock(&g->lock);
-
     /* Request every stop before any wait, so all services wind down at
-     * once and the slowest bounds the whole. */
+     * once and the slowest bounds the whole. Under the group's lock: a
+     * caller from any thread must not see the group end and be freed
+     * halfway through; requests take only each service's lock, briefly. */
     for (size_t i = 0; i < g->count; i++)
         lsvc__request_stop(g->svcs[i],
                            lsvc__add_ns(stop_at, stop_bound_ns(g, g->svcs[i])));
+    pthread_mutex_unlock(&g->lock);
     return 0;
 }
 
@@ -241,6 +237,20 @@ static void log_still_running(lsvc_group *g, int sig)
                   signal_name(sig), names);
 }
 
+/* Whether the signal just taken was one sent to the process rather than
+ * finish()'s wake-up. finish() sends the wake-up before `quit` can be seen,
+ * and the kernel hands out a thread's own signals before the process's, so
+ * the wake-up still pending means the one taken was not it. (siginfo
+ * cannot tell: glibc's pthread_kill reports SI_USER, as kill does.) */
+static bool taken_instead_of_wake_up(const lsvc_group *g, int sig)
+{
+    sigset_t pending;
+
+    if (sig != g->wake_signal)
+        return true;
+    return sigpending(&pending) == 0 && sigismember(&pending, sig) == 1;
+}
+
 static void *signal_main(void *arg)
 {
     lsvc_group *g = arg;
@@ -255,10 +265,17 @@ static void *signal_main(void *arg)
         bool quit = g->quit;
         bool first = !g->stopping;
         pthread_mutex_unlock(&g->lock);
-        if (quit)
+        if (quit) {
+            /* A signal meant for the process that came just before the
+             * wake-up is handed back, pending, to whoever takes it next,
+             * instead of being lost with this thread. Standard signals do
+             * not queue, so handing back one still pending adds none. */
+            if (taken_instead_of_wake_up(g, sig))
+                kill(getpid(), sig);
             return NULL;
+        }
         if (first) {
-            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu service%s",
+            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu service%s.",
                       signal_name(sig), g->count, g->count == 1 ? "" : "s");
             lsvc_group_stop(g);
         } else {
@@ -285,18 +302,19 @@ static int finish(lsvc_group *g)
                   svc->name, (double)stop_bound_ns(g, svc) / 1e9);
     }
     if (g->has_signal_thread) {
+        /* Directed at the thread, so it is taken before any pending
+         * process-wide signal; sent under the lock, so that it is pending
+         * before the thread can see `quit`. */
         pthread_mutex_lock(&g->lock);
         g->quit = true;
-        pthread_mutex_unlock(&g->lock);
-        /* Directed at the thread, so it is taken before any pending
-         * process-wide signal, which stays pending for whoever is next. */
         pthread_kill(g->signal_thread, g->wake_signal);
+        pthread_mutex_unlock(&g->lock);
         pthread_join(g->signal_thread, NULL);
-        g->has_signal_thread = false;
         if (pthread_equal(g->starter, pthread_self()))
             pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);
     }
     pthread_mutex_lock(&g->lock);
+    g->has_signal_thread = false;
     set_owned(g, g->count, false);
     g->state = GROUP_IDLE;
     g->stopping = g->waiting = false;
@@ -308,6 +326,7 @@ static int start_signal_thread(lsvc_group *g)
 {
     static const lsvc_options defaults;
     pthread_attr_t attr;
+    pthread_t thread;
     sigset_t old;
     int rc;
 
@@ -322,14 +341,18 @@ static int start_signal_thread(lsvc_group *g)
 
     rc = lsvc__thread_attr(&attr, &defaults);
     if (rc == 0) {
-        rc = lsvc__spawn(&g->signal_thread, &attr, signal_main, g);
+        rc = lsvc__spawn(&thread, &attr, signal_main, g);
         pthread_attr_destroy(&attr);
     }
     if (rc != 0) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return rc;
     }
+    /* Under the lock: lsvc_group_wait in another thread reads these. */
+    pthread_mutex_lock(&g->lock);
+    g->signal_thread = thread;
     g->has_signal_thread = true;
+    pthread_mutex_unlock(&g->lock);
     return 0;
 }
 
@@ -397,14 +420,13 @@ int lsvc_group_wait(lsvc_group *g)
     if (g == NULL)
         return EINVAL;
     pthread_mutex_lock(&g->lock);
-    /* Waiting for itself is wrong in any state, so it is checked first. */
-    for (size_t i = 0; rc == 0 && i < g->count; i++) {
-        lsvc *svc = g->svcs[i];
-        pthread_mutex_lock(&svc->lock);
-        if (lsvc__is_own_thread(svc))
+    /* Waiting for itself is wrong in any state, so it is checked first:
+     * from a service, or from a log sink on the signal thread. */
+    if (g->has_signal_thread && pthread_equal(g->signal_thread, pthread_self()))
+        rc = EDEADLK;
+    for (size_t i = 0; rc == 0 && i < g->count; i++)
+        if (lsvc__is_own_thread(g->svcs[i]))
             rc = EDEADLK;
-        pthread_mutex_unlock(&svc->lock);
-    }
     if (rc == 0 && g->state != GROUP_STARTED)
         rc = EINVAL;
     else if (rc == 0 && g->waiting)

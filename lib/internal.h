@@ -134,6 +134,7 @@ LSVC_HIDDEN void lsvc__thread_name(const char *name);
 LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
 LSVC_HIDDEN void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns);
 LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
+LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

@@ -47,9 +47,11 @@ static void sleep_precise(lsvc *svc, int64_t now_ns, int64_t due_ns)
 }
 
 /* Sleeps until due_ns and returns true with the run's start recorded, or
- * returns false as soon as a stop is requested. The stop flag and the
- * clock are read under the lock that request_stop takes, so a stop
- * requested before a sleep step is seen by it or ends it. */
+ * returns false as soon as a stop is requested. The flag is read under
+ * the lock request_stop sets it under; a stop set after that read still
+ * ends the sleep step that follows: the semaphore keeps its post, the
+ * condvar wait re-reads the flag under the lock, and a precise step is at
+ * most 100 ms. */
 static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
                          sleep_step_fn *sleep_step)
 {
@@ -120,8 +122,7 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
     int64_t begin = 0;
 
     while (wait_for_run(svc, due, &begin, sleep_step)) {
-        if (lsvc__log_enabled(LSVC_LOG_DEBUG))
-            lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
+        lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
         int64_t run_ns = end - begin;

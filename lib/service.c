@@ -42,6 +42,8 @@ static int resolve_interval(const lsvc_class *cls, const lsvc_options *opts,
 
     if (rc != 0)
         return rc;
+    if (cls->loop_seconds != 0 && cls_ns == 0)
+        return EINVAL; /* under 1 ns: not the same as "unset" */
     /* The class's value is checked even when the options override it: a
      * class is shared, and a bad one should be found at its first use. */
     if (opts->loop_seconds != 0)
@@ -132,14 +134,20 @@ fail:
 
 bool lsvc__is_own_thread(lsvc *svc)
 {
-    return svc->state == LSVC_THREAD_RUNNING &&
-           pthread_equal(svc->thread, pthread_self());
+    pthread_mutex_lock(&svc->lock);
+    bool own = svc->state == LSVC_THREAD_RUNNING &&
+               pthread_equal(svc->thread, pthread_self());
+    pthread_mutex_unlock(&svc->lock);
+    return own;
 }
 
-/* Its thread exists or is being joined: nobody else may start or join it. */
-static bool thread_busy(const lsvc *svc)
+/* Waits while another caller reaps a thread that has already ended, which
+ * takes as long as the thread's exit; nobody else may join or replace the
+ * thread meanwhile. Called with the lock held. */
+static void await_reaper(lsvc *svc)
 {
-    return svc->state == LSVC_THREAD_RUNNING || svc->joining;
+    while (svc->joining && svc->state == LSVC_THREAD_FINISHED)
+        pthread_cond_wait(&svc->cond, &svc->lock);
 }
 
 /* Called with the lock held and state FINISHED: claims the join. */
@@ -168,7 +176,8 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
         return rc;
 
     pthread_mutex_lock(&svc->lock);
-    if (thread_busy(svc) || (svc->group_owned && !by_group)) {
+    await_reaper(svc);
+    if (svc->state == LSVC_THREAD_RUNNING || (svc->group_owned && !by_group)) {
         pthread_mutex_unlock(&svc->lock);
         pthread_attr_destroy(&attr);
         return EBUSY;
@@ -193,7 +202,8 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     return rc;
 }
 
-/* Returns the generation of the thread the request reached. */
+/* Returns the generation of the service's current or last thread; 0 when
+ * it never had one. */
 uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
 {
     uint64_t generation;
@@ -222,12 +232,16 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
     pthread_mutex_lock(&svc->lock);
     if (generation == 0)
         generation = svc->generation;
-    while (thread_busy(svc) && svc->generation == generation) {
+    bool timed_join = LSVC_TIMED_JOIN;
+
+    while (svc->generation == generation &&
+           (svc->state == LSVC_THREAD_RUNNING ||
+            (svc->state == LSVC_THREAD_FINISHED && svc->joining))) {
         int64_t until = deadline_ns;
 
         if (follow_stop && svc->stop_requested && svc->stop_deadline_ns < until)
             until = svc->stop_deadline_ns;
-        if (LSVC_TIMED_JOIN && !svc->joining && until != LSVC_FOREVER) {
+        if (timed_join && !svc->joining && until != LSVC_FOREVER) {
             svc->joining = true;
             thread = svc->thread;
             pthread_mutex_unlock(&svc->lock);
@@ -237,7 +251,10 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
             pthread_cond_broadcast(&svc->cond); /* other waiters: it is over */
             if (rc == 0)
                 svc->state = LSVC_THREAD_NONE;
-            break; /* joined, or the deadline passed */
+            if (rc == 0 || rc == ETIMEDOUT)
+                break; /* joined, or the deadline passed */
+            timed_join = false; /* unexpected: the condvar serves */
+            continue;
         }
         if (until == LSVC_FOREVER) {
             pthread_cond_wait(&svc->cond, &svc->lock);
@@ -248,9 +265,11 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
         struct timespec ts = lsvc__timespec(until);
         pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
     }
+    /* A thread that ended while another caller reaps it counts as ended. */
     if (svc->generation != generation || svc->state != LSVC_THREAD_FINISHED ||
         svc->joining) {
-        bool running = thread_busy(svc) && svc->generation == generation;
+        bool running = svc->state == LSVC_THREAD_RUNNING &&
+                       svc->generation == generation;
         pthread_mutex_unlock(&svc->lock);
         return running ? ETIMEDOUT : 0;
     }
@@ -268,14 +287,12 @@ int64_t lsvc__stop_bound_ns(const lsvc *svc)
 
 static int stop_and_wait(lsvc *svc, int64_t bound_ns)
 {
-    uint64_t generation;
-    bool own;
+    bool own = lsvc__is_own_thread(svc);
+    uint64_t generation = lsvc__request_stop(svc, LSVC_FOREVER);
     int rc;
 
-    pthread_mutex_lock(&svc->lock);
-    own = lsvc__is_own_thread(svc);
-    pthread_mutex_unlock(&svc->lock);
-    generation = lsvc__request_stop(svc, LSVC_FOREVER);
+    if (generation == 0)
+        return 0; /* never started: no thread to wait for */
     if (own) {
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "A blocking stop was called on %s from inside the service "
@@ -320,7 +337,6 @@ int lsvc_join(lsvc *svc, double seconds)
 {
     int64_t deadline_ns = LSVC_FOREVER;
     int64_t bound_ns;
-    bool own;
 
     if (svc == NULL || seconds != seconds)
         return EINVAL;
@@ -329,10 +345,7 @@ int lsvc_join(lsvc *svc, double seconds)
             return EINVAL;
         deadline_ns = lsvc__add_ns(lsvc__now_ns(), bound_ns);
     }
-    pthread_mutex_lock(&svc->lock);
-    own = lsvc__is_own_thread(svc);
-    pthread_mutex_unlock(&svc->lock);
-    if (own)
+    if (lsvc__is_own_thread(svc))
         return EDEADLK;
     return lsvc__wait_and_reap(svc, 0, deadline_ns, false);
 }
@@ -345,7 +358,8 @@ int lsvc_destroy(lsvc *svc)
     if (svc == NULL)
         return EINVAL;
     pthread_mutex_lock(&svc->lock);
-    if (thread_busy(svc) || svc->group != NULL) {
+    await_reaper(svc);
+    if (svc->state == LSVC_THREAD_RUNNING || svc->group != NULL) {
         pthread_mutex_unlock(&svc->lock);
         return EBUSY;
     }

@@ -1,8 +1,10 @@
 /*
  * Platform shims for library threads: creating them with every
- * asynchronous signal blocked, and the scheduling knobs that are GNU or
- * Linux extensions (thread names, CPU affinity, timer slack). Each
- * extension is compiled only where the build found it.
+ * asynchronous signal blocked, the scheduling knobs that are GNU or Linux
+ * extensions (thread names, CPU affinity, timer slack), and the timed
+ * waits that only some C libraries have (sem_clockwait,
+ * pthread_clockjoin_np). Each extension is compiled only where the build
+ * found it.
  */
 #define _GNU_SOURCE /* only takes effect for the extensions config.h found */
 #include "config.h"
@@ -21,10 +23,19 @@
 #define LSVC_THREAD_NAME_MAX 15 /* Linux's limit, without the NUL */
 
 /* Signals raised by a fault in the thread itself: blocking them is
- * undefined behaviour, so they stay deliverable. */
+ * undefined behaviour, so they stay deliverable, and no group waits for
+ * them. */
 static const int fault_signals[] = {
     SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT,
 };
+
+bool lsvc__is_fault_signal(int sig)
+{
+    for (size_t i = 0; i < sizeof fault_signals / sizeof fault_signals[0]; i++)
+        if (fault_signals[i] == sig)
+            return true;
+    return false;
+}
 
 /* The new thread inherits the creator's mask. Blocking everything around
  * pthread_create leaves no moment in which the new thread could take a
@@ -153,8 +164,8 @@ void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns)
 #endif
 
 /* A join with a deadline: one wake-up when the thread exits, where waiting
- * for a "finished" broadcast and then joining costs two. ENOTSUP where the
- * C library has no timed join. */
+ * for a "finished" broadcast and then joining costs two. Never called
+ * where the C library has no timed join; ENOTSUP there keeps it linking. */
 int lsvc__timed_join(pthread_t thread, int64_t deadline_ns)
 {
 #if HAVE_PTHREAD_CLOCKJOIN_NP

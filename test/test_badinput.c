@@ -71,6 +71,15 @@ START_TEST(test_create_null_or_empty_name_is_einval)
 }
 END_TEST
 
+/* A class's 0 means "the default", but a positive interval too small to
+ * be a whole nanosecond is a mistake, not a request for 60 s. */
+START_TEST(test_create_class_interval_under_1_ns_is_einval)
+{
+    lsvc_class cls = PROBE_CLASS("Tiny", 1e-10);
+    check_create_einval(&cls, NULL, "class interval of 0.1 ns");
+}
+END_TEST
+
 START_TEST(test_create_bad_class_interval_is_einval)
 {
     for (size_t i = 0; i < N_BAD_SECONDS; i++) {
@@ -371,6 +380,7 @@ int main(void)
     tcase_add_test(create, test_create_without_run_once_is_einval);
     tcase_add_test(create, test_create_null_or_empty_name_is_einval);
     tcase_add_test(create, test_create_bad_class_interval_is_einval);
+    tcase_add_test(create, test_create_class_interval_under_1_ns_is_einval);
     tcase_add_test(create, test_create_bad_option_interval_is_einval);
     tcase_add_test(create, test_create_accepts_the_longest_interval_and_delay);
     tcase_add_test(create, test_create_bad_initial_delay_is_einval);

@@ -90,6 +90,37 @@ static void check_signal_stops_group(int sig, const char *logged)
     two_free(&t);
 }
 
+/* A sink that waits for the group from the signal thread, which logs the
+ * stop: the wait would block the thread that stops the group. */
+static lsvc_group *sink_group;
+static int sink_wait_rc = -1;
+
+static void waiting_sink(int level, const char *logger, const char *message,
+                         void *ctx)
+{
+    if (strstr(message, "received SIGTERM") != NULL)
+        sink_wait_rc = lsvc_group_wait(sink_group);
+    log_capture_sink(level, logger, message, ctx);
+}
+
+START_TEST(test_group_wait_from_the_signal_thread_is_edeadlk)
+{
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+    struct two t;
+    two_init(&t, NULL, NULL);
+    sink_group = t.g;
+    lsvc_set_logger(waiting_sink, NULL);
+    ck_assert_int_eq(lsvc_group_start(t.g), 0);
+    two_wait_first_runs(&t);
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
+    two_wait_stopped(&t);
+    ck_assert_int_eq(sink_wait_rc, EDEADLK);
+    two_free(&t);
+}
+END_TEST
+
 START_TEST(test_sigterm_stops_group_and_process_survives)
 {
     check_signal_stops_group(SIGTERM, "received SIGTERM: stopping 2 services");
@@ -548,6 +579,7 @@ int main(void)
     Suite *s = suite_create("group");
     TCase *sig = timed_tcase("signals");
     tcase_add_test(sig, test_sigterm_stops_group_and_process_survives);
+    tcase_add_test(sig, test_group_wait_from_the_signal_thread_is_edeadlk);
     tcase_add_test(sig, test_sigint_stops_group_and_process_survives);
     tcase_add_test(sig, test_group_start_blocks_signals_in_caller);
     tcase_add_test(sig, test_group_wait_restores_caller_mask);
