@@ -291,7 +291,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  * so every thread of the process must block the group's signals, or one of
  * them may take the signal with its default action (termination). Call
  * lsvc_block_signals() first thing in main(), before any thread exists:
- * threads inherit the mask.
+ * threads inherit the mask. A signal is taken by one thread only, so two
+ * groups started at the same time should not share a signal: one SIGTERM
+ * would stop only one of them.
  *
  * Until lsvc_group_wait returns, the group owns its services: lsvc_start
  * on one of them is EBUSY (lsvc_stop, lsvc_join and the rest still work).
