@@ -109,7 +109,7 @@ static void log_next_run(lsvc *svc, int64_t due_ns, int64_t now_ns)
     time_t secs = (time_t)(at / LSVC_NS_PER_SEC);
     localtime_r(&secs, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    lsvc__log(LSVC_LOG_DEBUG, svc->logger, "Finished running %s. Next run at %s.%03d",
+    lsvc__log(LSVC_LOG_DEBUG, svc->logger, "Finished running %s. Next run at %s.%03d.",
               svc->name, when, (int)(at % LSVC_NS_PER_SEC / 1000000));
 }
 
