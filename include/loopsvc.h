@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define LSVC_VERSION_MAJOR 0
-#define LSVC_VERSION_MINOR 1
+#define LSVC_VERSION_MINOR 2
 #define LSVC_VERSION_PATCH 0
 
 /* The longest interval, initial delay or wait accepted: 365 days. */
@@ -277,6 +277,54 @@ LSVC_API int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set);
  * service's own lsvc_stop bound. Returns EINVAL or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
+
+/*
+ * Whether lsvc_group_start reads each service's settings from the
+ * environment (the default) or not. With `enable`, at every group start,
+ * for a service named `name`, with NAME being name in upper case and every
+ * byte other than an ASCII letter or digit turned into '_':
+ *   LOOPSVC_<NAME>_ENABLED       0, 1, false or true, in any case. A
+ *                                disabled service is not started; an INFO
+ *                                line says so.
+ *   LOOPSVC_<NAME>_LOOP_SECONDS  the interval in seconds, a decimal number
+ *                                (exponent allowed, no sign, no spaces) in
+ *                                the range lsvc_create accepts. It overrides
+ *                                the class's and the options' interval for
+ *                                that start of the group, and an INFO line
+ *                                says so.
+ * A value that does not parse in full, or is out of range (empty, "nan",
+ * "1e999", "-5", "5s"), logs a WARNING naming the variable and keeps the
+ * code's value. The values are read with getenv(): no thread may change
+ * the environment while the group starts. The override ends when
+ * lsvc_group_wait returns: lsvc_loop_seconds then gives the code's value
+ * again. Returns EINVAL or EBUSY (not idle).
+ */
+LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
+
+/*
+ * Whether the group speaks systemd's notify protocol (the default) or
+ * not. With `enable`, and NOTIFY_SOCKET set in the environment to an
+ * absolute path or an abstract socket ("@name"), lsvc_group_start sends
+ * READY=1 once every enabled service has started, and the group sends
+ * STOPPING=1 when it begins to stop (or, when its services all end by
+ * themselves, when lsvc_group_wait begins to reap them). When WATCHDOG_USEC is
+ * also set (and WATCHDOG_PID, if set, is this process), a watchdog thread
+ * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while no service is stuck: a
+ * service is stuck while one run has lasted more than
+ * lsvc_group_set_stuck_after() intervals. A stuck service is logged at
+ * WARNING once per stuck run, and the pings stop until its run ends, so
+ * that systemd's WatchdogSec= restarts a process whose chores have hung.
+ * An unusable NOTIFY_SOCKET or WATCHDOG_USEC is logged at WARNING at
+ * group start and the group runs without it. Returns EINVAL or EBUSY.
+ */
+LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
+
+/*
+ * Sets after how many intervals of one run a service counts as stuck for
+ * the systemd watchdog (see lsvc_group_set_notify): a finite number from 1
+ * to 1e6; the default is 10. Returns EINVAL or EBUSY (not idle).
+ */
+LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
 
 /*
  * Starts the group without blocking: blocks the group's signals in the
