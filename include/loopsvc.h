@@ -305,9 +305,11 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * Whether the group speaks systemd's notify protocol (the default) or
  * not. With `enable`, and NOTIFY_SOCKET set in the environment to an
  * absolute path or an abstract socket ("@name"), lsvc_group_start sends
- * READY=1 once every enabled service has started, and the group sends
- * STOPPING=1 when it begins to stop (or, when its services all end by
- * themselves, when lsvc_group_wait begins to reap them). When WATCHDOG_USEC is
+ * READY=1 once it has started the thread of every enabled service (their
+ * on_start hooks may still be running), just before it returns 0; the
+ * group sends STOPPING=1 when it begins to stop, or, when its services all
+ * end by themselves, once lsvc_group_wait has seen them end; a stop during
+ * lsvc_group_start is told after READY=1. When WATCHDOG_USEC is
  * also set (and WATCHDOG_PID, if set, is this process), a watchdog thread
  * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while no service is stuck: a
  * service is stuck while one run has lasted more than
@@ -327,9 +329,13 @@ LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
 LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
 
 /*
- * Starts the group without blocking: blocks the group's signals in the
- * calling thread, starts the signal thread, then starts every service, in
- * the order they were added, to run until stopped. The first signal logs
+ * Starts the group without blocking: reads each service's settings from
+ * the environment (lsvc_group_set_environment), blocks the group's signals
+ * in the calling thread, starts the signal thread, and the watchdog thread
+ * when systemd asks for one (lsvc_group_set_notify), then starts every
+ * service the environment did not disable, in the order they were added,
+ * to run until stopped. With every service disabled the group starts with
+ * nothing to run, and lsvc_group_wait returns at once. The first signal logs
  * "received SIGTERM: stopping N services." at INFO and stops the group
  * with lsvc_group_stop; a later one, or any once the group is stopping,
  * logs which services are still running. A signal already pending stops the group at
@@ -350,7 +356,7 @@ LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
  * a service is running), or what lsvc_start or pthread_create returned; on
  * failure every service started is stopped again and waited for, each at
  * most its stop bound as in lsvc_group_wait (a stuck one is left running
- * and logged), the signal thread ended and the caller's mask restored.
+ * and logged), the group's threads ended and the caller's mask restored.
  */
 LSVC_API int lsvc_group_start(lsvc_group *g);
 

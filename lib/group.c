@@ -1,6 +1,8 @@
 /*
  * Groups: services that start and stop together, and the one signal
- * thread per group that turns SIGINT/SIGTERM into a group stop.
+ * thread per group that turns SIGINT/SIGTERM into a group stop. A group
+ * start also reads its services' settings from the environment and tells
+ * systemd how the group is doing (settings.c, notify.c, watchdog.c).
  *
  * The signal thread waits in sigwait(), so no handler is installed and no
  * async-signal-safety rules apply to what it does. It only requests stops;
@@ -28,6 +30,9 @@ struct lsvc_group {
     sigset_t signals;
     int wake_signal;          /* a member of `signals`; 0 = handle none */
     int64_t stop_timeout_ns;  /* 0 = each service's lsvc_stop bound */
+    bool use_environment;     /* read LOOPSVC_<NAME>_* at start */
+    bool use_notify;          /* speak NOTIFY_SOCKET's protocol */
+    double stuck_after;       /* intervals of one run, for the watchdog */
 
     enum { GROUP_IDLE, GROUP_STARTING, GROUP_STARTED } state;
     bool stopping, waiting;
@@ -37,6 +42,13 @@ struct lsvc_group {
     pthread_t signal_thread;
     pthread_t starter;        /* the thread whose mask start changed */
     sigset_t unblock_at_end;  /* what start blocked in it that was not blocked */
+    size_t enabled;           /* services the environment left enabled */
+    /* Written by the starter while STARTING, and read by others only once
+     * the group is STARTED: no STOPPING=1 goes out before READY=1. */
+    struct lsvc_notifier notifier;
+    bool stopping_sent;
+    bool has_watchdog;
+    struct lsvc_watchdog watchdog;
 };
 
 #ifdef SIGRTMAX
@@ -77,6 +89,10 @@ int lsvc_group_create(lsvc_group **out)
     sigaddset(&g->signals, SIGINT);
     sigaddset(&g->signals, SIGTERM);
     g->wake_signal = SIGTERM;
+    g->use_environment = true;
+    g->use_notify = true;
+    g->stuck_after = 10;
+    g->notifier.fd = -1;
     *out = g;
     return 0;
 }
@@ -110,6 +126,16 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
     return rc;
 }
 
+/* Locks an idle group; EBUSY, and unlocked, when it is not idle. */
+static int lock_idle(lsvc_group *g)
+{
+    pthread_mutex_lock(&g->lock);
+    if (g->state == GROUP_IDLE)
+        return 0;
+    pthread_mutex_unlock(&g->lock);
+    return EBUSY;
+}
+
 int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
 {
     int wake = 0;
@@ -125,11 +151,9 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
             wake = sig;
         }
     }
-    pthread_mutex_lock(&g->lock);
-    if (g->state != GROUP_IDLE) {
-        pthread_mutex_unlock(&g->lock);
-        return EBUSY;
-    }
+    int rc = lock_idle(g);
+    if (rc != 0)
+        return rc;
     if (set != NULL)
         g->signals = *set;
     else
@@ -142,16 +166,49 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
 int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
 {
     int64_t ns;
-    int rc = 0;
+    int rc = g != NULL && lsvc__seconds_to_ns(seconds, true, &ns) == 0
+                 ? lock_idle(g)
+                 : EINVAL;
 
-    if (g == NULL || lsvc__seconds_to_ns(seconds, true, &ns) != 0)
-        return EINVAL;
-    pthread_mutex_lock(&g->lock);
-    if (g->state != GROUP_IDLE)
-        rc = EBUSY;
-    else
+    if (rc == 0) {
         g->stop_timeout_ns = ns;
-    pthread_mutex_unlock(&g->lock);
+        pthread_mutex_unlock(&g->lock);
+    }
+    return rc;
+}
+
+int lsvc_group_set_environment(lsvc_group *g, bool enable)
+{
+    int rc = g != NULL ? lock_idle(g) : EINVAL;
+
+    if (rc == 0) {
+        g->use_environment = enable;
+        pthread_mutex_unlock(&g->lock);
+    }
+    return rc;
+}
+
+int lsvc_group_set_notify(lsvc_group *g, bool enable)
+{
+    int rc = g != NULL ? lock_idle(g) : EINVAL;
+
+    if (rc == 0) {
+        g->use_notify = enable;
+        pthread_mutex_unlock(&g->lock);
+    }
+    return rc;
+}
+
+int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
+{
+    /* Written so that NaN fails too. */
+    int rc = g != NULL && intervals >= 1 && intervals <= 1e6 ? lock_idle(g)
+                                                             : EINVAL;
+
+    if (rc == 0) {
+        g->stuck_after = intervals;
+        pthread_mutex_unlock(&g->lock);
+    }
     return rc;
 }
 
@@ -191,6 +248,19 @@ static int64_t stop_bound_ns(const lsvc_group *g, const lsvc *svc)
     return g->stop_timeout_ns ? g->stop_timeout_ns : lsvc__stop_bound_ns(svc);
 }
 
+/* Group lock held. Non-blocking, so it may be sent under the lock. */
+static void send_stopping(lsvc_group *g)
+{
+    char state[64];
+
+    if (g->stopping_sent)
+        return;
+    g->stopping_sent = true;
+    snprintf(state, sizeof state, "STOPPING=1\nSTATUS=Stopping %zu service%s.",
+             g->enabled, g->enabled == 1 ? "" : "s");
+    lsvc__notify(&g->notifier, state);
+}
+
 int lsvc_group_stop(lsvc_group *g)
 {
     int64_t stop_at;
@@ -211,6 +281,9 @@ int lsvc_group_stop(lsvc_group *g)
     for (size_t i = 0; i < g->count; i++)
         lsvc__request_stop(g->svcs[i],
                            lsvc__add_ns(stop_at, stop_bound_ns(g, g->svcs[i])));
+    /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
+    if (g->state == GROUP_STARTED)
+        send_stopping(g);
     pthread_mutex_unlock(&g->lock);
     return 0;
 }
@@ -264,6 +337,7 @@ static void *signal_main(void *arg)
         pthread_mutex_lock(&g->lock);
         bool quit = g->quit;
         bool first = !g->stopping;
+        size_t enabled = g->enabled;
         pthread_mutex_unlock(&g->lock);
         if (quit) {
             /* A signal meant for the process that came just before the
@@ -276,7 +350,7 @@ static void *signal_main(void *arg)
         }
         if (first) {
             lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu service%s.",
-                      signal_name(sig), g->count, g->count == 1 ? "" : "s");
+                      signal_name(sig), enabled, enabled == 1 ? "" : "s");
             lsvc_group_stop(g);
         } else {
             log_still_running(g, sig);
@@ -284,8 +358,25 @@ static void *signal_main(void *arg)
     }
 }
 
+/* Ends a start or a run of the group: the services are the group's no
+ * longer, and have their code's intervals again. */
+static void release(lsvc_group *g)
+{
+    lsvc__notifier_log_errors(&g->notifier);
+    for (size_t i = 0; i < g->count; i++)
+        atomic_store(&g->svcs[i]->interval_ns, g->svcs[i]->code_interval_ns);
+    pthread_mutex_lock(&g->lock);
+    lsvc__notifier_close(&g->notifier);
+    g->has_signal_thread = g->has_watchdog = false;
+    set_owned(g, g->count, false);
+    g->state = GROUP_IDLE;
+    g->stopping = g->waiting = false;
+    pthread_mutex_unlock(&g->lock);
+}
+
 /* Waits for every service (each within its stop bound once the group is
- * stopping), ends the signal thread and gives the starter its mask back. */
+ * stopping), ends the group's threads and gives the starter its mask
+ * back. */
 static int finish(lsvc_group *g)
 {
     int rc = 0;
@@ -301,6 +392,13 @@ static int finish(lsvc_group *g)
                   "left running; join it later with lsvc_join().",
                   svc->name, (double)stop_bound_ns(g, svc) / 1e9);
     }
+    pthread_mutex_lock(&g->lock);
+    /* The services ended by themselves: the group is stopping now. */
+    if (g->state == GROUP_STARTED)
+        send_stopping(g);
+    pthread_mutex_unlock(&g->lock);
+    if (g->has_watchdog)
+        lsvc__watchdog_stop(&g->watchdog);
     if (g->has_signal_thread) {
         /* Directed at the thread, so it is taken before any pending
          * process-wide signal; sent under the lock, so that it is pending
@@ -313,12 +411,7 @@ static int finish(lsvc_group *g)
         if (pthread_equal(g->starter, pthread_self()))
             pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);
     }
-    pthread_mutex_lock(&g->lock);
-    g->has_signal_thread = false;
-    set_owned(g, g->count, false);
-    g->state = GROUP_IDLE;
-    g->stopping = g->waiting = false;
-    pthread_mutex_unlock(&g->lock);
+    release(g);
     return rc;
 }
 
@@ -356,6 +449,57 @@ static int start_signal_thread(lsvc_group *g)
     return 0;
 }
 
+/* This start's settings of each service: its interval, and whether it
+ * runs at all. */
+static void apply_settings(lsvc_group *g)
+{
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->svcs[i];
+        struct lsvc_settings set = {true, svc->code_interval_ns};
+
+        if (g->use_environment)
+            lsvc__settings_read(svc, &set);
+        atomic_store(&svc->interval_ns, set.interval_ns);
+        pthread_mutex_lock(&g->lock);
+        svc->group_skip = !set.enabled;
+        g->enabled += set.enabled;
+        pthread_mutex_unlock(&g->lock);
+    }
+    if (g->enabled == 0)
+        lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+                  "Every service of the group is disabled by the environment: "
+                  "the group has nothing to run.");
+}
+
+static int start_watchdog(lsvc_group *g)
+{
+    int rc;
+
+    g->watchdog.svcs = g->svcs;
+    g->watchdog.count = g->count;
+    g->watchdog.stuck_after = g->stuck_after;
+    g->watchdog.notifier = &g->notifier;
+    rc = lsvc__watchdog_start(&g->watchdog);
+    pthread_mutex_lock(&g->lock);
+    g->has_watchdog = rc == 0;
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+/* Undoes a start that got as far as its threads: stops what started. */
+static int fail_start(lsvc_group *g, const char *what, int rc)
+{
+    char why[128];
+
+    if (strerror_r(rc, why, sizeof why) != 0)
+        snprintf(why, sizeof why, "error %d", rc);
+    lsvc__log(LSVC_LOG_ERROR, "loopsvc", "Could not start %s: %s; stopping the group.",
+              what, why);
+    lsvc_group_stop(g);
+    finish(g);
+    return rc;
+}
+
 int lsvc_group_start(lsvc_group *g)
 {
     int rc = 0;
@@ -370,35 +514,30 @@ int lsvc_group_start(lsvc_group *g)
     if (rc == 0) {
         /* STARTING lets a signal or lsvc_group_stop in, but not a wait. */
         g->state = GROUP_STARTING;
-        g->stopping = g->waiting = g->quit = false;
+        g->stopping = g->waiting = g->quit = g->stopping_sent = false;
+        g->enabled = 0;
     }
     pthread_mutex_unlock(&g->lock);
     if (rc != 0)
         return rc;
 
+    apply_settings(g);
+    if (g->use_notify)
+        lsvc__notifier_open(&g->notifier);
     if (g->wake_signal != 0 && (rc = start_signal_thread(g)) != 0) {
-        pthread_mutex_lock(&g->lock);
-        set_owned(g, g->count, false);
-        g->state = GROUP_IDLE;
-        pthread_mutex_unlock(&g->lock);
+        release(g);
         return rc;
     }
+    if (g->notifier.watchdog_ns > 0 && (rc = start_watchdog(g)) != 0)
+        return fail_start(g, "the systemd watchdog thread", rc);
     for (size_t i = 0; i < g->count; i++) {
         lsvc *svc = g->svcs[i];
 
+        if (svc->group_skip)
+            continue;
         rc = lsvc__start(svc, 0, true);
-        if (rc != 0) {
-            char why[128];
-
-            if (strerror_r(rc, why, sizeof why) != 0)
-                snprintf(why, sizeof why, "error %d", rc);
-            lsvc__log(LSVC_LOG_ERROR, "loopsvc",
-                      "Could not start %s: %s; stopping the group.",
-                      svc->name, why);
-            lsvc_group_stop(g);
-            finish(g);
-            return rc;
-        }
+        if (rc != 0)
+            return fail_start(g, svc->name, rc);
         /* A stop that came while this one was not yet running missed it. */
         pthread_mutex_lock(&g->lock);
         bool stopping = g->stopping;
@@ -407,8 +546,15 @@ int lsvc_group_start(lsvc_group *g)
         if (stopping)
             lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
     }
+    char state[64];
+
+    snprintf(state, sizeof state, "READY=1\nSTATUS=Running %zu service%s.",
+             g->enabled, g->enabled == 1 ? "" : "s");
     pthread_mutex_lock(&g->lock);
     g->state = GROUP_STARTED;
+    lsvc__notify(&g->notifier, state);
+    if (g->stopping)
+        send_stopping(g);
     pthread_mutex_unlock(&g->lock);
     return 0;
 }

@@ -14,7 +14,10 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 
 #define LSVC_HIDDEN __attribute__((visibility("hidden")))
@@ -54,9 +57,16 @@ struct lsvc {
     void *arg;
     char *name;
     char *logger;         /* "loopsvc." + name in lower case */
-    int64_t interval_ns;
+    char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
+    char *env_loop_seconds; /* "LOOPSVC_<NAME>_LOOP_SECONDS", same block */
+    int64_t code_interval_ns; /* from the class and options */
     int64_t initial_delay_ns;
     lsvc_options opts;
+
+    /* code_interval_ns, or the environment's while a group runs the
+     * service. Changed only while no thread of the service runs, but read
+     * by any thread: atomic. */
+    _Atomic int64_t interval_ns;
 
     /* Protects every field from here to `overrun_rl`. */
     pthread_mutex_t lock;
@@ -78,6 +88,12 @@ struct lsvc {
     lsvc_group *group;        /* NULL when in no group */
     lsvc_stats stats;
     int64_t due_ns;           /* scheduled start of the current run; 0 = none yet */
+    int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
+
+    /* Its group's: written and read under the group's lock, or by the
+     * group's own threads while it is started. */
+    bool group_skip;          /* disabled by the environment for this start */
+    int64_t stuck_run_ns;     /* run_begin_ns of the run reported stuck */
 
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
@@ -124,6 +140,43 @@ LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
 
+/* settings.c: a service's settings from the environment. */
+struct lsvc_settings {
+    bool enabled;
+    int64_t interval_ns;
+};
+LSVC_HIDDEN int lsvc__settings_names(lsvc *svc);
+LSVC_HIDDEN void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out);
+
+/* notify.c: systemd's notify protocol. fd is -1 when it is off. */
+struct lsvc_notifier {
+    int fd;
+    struct sockaddr_un addr;
+    socklen_t addr_len;
+    int64_t watchdog_ns;      /* period of WATCHDOG=1; 0 = no watchdog */
+    atomic_bool failed;       /* a send failed: only the first is logged */
+    atomic_int send_errno;    /* of that send, until it is logged */
+};
+LSVC_HIDDEN void lsvc__notifier_open(struct lsvc_notifier *n);
+LSVC_HIDDEN void lsvc__notify(struct lsvc_notifier *n, const char *state);
+LSVC_HIDDEN void lsvc__notifier_log_errors(struct lsvc_notifier *n);
+LSVC_HIDDEN void lsvc__notifier_close(struct lsvc_notifier *n);
+
+/* watchdog.c: WATCHDOG=1 while no service of a group is stuck. */
+struct lsvc_watchdog {
+    lsvc *const *svcs;        /* the group's, fixed while it is started */
+    size_t count;
+    double stuck_after;       /* intervals of one run */
+    struct lsvc_notifier *notifier;
+
+    pthread_mutex_t lock;     /* protects quit */
+    pthread_cond_t cond;      /* CLOCK_MONOTONIC; signalled by quit */
+    bool quit;
+    pthread_t thread;
+};
+LSVC_HIDDEN int lsvc__watchdog_start(struct lsvc_watchdog *w);
+LSVC_HIDDEN void lsvc__watchdog_stop(struct lsvc_watchdog *w);
+
 /* thread.c: platform shims for library threads. */
 LSVC_HIDDEN int lsvc__spawn(pthread_t *thread, const pthread_attr_t *attr,
                             void *(*fn)(void *), void *arg);
@@ -140,6 +193,7 @@ LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
 LSVC_HIDDEN bool lsvc__log_enabled(int level);
 LSVC_HIDDEN void lsvc__log(int level, const char *logger, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+LSVC_HIDDEN void lsvc__log_value(char *out, size_t size, const char *value);
 LSVC_HIDDEN void lsvc__ratelimit_init(struct lsvc_ratelimit *rl,
                                       int64_t period_ns);
 LSVC_HIDDEN bool lsvc__ratelimit_admit(struct lsvc_ratelimit *rl,

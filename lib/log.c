@@ -159,3 +159,17 @@ bool lsvc__ratelimit_admit(struct lsvc_ratelimit *rl, int64_t now_ns,
     rl->primed = true;
     return true;
 }
+
+/* The value as it may be shown in a log line: at most size - 1 bytes, with
+ * anything unprintable as '?', so that a hostile value cannot forge lines
+ * or flood the log. */
+void lsvc__log_value(char *out, size_t size, const char *value)
+{
+    size_t i = 0;
+
+    for (; value[i] != '\0' && i + 4 < size; i++)
+        out[i] = value[i] >= 0x20 && value[i] < 0x7f ? value[i] : '?';
+    out[i] = '\0';
+    if (value[i] != '\0')
+        strcat(out, "...");
+}

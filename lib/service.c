@@ -109,6 +109,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
         rc = ENOMEM;
         goto fail;
     }
+    if ((rc = lsvc__settings_names(svc)) != 0)
+        goto fail;
     memcpy(svc->logger, "loopsvc.", sizeof "loopsvc." - 1);
     for (size_t i = 0; i <= name_len; i++)
         svc->logger[sizeof "loopsvc." - 1 + i] =
@@ -118,7 +120,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
 
     svc->cls = cls;
     svc->arg = arg;
-    svc->interval_ns = interval_ns;
+    svc->code_interval_ns = interval_ns;
+    atomic_init(&svc->interval_ns, interval_ns);
     svc->initial_delay_ns = delay_ns;
     svc->opts = *opts;
     svc->state = LSVC_THREAD_NONE;
@@ -126,6 +129,7 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     return 0;
 
 fail:
+    free(svc->env_enabled);
     free(svc->logger);
     free(svc->name);
     free(svc);
@@ -281,8 +285,9 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
 
 int64_t lsvc__stop_bound_ns(const lsvc *svc)
 {
-    return svc->interval_ns > LSVC_STOP_MIN_WAIT_NS ? svc->interval_ns
-                                                    : LSVC_STOP_MIN_WAIT_NS;
+    int64_t interval = svc->interval_ns;
+
+    return interval > LSVC_STOP_MIN_WAIT_NS ? interval : LSVC_STOP_MIN_WAIT_NS;
 }
 
 static int stop_and_wait(lsvc *svc, int64_t bound_ns)
@@ -374,6 +379,7 @@ int lsvc_destroy(lsvc *svc)
     sem_destroy(&svc->wake);
     pthread_cond_destroy(&svc->cond);
     pthread_mutex_destroy(&svc->lock);
+    free(svc->env_enabled);
     free(svc->logger);
     free(svc->name);
     free(svc);

@@ -16,6 +16,7 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
     int64_t late = begin_ns - due_ns;
 
     svc->due_ns = due_ns;
+    svc->run_begin_ns = begin_ns;
     svc->stats.last_lateness_ns = late;
     if (late > svc->stats.max_lateness_ns)
         svc->stats.max_lateness_ns = late;
@@ -25,6 +26,7 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
                          uint64_t skipped)
 {
     pthread_mutex_lock(&svc->lock);
+    svc->run_begin_ns = 0;
     svc->stats.loops++;
     svc->stats.errors += failed;
     svc->stats.overruns += overrun;
