@@ -13,8 +13,13 @@
  *  - Times are seconds as double at this edge: finite, and for intervals
  *    at least 1 ns (after rounding to whole ns) and at most
  *    LSVC_MAX_SECONDS.
- *  - The library writes nothing except through the logger (lsvc_set_logger),
- *    installs no signal handler and never exits the process.
+ *  - The library writes nothing except through the logger (lsvc_set_logger)
+ *    and, for a group under systemd, to NOTIFY_SOCKET
+ *    (lsvc_group_set_notify); it installs no signal handler and never
+ *    exits the process.
+ *  - The layout of the public structs is part of the ABI: a release that
+ *    changes one changes the soname (while the major version is 0, the
+ *    soname carries major.minor: libloopsvc.so.0.2).
  */
 #ifndef LOOPSVC_H
 #define LOOPSVC_H
