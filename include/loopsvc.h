@@ -41,6 +41,8 @@ extern "C" {
 #define LSVC_API
 #endif
 
+/* The version of this header; the library's soname follows it (see the
+ * conventions above). */
 #define LSVC_VERSION_MAJOR 0
 #define LSVC_VERSION_MINOR 2
 #define LSVC_VERSION_PATCH 0
@@ -184,8 +186,8 @@ LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
  * Returns EINVAL, EBUSY (its thread is still running, or its group is
  * started: the group then starts and stops it), EPERM (the real-time
  * priority is not permitted), ENOTSUP (real-time scheduling unsupported)
- * or EAGAIN/ENOMEM (no thread could be made). On
- * failure no thread is left behind and the service can be started again.
+ * or EAGAIN/ENOMEM (no thread could be made). On failure no thread is
+ * left behind and the service can be started again.
  */
 LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
 
@@ -272,14 +274,16 @@ LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
  * set means none, and no signal thread (the seed's handle_signals=False).
  * The default is SIGINT and SIGTERM. Returns EINVAL (the set holds SIGKILL,
  * SIGSTOP, or a signal that faults raise in the faulting thread: SIGSEGV,
- * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) or EBUSY (not idle).
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) or EBUSY (the group
+ * is started: every lsvc_group_set_* call needs a group that is not).
  */
 LSVC_API int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set);
 
 /*
  * Bounds how long lsvc_group_wait waits for each service once the group is
  * stopping: `seconds` from the stop, or, with 0 (the default), each
- * service's own lsvc_stop bound. Returns EINVAL or EBUSY (started).
+ * service's own lsvc_stop bound. Returns EINVAL (seconds NaN, infinite,
+ * negative or above LSVC_MAX_SECONDS) or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
 
@@ -302,7 +306,8 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  * code's value. The values are read with getenv(): no thread may change
  * the environment while the group starts. The override ends when
  * lsvc_group_wait returns: lsvc_loop_seconds then gives the code's value
- * again. Returns EINVAL or EBUSY (not idle).
+ * again. Two names that map to the same NAME ("a-b", "a_b") read the same
+ * variables. Returns EINVAL or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
 
@@ -322,14 +327,15 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * WARNING once per stuck run, and the pings stop until its run ends, so
  * that systemd's WatchdogSec= restarts a process whose chores have hung.
  * An unusable NOTIFY_SOCKET or WATCHDOG_USEC is logged at WARNING at
- * group start and the group runs without it. Returns EINVAL or EBUSY.
+ * group start and the group runs without it. Returns EINVAL or EBUSY
+ * (started).
  */
 LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
 
 /*
  * Sets after how many intervals of one run a service counts as stuck for
  * the systemd watchdog (see lsvc_group_set_notify): a finite number from 1
- * to 1e6; the default is 10. Returns EINVAL or EBUSY (not idle).
+ * to 1e6; the default is 10. Returns EINVAL or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
 
@@ -343,8 +349,8 @@ LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
  * nothing to run, and lsvc_group_wait returns at once. The first signal logs
  * "received SIGTERM: stopping N services." at INFO and stops the group
  * with lsvc_group_stop; a later one, or any once the group is stopping,
- * logs which services are still running. A signal already pending stops the group at
- * once.
+ * logs which services are still running. A signal already pending stops
+ * the group at once.
  *
  * Signal rule: a signal is delivered to any thread that does not block it,
  * so every thread of the process must block the group's signals, or one of
@@ -367,7 +373,8 @@ LSVC_API int lsvc_group_start(lsvc_group *g);
 
 /*
  * Waits until every service of the started group has ended (by a signal,
- * lsvc_group_stop, or on its own), reaps each, ends the signal thread, and,
+ * lsvc_group_stop, or on its own), reaps each, ends the signal and
+ * watchdog threads, and,
  * when called from the thread that started the group, restores that
  * thread's signal mask. Once the group is stopping, each service is waited
  * for at most its bound (lsvc_group_set_stop_timeout); one still running
@@ -408,6 +415,7 @@ LSVC_API int lsvc_block_signals(void);
 
 /* --- Logging ------------------------------------------------------------ */
 
+/* Message levels, the numbers of Python's logging module. */
 enum {
     LSVC_LOG_DEBUG = 10,
     LSVC_LOG_INFO = 20,
@@ -416,7 +424,7 @@ enum {
 };
 
 /*
- * A log sink. logger is "loopsvc" or "loopsvc.<service name in lower
+ * A log sink. level is one of LSVC_LOG_*; logger is "loopsvc" or "loopsvc.<service name in lower
  * case>"; message is one complete sentence with no newline. Called from
  * any library or service thread, never with a library lock held; it must
  * be thread-safe.
@@ -430,14 +438,17 @@ typedef void (*lsvc_log_fn)(int level, const char *logger,
  * line with a single write():
  *   2026-11-27 17:19:25.123 | WARNING | loopsvc.cachepruner - <message>
  * A message being logged at the time of the call may still reach the
- * previous sink.
+ * previous sink, so keep the previous ctx valid until no library thread
+ * can be logging (for example, until the services are stopped).
  */
 LSVC_API void lsvc_set_logger(lsvc_log_fn fn, void *ctx);
 
 /*
- * Drops messages below `level`. The default is LSVC_LOG_INFO, or the
- * environment's LOOPSVC_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR, in any
- * case) when it is set; this call overrides both.
+ * Drops messages below `level`, any int (above LSVC_LOG_ERROR: no
+ * message). The default is LSVC_LOG_INFO, or the environment's
+ * LOOPSVC_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR, in any case) when it
+ * is set, read once, at the first message or call here; any other value
+ * is ignored with one WARNING. This call overrides both.
  */
 LSVC_API void lsvc_set_log_level(int level);
 
