@@ -108,6 +108,30 @@ typedef enum lsvc_missed {
 } lsvc_missed;
 
 /*
+ * A lease: when a server runs as several replicas, it lets one replica at
+ * a time run a service, so that a chore runs once, not once per replica.
+ * loopsvc-pg (loopsvc-pg.h) and loopsvc-redis (loopsvc-redis.h) provide
+ * leases held in PostgreSQL and Redis; any other store can be plugged in
+ * through these callbacks. ctx is lsvc_options.lease_ctx.
+ */
+typedef struct lsvc_lease_ops {
+    /* Required. Called on the service thread before every run, with no
+     * library lock held: sets *held to whether this replica holds the
+     * lease for this run, acquiring it when it is free and confirming it
+     * when this replica already held it. It must return in bounded time
+     * (a hung call holds up the service, and a stop waits for it like a
+     * run). A nonzero return (a positive errno value) means the store
+     * could not tell: the run is skipped as if not held, and a WARNING is
+     * logged, rate-limited. */
+    int (*acquire)(void *ctx, lsvc *svc, bool *held);
+    /* Optional. Called on the service thread as it stops, after its last
+     * run and before on_stop, when it held the lease: gives it up, so that
+     * another replica takes over at its next run instead of waiting for
+     * the lease to lapse. */
+    void (*release)(void *ctx, lsvc *svc);
+} lsvc_lease_ops;
+
+/*
  * Per-service options. Zero-initialise it and set what you need: every
  * zero field means the default. Copied at create.
  */
@@ -143,6 +167,12 @@ typedef struct lsvc_options {
      * interval / 1000 (0.1 %), at least 1 ns and at most the slack the
      * thread inherits (50 us by default). Ignored where unsupported. */
     long timer_slack_ns;
+    /* A lease, or NULL for none: then every due run runs here. With one,
+     * a run whose lease is not held is skipped (counted in
+     * lsvc_stats.skipped_not_leader) and the service sleeps to its next
+     * due time as usual; `loops` in lsvc_start counts only runs made. */
+    const lsvc_lease_ops *lease;
+    void *lease_ctx;
 } lsvc_options;
 
 /* A consistent snapshot of a service's counters, across all its starts. */
@@ -156,6 +186,11 @@ typedef struct lsvc_stats {
     int64_t last_lateness_ns; /* last run's actual start minus its scheduled start */
     int64_t max_lateness_ns;  /* largest such lateness */
     bool running;            /* the service thread is alive (lsvc_is_running) */
+    /* With a lease (lsvc_options.lease): */
+    uint64_t skipped_not_leader; /* due runs skipped: another replica held it */
+    uint64_t lease_changes;  /* times this replica gained or lost the lease */
+    bool lease_held;         /* it held the lease at its last due run */
+    int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not held */
 } lsvc_stats;
 
 /* --- Services ----------------------------------------------------------- */
@@ -168,7 +203,8 @@ typedef struct lsvc_stats {
  * interval that is NaN, infinite, negative or above LSVC_MAX_SECONDS, in
  * the class or the options; an initial delay out of that range; an unknown
  * missed policy; a stack below PTHREAD_STACK_MIN; a priority out of the
- * policy's range or an unknown policy; a negative slack), ENOTSUP (cpu_mask
+ * policy's range or an unknown policy; a negative slack; a lease without
+ * acquire), ENOTSUP (cpu_mask
  * on a platform without affinity), or ENOMEM, EAGAIN or ENOSPC when the
  * system is out of memory, locks or semaphores.
  */

@@ -37,6 +37,9 @@
  * this period. */
 #define LSVC_OVERRUN_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
 
+/* Likewise for a lease that cannot tell whether it is held. */
+#define LSVC_LEASE_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
+
 enum lsvc_thread_state {
     LSVC_THREAD_NONE,     /* no thread, or one whose join is claimed */
     LSVC_THREAD_RUNNING,  /* created and not yet finished */
@@ -97,6 +100,7 @@ struct lsvc {
 
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
+    struct lsvc_ratelimit lease_rl;
 };
 
 static inline int64_t lsvc__now_ns(void)
@@ -133,12 +137,17 @@ LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, uint64_t generation,
 LSVC_HIDDEN int64_t lsvc__stop_bound_ns(const lsvc *svc);
 LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
 
+/* lease.c: whether this replica runs a due run. Service thread. */
+LSVC_HIDDEN bool lsvc__lease_acquire(lsvc *svc);
+LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
+
 /* stats.c: what a run leaves in the counters. */
 LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
                                        int64_t begin_ns);
 LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
+LSVC_HIDDEN void lsvc__stats_skip_run(lsvc *svc, uint64_t missed);
 
 /* settings.c: a service's settings from the environment. */
 struct lsvc_settings {

@@ -122,6 +122,14 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
     int64_t begin = 0;
 
     while (wait_for_run(svc, due, &begin, sleep_step)) {
+        if (svc->opts.lease != NULL && !lsvc__lease_acquire(svc)) {
+            uint64_t skipped;
+
+            due = lsvc__next_due(svc->opts.missed, due, svc->interval_ns,
+                                 lsvc__now_ns(), &skipped);
+            lsvc__stats_skip_run(svc, skipped);
+            continue;
+        }
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
@@ -159,6 +167,7 @@ void *lsvc__service_main(void *arg)
     lsvc__thread_name(svc->name);
     lsvc__thread_slack(svc->opts.timer_slack_ns, svc->interval_ns);
     lsvc__ratelimit_init(&svc->overrun_rl, LSVC_OVERRUN_WARN_PERIOD_NS);
+    lsvc__ratelimit_init(&svc->lease_rl, LSVC_LEASE_WARN_PERIOD_NS);
     /* Posts of stops that came after the last thread stopped sleeping
      * would only cost spurious wake-ups; the stop flag is what counts. */
     while (sem_trywait(&svc->wake) == 0)
@@ -178,6 +187,7 @@ void *lsvc__service_main(void *arg)
         lsvc__log(LSVC_LOG_INFO, svc->logger, "%s started: runs every %g s.",
                   svc->name, (double)svc->interval_ns / 1e9);
         done = run_loop(svc, wanted);
+        lsvc__lease_release(svc);
         if (cls->on_stop != NULL)
             cls->on_stop(svc, svc->arg);
         lsvc__log(LSVC_LOG_INFO, svc->logger, "%s stopped after %llu loop(s).",

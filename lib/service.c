@@ -98,6 +98,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     if (opts->missed != LSVC_MISSED_DELAY && opts->missed != LSVC_MISSED_SKIP &&
         opts->missed != LSVC_MISSED_BURST)
         return EINVAL;
+    if (opts->lease != NULL && opts->lease->acquire == NULL)
+        return EINVAL;
 
     size_t name_len = strlen(cls->name);
     svc = calloc(1, sizeof *svc);

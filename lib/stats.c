@@ -37,6 +37,16 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
     pthread_mutex_unlock(&svc->lock);
 }
 
+/* A due run not made: another replica holds the lease. */
+void lsvc__stats_skip_run(lsvc *svc, uint64_t missed)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->run_begin_ns = 0;
+    svc->stats.skipped_not_leader++;
+    svc->stats.missed += missed;
+    pthread_mutex_unlock(&svc->lock);
+}
+
 void lsvc__stats_start_failed(lsvc *svc)
 {
     pthread_mutex_lock(&svc->lock);

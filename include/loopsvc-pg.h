@@ -1,0 +1,82 @@
+/*
+ * loopsvc-pg: leases held in PostgreSQL, so that of several replicas of a
+ * server only one at a time runs a given service. Link with
+ * `pkg-config --libs loopsvc-pg` (built when libpq is found).
+ *
+ * A lease is a session-level advisory lock, pg_try_advisory_lock(key), on a
+ * connection of the lease's own. key = lsvc_pg_lease_key(namespace,
+ * service name); in pg_locks it is the row with locktype 'advisory',
+ * objsubid 1 and (classid << 32) | objid = key as unsigned 64 bits:
+ *
+ *   SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+ *     AND ((classid::bigint << 32) | objid::bigint) = <key & 0xffffffffffffffff>;
+ *
+ * Before each run the lease is asked (on the service thread):
+ *  - not held: one pg_try_advisory_lock round trip; held when it says so;
+ *  - held: one round trip confirms that the session is alive, since a lock
+ *    whose session ended is gone, and its holder must not run on;
+ *  - no connection (never made, lost, or its server gone): the run is
+ *    skipped at once, and a connection is tried again at the first due run
+ *    after a backoff of 100 ms that doubles per failure up to 30 s. The
+ *    first failure of an outage is logged at WARNING, and so is every
+ *    failure whose reason changed; the reconnection at INFO.
+ * Every connect and round trip is bounded by the lease's timeout. A replica
+ * that dies ends its session, and with it the lock: another replica takes
+ * over at its next due run. When the service stops, the lock is unlocked.
+ *
+ * One lease serves one service: create one per service that needs one.
+ */
+#ifndef LOOPSVC_PG_H
+#define LOOPSVC_PG_H
+
+#include "loopsvc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lsvc_pg_lease lsvc_pg_lease;
+
+/* How long a connect or a round trip may take when the lease's timeout is
+ * 0. */
+#define LSVC_PG_DEFAULT_TIMEOUT 2.0
+
+/*
+ * Creates a lease on the PostgreSQL server that conninfo names (a libpq
+ * connection string or URI, as for PQconnectdb), for services in namespace
+ * ns (any string, "" included; replicas of one deployment use the same).
+ * No connection is made here: the first one is made on the service
+ * thread, before the first run. timeout is in seconds, 0 for
+ * LSVC_PG_DEFAULT_TIMEOUT, at most 3600. Any thread.
+ * Returns EINVAL (out, conninfo or ns NULL; conninfo that libpq cannot
+ * parse: the reason is logged at ERROR; timeout NaN, negative or too
+ * large) or ENOMEM.
+ */
+LSVC_API int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
+                                  const char *ns, double timeout);
+
+/*
+ * Points opts->lease and opts->lease_ctx at the lease, for lsvc_create.
+ * Returns EINVAL (a NULL argument).
+ */
+LSVC_API int lsvc_pg_lease_options(lsvc_pg_lease *lease, lsvc_options *opts);
+
+/*
+ * Closes the lease's connection, which ends its lock if one is held, and
+ * frees it. Call it only once the service that uses it is destroyed, or
+ * at least not running. Returns EINVAL.
+ */
+LSVC_API int lsvc_pg_lease_destroy(lsvc_pg_lease *lease);
+
+/*
+ * The advisory lock key of service `name` in namespace ns: FNV-1a 64 over
+ * the bytes of ns, one zero byte, and the bytes of name, as a signed
+ * bigint. Stable across versions and platforms. 0 for a NULL argument.
+ */
+LSVC_API int64_t lsvc_pg_lease_key(const char *ns, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOPSVC_PG_H */

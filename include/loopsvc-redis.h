@@ -1,0 +1,76 @@
+/*
+ * loopsvc-redis: leases held in Redis, so that of several replicas of a
+ * server only one at a time runs a given service. Link with
+ * `pkg-config --libs loopsvc-redis` (built when hiredis is found).
+ *
+ * A lease is the key "loopsvc:lease:<namespace>:<service name>", whose
+ * value is a random token of the holder, set with a time to live of
+ * LSVC_REDIS_TTL_INTERVALS intervals of the service. Before each run the
+ * lease is asked (on the service thread):
+ *  - not held: SET key token NX PX ttl; held when the key was set;
+ *  - held: a script extends the TTL only if the key still holds this
+ *    replica's token; held when it did. The holder counts its TTL from
+ *    before it sent the request, and runs only while its own count says
+ *    the key has not yet lapsed;
+ *  - no connection: as loopsvc-pg.h says (skipped at once, backoff from
+ *    100 ms doubling to 30 s, WARNING at the first failure of an outage).
+ * When the service stops, a script deletes the key only if it still holds
+ * this replica's token. A replica that dies leaves its key to lapse:
+ * another replica takes over at its first due run after the TTL.
+ *
+ * No two replicas run at once as long as a run ends within
+ * (LSVC_REDIS_TTL_INTERVALS - 1) intervals and the clocks of the replicas
+ * run at the same rate as the server's; README.md tells the whole
+ * guarantee. One lease serves one service.
+ */
+#ifndef LOOPSVC_REDIS_H
+#define LOOPSVC_REDIS_H
+
+#include "loopsvc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lsvc_redis_lease lsvc_redis_lease;
+
+/* The key's time to live, in intervals of the service it serves. */
+#define LSVC_REDIS_TTL_INTERVALS 3
+
+/* How long a connect or a round trip may take when the lease's timeout is
+ * 0. */
+#define LSVC_REDIS_DEFAULT_TIMEOUT 2.0
+
+/*
+ * Creates a lease on the Redis server at address, "host:port" (port 6379
+ * when left out), "unix:/path/to/socket", or either form as a
+ * "redis://[:password@]host[:port]" URL, for services in namespace ns. No
+ * connection is made here: the first one is made on the service thread,
+ * before the first run. timeout is in seconds, 0 for
+ * LSVC_REDIS_DEFAULT_TIMEOUT, at most 3600. Any thread.
+ * Returns EINVAL (a NULL argument, an address that does not parse, or a
+ * timeout NaN, negative or too large) or ENOMEM.
+ */
+LSVC_API int lsvc_redis_lease_create(lsvc_redis_lease **out,
+                                     const char *address, const char *ns,
+                                     double timeout);
+
+/*
+ * Points opts->lease and opts->lease_ctx at the lease, for lsvc_create.
+ * Returns EINVAL (a NULL argument).
+ */
+LSVC_API int lsvc_redis_lease_options(lsvc_redis_lease *lease,
+                                      lsvc_options *opts);
+
+/*
+ * Closes the lease's connection and frees it; a key still held lapses
+ * with its TTL. Call it only once the service that uses it is not
+ * running. Returns EINVAL.
+ */
+LSVC_API int lsvc_redis_lease_destroy(lsvc_redis_lease *lease);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOOPSVC_REDIS_H */

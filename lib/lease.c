@@ -1,0 +1,73 @@
+/*
+ * The lease step of a run: before each due run of a service that has a
+ * lease, ask it whether this replica holds it, and run only if so.
+ *
+ * Everything here happens on the service thread and calls the lease with
+ * no library lock held, so a slow store delays this service alone. The
+ * service thread is the only writer of the lease fields of its stats,
+ * which is why it may read them without the lock.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void set_held(lsvc *svc, bool held, int64_t now_ns)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->stats.lease_held = held;
+    svc->stats.lease_since_ns = held ? now_ns : 0;
+    svc->stats.lease_changes++;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+static void warn_error(lsvc *svc, int rc, int64_t now_ns)
+{
+    uint64_t suppressed;
+    char why[128];
+
+    if (!lsvc__ratelimit_admit(&svc->lease_rl, now_ns, &suppressed))
+        return;
+    if (strerror_r(rc, why, sizeof why) != 0)
+        snprintf(why, sizeof why, "error %d", rc);
+    lsvc__log(LSVC_LOG_WARNING, svc->logger,
+              "Could not learn whether this replica holds the lease of %s: "
+              "%s. Skipping its run.%s",
+              svc->name, why, suppressed ? " Later such warnings are "
+              "suppressed for a minute at a time." : "");
+}
+
+bool lsvc__lease_acquire(lsvc *svc)
+{
+    bool held = false;
+    int rc = svc->opts.lease->acquire(svc->opts.lease_ctx, svc, &held);
+    int64_t now = lsvc__now_ns();
+
+    if (rc != 0) {
+        held = false;
+        warn_error(svc, rc, now);
+    }
+    if (held == svc->stats.lease_held)
+        return held;
+    set_held(svc, held, now);
+    if (held)
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "This replica now holds the lease of %s: it runs here.",
+                  svc->name);
+    else
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "This replica lost the lease of %s: another replica may run "
+                  "it now.", svc->name);
+    return held;
+}
+
+void lsvc__lease_release(lsvc *svc)
+{
+    if (svc->opts.lease == NULL || !svc->stats.lease_held)
+        return;
+    if (svc->opts.lease->release != NULL)
+        svc->opts.lease->release(svc->opts.lease_ctx, svc);
+    set_held(svc, false, 0);
+    lsvc__log(LSVC_LOG_INFO, svc->logger,
+              "Released the lease of %s as it stops.", svc->name);
+}

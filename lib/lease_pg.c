@@ -1,0 +1,3 @@
+/* (being written) */
+#include "internal.h"
+#include "loopsvc-pg.h"

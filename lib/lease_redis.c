@@ -1,0 +1,3 @@
+/* (being written) */
+#include "internal.h"
+#include "loopsvc-redis.h"

@@ -1,0 +1,4 @@
+/* (to be written) */
+#include "helpers.h"
+#include <stdlib.h>
+int main(void) { return EXIT_SUCCESS; }
