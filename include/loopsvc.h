@@ -488,6 +488,19 @@ LSVC_API void lsvc_set_logger(lsvc_log_fn fn, void *ctx);
  */
 LSVC_API void lsvc_set_log_level(int level);
 
+/*
+ * Logs one message through the library's sink, as the library's own
+ * messages go: logger "loopsvc.<name in lower case>" of svc, or "loopsvc"
+ * when svc is NULL; level as for lsvc_set_log_level; fmt as for printf,
+ * the result cut at 1023 bytes. For run_once and lease implementations,
+ * so that their lines land where the service's do. Any thread.
+ */
+LSVC_API void lsvc_log(const lsvc *svc, int level, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif

@@ -77,11 +77,11 @@ static void emit(int level, const char *logger, const char *message)
     fn(level, logger, message, ctx);
 }
 
-void lsvc__log(int level, const char *logger, const char *fmt, ...)
+/* The body of lsvc__log and lsvc_log. */
+static void vlog(int level, const char *logger, const char *fmt, va_list ap)
 {
     static atomic_flag env_warned = ATOMIC_FLAG_INIT;
     char message[LSVC_LOG_MAX];
-    va_list ap;
 
     if (!lsvc__log_enabled(level))
         return;
@@ -89,10 +89,28 @@ void lsvc__log(int level, const char *logger, const char *fmt, ...)
         emit(LSVC_LOG_WARNING, "loopsvc",
              "LOOPSVC_LOG_LEVEL is not DEBUG, INFO, WARNING or ERROR; "
              "it was ignored.");
-    va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
-    va_end(ap);
     emit(level, logger, message);
+}
+
+void lsvc__log(int level, const char *logger, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, logger, fmt, ap);
+    va_end(ap);
+}
+
+void lsvc_log(const lsvc *svc, int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (fmt == NULL)
+        return;
+    va_start(ap, fmt);
+    vlog(level, svc != NULL ? svc->logger : "loopsvc", fmt, ap);
+    va_end(ap);
 }
 
 /* One write() per line: the kernel keeps a write to a pipe or terminal of
