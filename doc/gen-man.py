@@ -168,9 +168,11 @@ def parse_header(text):
         elif name == "endif" and conditionals:
             conditionals.pop()
         elif name == "define":
-            d = re.match(r"(\w+)(?:\s+(.*))?\Z", rest, re.S)
-            mname, value = d.group(1), (d.group(2) or "").strip()
-            if skipping() or mname in (guard, "LSVC_API"):
+            d = re.match(r"(\w+)(\([^)]*\))?(?:\s+(.*))?\Z", rest, re.S)
+            mname, value = d.group(1), (d.group(3) or "").strip()
+            # Function-like macros are the header's plumbing (attributes),
+            # not constants for the reader.
+            if skipping() or mname in (guard, "LSVC_API") or d.group(2):
                 continue
             line = line_of(text, m.start())
             prev = items[-1] if items else None
@@ -336,6 +338,7 @@ class Function:
     def __init__(self, item):
         self.item = item
         decl = squash(strip_comments(item.text))
+        decl = re.sub(r"\s*\bLSVC_PRINTF\([^)]*\)\s*;\Z", ";", decl)
         m = re.match(r"LSVC_API\s+(?P<ret>.+?)\s*\b(?P<name>\w+)\s*"
                      r"\((?P<params>.*)\)\s*;\Z", decl, re.S)
         if m is None:

@@ -34,11 +34,14 @@
 extern "C" {
 #endif
 
-/* Marks the exported functions; the library hides every other symbol. */
+/* Marks the exported functions, the library hiding every other symbol,
+ * and the printf-like ones, for the compiler to check their arguments. */
 #if defined(__GNUC__) || defined(__clang__)
 #define LSVC_API __attribute__((visibility("default")))
+#define LSVC_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define LSVC_API
+#define LSVC_PRINTF(fmt, args)
 #endif
 
 /* The version of this header; the library's soname follows it (see the
@@ -496,10 +499,7 @@ LSVC_API void lsvc_set_log_level(int level);
  * so that their lines land where the service's do. Any thread.
  */
 LSVC_API void lsvc_log(const lsvc *svc, int level, const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+    LSVC_PRINTF(3, 4);
 
 #ifdef __cplusplus
 }
