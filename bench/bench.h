@@ -55,7 +55,8 @@ struct lane {
 };
 
 /* Variants of one runner, chosen by the impl table. */
-enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4 };
+enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4, VAR_LEASE_PG = 8,
+       VAR_LEASE_REDIS = 16 };
 
 /* One block: what every runner is given. */
 struct block_spec {
@@ -224,11 +225,17 @@ int bench_scale(const struct bench_opts *o);
 int bench_drift(const struct bench_opts *o);
 int rss_probe(const struct bench_opts *o);
 int bench_soak(const struct bench_opts *o);
+int bench_lease(const struct bench_opts *o);
+
+/* --- lease.c: a lease for a service of ours_run, by variant ------------ */
+int bench_lease_attach(int variant, lsvc_options *opts, void **lease);
+void bench_lease_free(int variant, void *lease);
 long statm_resident_pages(void);
 
 /* The impl table: every timer the bench knows, by the names of the
  * JSON schema. */
 extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
-    IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST;
+    IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
+    IMPL_LEASE_PG, IMPL_LEASE_REDIS;
 
 #endif /* LOOPSVC_BENCH_H */

@@ -55,6 +55,13 @@ static const char *const usage[] = {
 "          group: RSS after the start and at the end, runs against due\n"
 "          points (missed), overruns, max lateness, and descriptors and\n"
 "          threads before, while running and after. Not part of all.\n"
+"  lease   One service at --interval-us (default 10000) without a lease, with\n"
+"          one held in PostgreSQL (LOOPSVC_BENCH_PG, a libpq conninfo) and\n"
+"          one in Redis (LOOPSVC_BENCH_REDIS, an address), in alternating\n"
+"          blocks, 1000 runs each (--quick: 200): lateness at run_once,\n"
+"          which includes the lease's round trip, and the cost as ratios\n"
+"          and added microseconds. A backend not built or not configured is\n"
+"          left out. Not part of all.\n"
 "  rss-probe  internal, for scale: prints the resident bytes per idle\n"
 "          service of --services N services started in this fresh process.\n"
 "\n",
@@ -284,7 +291,8 @@ int main(int argc, char **argv)
      * server runs it, with the library's default logging. */
     if (strcmp(cmd, "rss-probe") == 0)
         return rss_probe(&o);
-    if (which == NCOMMANDS && strcmp(cmd, "all") != 0 && strcmp(cmd, "soak") != 0) {
+    if (which == NCOMMANDS && strcmp(cmd, "all") != 0 && strcmp(cmd, "soak") != 0 &&
+        strcmp(cmd, "lease") != 0) {
         fprintf(stderr, "loopsvc-bench: no subcommand '%s'; try --help\n", cmd);
         return 2;
     }
@@ -301,6 +309,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "soak") == 0)
         rc = bench_soak(&o);
+    else if (strcmp(cmd, "lease") == 0)
+        rc = bench_lease(&o);
     else
         rc = which < NCOMMANDS ? run_one(which, &o) : run_all(&o);
     load_stop();

@@ -57,14 +57,19 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
     size_t k = spec->instances, created = 0, started = 0;
     lsvc **svcs = calloc(k, sizeof *svcs);
     struct ours_inst *insts = calloc(k, sizeof *insts);
+    void **leases = calloc(k, sizeof *leases);
     lsvc_options opts = ours_options(spec);
-    int rc = (svcs && insts) ? 0 : ENOMEM;
+    int rc = (svcs && insts && leases) ? 0 : ENOMEM;
 
     for (; rc == 0 && created < k; created++) {
         insts[created].lane = &lanes[created];
-        rc = lsvc_create(&svcs[created], &bench_class, &insts[created], &opts);
-        if (rc != 0)
+        rc = bench_lease_attach(spec->variant, &opts, &leases[created]);
+        if (rc == 0)
+            rc = lsvc_create(&svcs[created], &bench_class, &insts[created], &opts);
+        if (rc != 0) {
+            bench_lease_free(spec->variant, leases[created]);
             break;
+        }
     }
     int64_t t0 = now_ns();
     for (; rc == 0 && started < k; started++)
@@ -86,10 +91,13 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
             die("a loopsvc service did not end after its runs; giving up");
     }
     info->slack_ns = k ? insts[0].slack_ns : 0;
-    for (size_t i = 0; i < created; i++)
+    for (size_t i = 0; i < created; i++) {
         lsvc_destroy(svcs[i]);
+        bench_lease_free(spec->variant, leases[i]);
+    }
     free(svcs);
     free(insts);
+    free(leases);
     return rc;
 }
 
