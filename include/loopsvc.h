@@ -173,7 +173,10 @@ typedef struct lsvc_options {
     /* A lease, or NULL for none: then every due run runs here. With one,
      * a run whose lease is not held is skipped (counted in
      * lsvc_stats.skipped_not_leader) and the service sleeps to its next
-     * due time as usual; `loops` in lsvc_start counts only runs made. */
+     * due time as usual; `loops` in lsvc_start counts only runs made. A
+     * run begins once the lease allows it (its lateness includes the
+     * asking), and a stop that comes while the lease is asked ends the
+     * service with no run. */
     const lsvc_lease_ops *lease;
     void *lease_ctx;
 } lsvc_options;

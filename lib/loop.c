@@ -62,7 +62,12 @@ static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
 
         if (!stop && now >= due_ns) {
             *begin_ns = now;
-            lsvc__stats_begin_run(svc, due_ns, now);
+            /* With a lease the run begins once the lease allows it; until
+             * then the asking is what the watchdog sees as the run. */
+            if (svc->opts.lease == NULL)
+                lsvc__stats_begin_run(svc, due_ns, now);
+            else
+                svc->run_begin_ns = now;
         }
         pthread_mutex_unlock(&svc->lock);
         if (stop)
@@ -71,6 +76,22 @@ static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
             return true;
         sleep_step(svc, now, due_ns);
     }
+}
+
+/* The lease allowed the run: it begins now, unless a stop came while the
+ * lease was being asked. */
+static bool begin_leased_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
+{
+    pthread_mutex_lock(&svc->lock);
+    bool stop = svc->stop_requested;
+    if (stop) {
+        svc->run_begin_ns = 0;
+    } else {
+        *begin_ns = lsvc__now_ns();
+        lsvc__stats_begin_run(svc, due_ns, *begin_ns);
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return !stop;
 }
 
 static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns)
@@ -122,13 +143,17 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
     int64_t begin = 0;
 
     while (wait_for_run(svc, due, &begin, sleep_step)) {
-        if (svc->opts.lease != NULL && !lsvc__lease_acquire(svc)) {
-            uint64_t skipped;
+        if (svc->opts.lease != NULL) {
+            if (!lsvc__lease_acquire(svc)) {
+                uint64_t skipped;
 
-            due = lsvc__next_due(svc->opts.missed, due, svc->interval_ns,
-                                 lsvc__now_ns(), &skipped);
-            lsvc__stats_skip_run(svc, skipped);
-            continue;
+                due = lsvc__next_due(svc->opts.missed, due, svc->interval_ns,
+                                     lsvc__now_ns(), &skipped);
+                lsvc__stats_skip_run(svc, skipped);
+                continue;
+            }
+            if (!begin_leased_run(svc, due, &begin))
+                break;
         }
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         int rc = svc->cls->run_once(svc, svc->arg);
