@@ -25,8 +25,8 @@
 
 #define MAX_LEASE_IMPLS 3
 
-const struct impl IMPL_LEASE_PG = { "loopsvc+pg-lease", ours_run, VAR_LEASE_PG };
-const struct impl IMPL_LEASE_REDIS = { "loopsvc+redis-lease", ours_run,
+const struct impl IMPL_LEASE_PG = { "loopsvc+pg", ours_run, VAR_LEASE_PG };
+const struct impl IMPL_LEASE_REDIS = { "loopsvc+redis", ours_run,
                                        VAR_LEASE_REDIS };
 
 /* A namespace of this process's own, so that a bench never waits for a

@@ -10,8 +10,11 @@
  *  - not held: SET key token NX PX ttl; held when the key was set;
  *  - held: a script extends the TTL only if the key still holds this
  *    replica's token; held when it did. The holder counts its TTL from
- *    before it sent the request, and runs only while its own count says
- *    the key has not yet lapsed;
+ *    before it sent the request, and runs only when the reply came within
+ *    one interval, so that a run of up to (LSVC_REDIS_TTL_INTERVALS - 1)
+ *    intervals ends before its own count says the key lapses. After a
+ *    lost or late reply it tries to extend its own key first, and takes
+ *    it anew when it is free;
  *  - no connection: as loopsvc-pg.h says (skipped at once, backoff from
  *    100 ms doubling to 30 s, WARNING at the first failure of an outage).
  * When the service stops, a script deletes the key only if it still holds
@@ -21,7 +24,11 @@
  * No two replicas run at once as long as a run ends within
  * (LSVC_REDIS_TTL_INTERVALS - 1) intervals and the clocks of the replicas
  * run at the same rate as the server's; README.md tells the whole
- * guarantee. One lease serves one service.
+ * guarantee. One lease serves one service. Like loopsvc-pg, the lease
+ * logs an outage itself and answers "not held" meanwhile, rather than
+ * returning an error per run. Host names are resolved with getaddrinfo(),
+ * which the timeout does not bound: give an address or a Unix socket
+ * where a slow resolver is possible.
  */
 #ifndef LOOPSVC_REDIS_H
 #define LOOPSVC_REDIS_H
@@ -46,10 +53,10 @@ typedef struct lsvc_redis_lease lsvc_redis_lease;
  * when left out), "unix:/path/to/socket", or either form as a
  * "redis://[:password@]host[:port]" URL, for services in namespace ns. No
  * connection is made here: the first one is made on the service thread,
- * before the first run. timeout is in seconds, 0 for
- * LSVC_REDIS_DEFAULT_TIMEOUT, at most 3600. Any thread.
- * Returns EINVAL (a NULL argument, an address that does not parse, or a
- * timeout NaN, negative or too large) or ENOMEM.
+ * before the first run. ns may not contain ':'. timeout is in seconds, 0
+ * for LSVC_REDIS_DEFAULT_TIMEOUT, at most 3600. Any thread.
+ * Returns EINVAL (a NULL argument, an address that does not parse, a ':'
+ * in ns, or a timeout NaN, negative or too large) or ENOMEM.
  */
 LSVC_API int lsvc_redis_lease_create(lsvc_redis_lease **out,
                                      const char *address, const char *ns,

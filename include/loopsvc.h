@@ -125,7 +125,9 @@ typedef struct lsvc_lease_ops {
      * (a hung call holds up the service, and a stop waits for it like a
      * run). A nonzero return (a positive errno value) means the store
      * could not tell: the run is skipped as if not held, and a WARNING is
-     * logged, rate-limited. */
+     * logged, rate-limited. A store that reports its own outages may
+     * answer "not held" with 0 instead, as loopsvc-pg and loopsvc-redis
+     * do. */
     int (*acquire)(void *ctx, lsvc *svc, bool *held);
     /* Optional. Called on the service thread as it stops, after its last
      * run and before on_stop, when it held the lease: gives it up, so that
