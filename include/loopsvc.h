@@ -370,9 +370,9 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * lsvc_group_set_stuck_after() intervals. A stuck service is logged at
  * WARNING once per stuck run, and the pings stop until its run ends, so
  * that systemd's WatchdogSec= restarts a process whose chores have hung.
- * An unusable NOTIFY_SOCKET or WATCHDOG_USEC is logged at WARNING at
- * group start and the group runs without it. Returns EINVAL or EBUSY
- * (started).
+ * An unusable NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID is logged at
+ * WARNING at group start and the group runs without it. Returns EINVAL or
+ * EBUSY (started).
  */
 LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
 
