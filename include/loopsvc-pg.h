@@ -5,11 +5,11 @@
  *
  * A lease is a session-level advisory lock, pg_try_advisory_lock(key), on a
  * connection of the lease's own. key = lsvc_pg_lease_key(namespace,
- * service name); in pg_locks it is the row with locktype 'advisory',
- * objsubid 1 and (classid << 32) | objid = key as unsigned 64 bits:
+ * service name); in pg_locks it is the row with locktype 'advisory' and
+ * objsubid 1 whose high and low 32 bits, classid and objid, make the key:
  *
  *   SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
- *     AND ((classid::bigint << 32) | objid::bigint) = <key & 0xffffffffffffffff>;
+ *     AND ((classid::bigint << 32) | objid::bigint) = <key, signed>;
  *
  * Before each run the lease is asked (on the service thread):
  *  - not held: one pg_try_advisory_lock round trip; held when it says so;
@@ -20,9 +20,21 @@
  *    after a backoff of 100 ms that doubles per failure up to 30 s. The
  *    first failure of an outage is logged at WARNING, and so is every
  *    failure whose reason changed; the reconnection at INFO.
- * Every connect and round trip is bounded by the lease's timeout. A replica
- * that dies ends its session, and with it the lock: another replica takes
- * over at its next due run. When the service stops, the lock is unlocked.
+ * Every connect and round trip is bounded by the lease's timeout, except
+ * a host name lookup, which libpq makes synchronously: give hostaddr= or
+ * a Unix socket where a slow resolver is possible. A lease call can take
+ * up to two timeouts (a connect, then a query), so give the service's
+ * group a stop timeout above that (lsvc_group_set_stop_timeout).
+ *
+ * A replica whose process dies ends its session, and with it the lock:
+ * another replica takes over at its next due run. A replica whose machine
+ * dies or whose network splits keeps its lock until the server notices the
+ * dead connection, which TCP keepalives decide (about 2 hours by default):
+ * add options='-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5
+ * -c tcp_keepalives_count=3' to conninfo for a bound of about 25 s.
+ * Session advisory locks need a session of their own: connect to the
+ * server directly, not through a pooler in transaction mode. When the
+ * service stops, the lock is unlocked.
  *
  * One lease serves one service: create one per service that needs one.
  */

@@ -195,7 +195,9 @@ typedef struct lsvc_stats {
     int64_t max_lateness_ns;  /* largest such lateness */
     bool running;            /* the service thread is alive (lsvc_is_running) */
     /* With a lease (lsvc_options.lease): */
-    uint64_t skipped_not_leader; /* due runs skipped: another replica held it */
+    uint64_t skipped_not_leader; /* due runs skipped: the lease was not held
+                                  * here (another replica held it, or the
+                                  * store could not be reached) */
     uint64_t lease_changes;  /* times this replica gained or lost the lease */
     bool lease_held;         /* it held the lease at its last due run */
     int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not held */

@@ -1,0 +1,563 @@
+/*
+ * replica: one replica of a server, for the lease tests (lease_test.py).
+ *
+ * It runs one service under a lease held in PostgreSQL or Redis, inside a
+ * group, so that SIGTERM stops it as it would stop a real server, and
+ * records every run it makes in a store the test reads: the replica's id,
+ * the run's due point, and when the run began and ended. Several of these
+ * processes on one machine play the replicas of one deployment.
+ *
+ * Due points: every replica aligns its first due time to a multiple of the
+ * interval on CLOCK_MONOTONIC, which all processes of a machine share, and
+ * keeps that grid (LSVC_MISSED_SKIP), so scheduled start / interval,
+ * rounded, names the same point in every replica. Two records with one
+ * point mean that point ran twice. The first due time is "now" after
+ * on_start has slept to a grid point, not an initial delay computed in
+ * main: the delay counts from when the thread gets going, which a loaded
+ * machine or a sanitizer can make late by half an interval. A run whose
+ * due time is off the grid by more than a quarter interval says so on
+ * stderr ("off the grid"), since its point would be ambiguous.
+ *
+ * usage: replica --backend pg|redis --address ADDRESS --ns NS --id N
+ *                [--seconds S] [--interval I] [--record STORE]
+ *                [--timeout T] [--name NAME] [--work W]
+ *   --seconds  run for S seconds, then stop; 0 (the default): until SIGTERM
+ *   --record   the conninfo (pg) or address (redis) to record runs in;
+ *              nothing is recorded without it
+ *   --timeout  the lease's timeout; 0 (the default): the backend's
+ *   --work     how long a run takes, in seconds (default 0.01)
+ * stdout: "lease-create: <ERRNO NAME>" when the lease cannot be created
+ * (exit 3); otherwise one line of counters at the end (exit 0).
+ */
+#include "loopsvc.h"
+#if LSVC_TEST_PG
+#include "loopsvc-pg.h"
+#include <libpq-fe.h>
+#endif
+#if LSVC_TEST_REDIS
+#include "loopsvc-redis.h"
+#include <hiredis.h>
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_PER_SEC INT64_C(1000000000)
+/* Failed recording connections are retried at most this often, so that a
+ * store that is down does not slow every run. */
+#define RECORD_RETRY_NS (200 * INT64_C(1000000))
+
+struct args {
+    const char *backend, *address, *ns, *record, *name;
+    long id;
+    double seconds, interval, timeout, work;
+};
+
+struct record {
+    long long point, start_ns, end_ns;
+};
+
+/* Runs not yet stored. Used by run_once on the service thread, and by main
+ * once that thread has ended. */
+static struct recorder {
+    const struct args *args;
+    struct record *pending;
+    size_t count, cap;
+    int64_t retry_ns;
+#if LSVC_TEST_PG
+    PGconn *pg;
+#endif
+#if LSVC_TEST_REDIS
+    redisContext *redis;
+#endif
+} rec;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_SEC),
+                           .tv_nsec = (long)(ns % NS_PER_SEC) };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+#if LSVC_TEST_PG
+static bool pg_connect(void)
+{
+    /* Keywords after dbname override the conninfo: no connect and no
+     * statement waits for ever. */
+    static const char *const keys[] = { "dbname", "connect_timeout",
+                                        "options", NULL };
+    const char *const values[] = { rec.args->record, "2",
+                                   "-c statement_timeout=2000", NULL };
+
+    if (rec.pg != NULL)
+        return true;
+    rec.pg = PQconnectdbParams(keys, values, 1);
+    if (PQstatus(rec.pg) == CONNECTION_OK)
+        return true;
+    fprintf(stderr, "replica %ld: cannot connect to record: %s",
+            rec.args->id, PQerrorMessage(rec.pg));
+    PQfinish(rec.pg);
+    rec.pg = NULL;
+    return false;
+}
+
+static bool pg_store(const struct record *r)
+{
+    char id[24], point[24], start[24], end[24];
+    const char *params[] = { rec.args->ns, id, point, start, end };
+
+    if (!pg_connect())
+        return false;
+    snprintf(id, sizeof id, "%ld", rec.args->id);
+    snprintf(point, sizeof point, "%lld", r->point);
+    snprintf(start, sizeof start, "%lld", r->start_ns);
+    snprintf(end, sizeof end, "%lld", r->end_ns);
+    PGresult *res = PQexecParams(rec.pg,
+        "INSERT INTO lsvc_lease_runs (ns, replica, point, start_ns, end_ns) "
+        "VALUES ($1, $2, $3, $4, $5)", 5, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+    if (!ok) {
+        fprintf(stderr, "replica %ld: cannot record a run: %s", rec.args->id,
+                PQerrorMessage(rec.pg));
+        PQfinish(rec.pg);
+        rec.pg = NULL;
+    }
+    PQclear(res);
+    return ok;
+}
+#endif
+
+#if LSVC_TEST_REDIS
+/* The address forms of loopsvc-redis.h: [redis://[:password@]]host[:port]
+ * or [redis://[:password@]]unix:/path. */
+static redisContext *redis_open(const char *address)
+{
+    const struct timeval tv = { .tv_sec = 2 };
+    char buf[512], *host, *password = NULL, *at;
+    redisContext *c;
+
+    snprintf(buf, sizeof buf, "%s", address);
+    host = buf;
+    if (strncmp(host, "redis://", 8) == 0)
+        host += 8;
+    at = strrchr(host, '@');
+    if (at != NULL) {
+        *at = '\0';
+        password = strchr(host, ':') != NULL ? strchr(host, ':') + 1 : host;
+        host = at + 1;
+    }
+    if (strncmp(host, "unix:", 5) == 0) {
+        c = redisConnectUnixWithTimeout(host + 5, tv);
+    } else {
+        char *colon = strrchr(host, ':');
+        int port = 6379;
+
+        if (colon != NULL) {
+            *colon = '\0';
+            port = atoi(colon + 1);
+        }
+        c = redisConnectWithTimeout(host, port, tv);
+    }
+    if (c == NULL)
+        return NULL;
+    if (c->err == 0)
+        redisSetTimeout(c, tv);
+    if (c->err == 0 && password != NULL && *password != '\0') {
+        redisReply *r = redisCommand(c, "AUTH %s", password);
+
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "replica: AUTH for recording failed\n");
+            if (r != NULL)
+                freeReplyObject(r);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+static bool redis_connect(void)
+{
+    if (rec.redis != NULL)
+        return true;
+    rec.redis = redis_open(rec.args->record);
+    if (rec.redis == NULL || rec.redis->err != 0) {
+        fprintf(stderr, "replica %ld: cannot connect to record: %s\n",
+                rec.args->id, rec.redis != NULL ? rec.redis->errstr : "?");
+        if (rec.redis != NULL)
+            redisFree(rec.redis);
+        rec.redis = NULL;
+        return false;
+    }
+    redisReply *n = redisCommand(rec.redis, "CLIENT SETNAME lsvc-record-%ld",
+                                 rec.args->id);
+    if (n != NULL)
+        freeReplyObject(n);
+    return true;
+}
+
+static bool redis_store(const struct record *r)
+{
+    if (!redis_connect())
+        return false;
+    redisReply *reply = redisCommand(rec.redis, "RPUSH lsvc-test:runs:%s %ld:%lld:%lld:%lld",
+                                     rec.args->ns, rec.args->id, r->point,
+                                     r->start_ns, r->end_ns);
+    bool ok = reply != NULL && reply->type == REDIS_REPLY_INTEGER;
+
+    if (!ok) {
+        fprintf(stderr, "replica %ld: cannot record a run: %s\n", rec.args->id,
+                reply != NULL ? reply->str : rec.redis->errstr);
+        redisFree(rec.redis);
+        rec.redis = NULL;
+    }
+    if (reply != NULL)
+        freeReplyObject(reply);
+    return ok;
+}
+#endif
+
+/* Connects before the service starts, so that the first run does not pay
+ * for it; a failure here is retried at the runs. */
+static void open_recorder(void)
+{
+    if (rec.args->record == NULL)
+        return;
+#if LSVC_TEST_PG
+    if (strcmp(rec.args->backend, "pg") == 0)
+        pg_connect();
+#endif
+#if LSVC_TEST_REDIS
+    if (strcmp(rec.args->backend, "redis") == 0)
+        redis_connect();
+#endif
+}
+
+static bool store(const struct record *r)
+{
+#if LSVC_TEST_PG
+    if (strcmp(rec.args->backend, "pg") == 0)
+        return pg_store(r);
+#endif
+#if LSVC_TEST_REDIS
+    if (strcmp(rec.args->backend, "redis") == 0)
+        return redis_store(r);
+#endif
+    (void)r;
+    return false;
+}
+
+/* Stores what is pending, oldest first; what fails stays for later. */
+static void flush_records(bool force)
+{
+    size_t done = 0;
+
+    if (rec.args->record == NULL || rec.count == 0)
+        return;
+    if (!force && now_ns() < rec.retry_ns)
+        return;
+    while (done < rec.count && store(&rec.pending[done]))
+        done++;
+    memmove(rec.pending, rec.pending + done,
+            (rec.count - done) * sizeof rec.pending[0]);
+    rec.count -= done;
+    if (rec.count > 0)
+        rec.retry_ns = now_ns() + RECORD_RETRY_NS;
+}
+
+static void add_record(long long point, int64_t start, int64_t end)
+{
+    if (rec.count == rec.cap) {
+        size_t cap = rec.cap ? 2 * rec.cap : 64;
+        struct record *p = realloc(rec.pending, cap * sizeof *p);
+
+        if (p == NULL) {
+            fprintf(stderr, "replica %ld: out of memory; a run is not recorded\n",
+                    rec.args->id);
+            return;
+        }
+        rec.pending = p;
+        rec.cap = cap;
+    }
+    rec.pending[rec.count++] = (struct record){ point, start, end };
+}
+
+static void close_recorder(void)
+{
+#if LSVC_TEST_PG
+    if (rec.pg != NULL)
+        PQfinish(rec.pg);
+#endif
+#if LSVC_TEST_REDIS
+    if (rec.redis != NULL)
+        redisFree(rec.redis);
+#endif
+    free(rec.pending);
+}
+
+static int64_t interval_ns(const struct args *a)
+{
+    return (int64_t)(a->interval * 1e9 + 0.5);
+}
+
+static int probe_start(lsvc *svc, void *arg)
+{
+    int64_t interval = interval_ns(arg);
+    int64_t next = (now_ns() / interval + 1) * interval;
+    struct timespec ts = { .tv_sec = (time_t)(next / NS_PER_SEC),
+                           .tv_nsec = (long)(next % NS_PER_SEC) };
+
+    (void)svc;
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+    return 0;
+}
+
+static int probe_run(lsvc *svc, void *arg)
+{
+    const struct args *a = arg;
+    int64_t start = now_ns(), due, interval = interval_ns(a);
+    long long point;
+    struct timespec ts;
+
+    if (lsvc_scheduled_start(svc, &ts) != 0)
+        return 1;
+    due = (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+    point = (due + interval / 2) / interval;
+    if (llabs(due - point * interval) > interval / 4)
+        fprintf(stderr, "replica %ld: a run due at %lld ns is off the grid by "
+                "%lld ns\n", a->id, (long long)due,
+                (long long)(due - point * interval));
+    sleep_ns((int64_t)(a->work * 1e9));
+    add_record(point, start, now_ns());
+    flush_records(false);
+    return 0;
+}
+
+/* Ends the group after --seconds, unless main says it ended first. */
+static struct stopper {
+    pthread_mutex_t lock; /* protects done */
+    pthread_cond_t cond;
+    bool done;
+    double seconds;
+    lsvc_group *group;
+} stopper = { .lock = PTHREAD_MUTEX_INITIALIZER,
+              .cond = PTHREAD_COND_INITIALIZER };
+
+static void *stopper_main(void *arg)
+{
+    struct timespec until;
+
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = (int64_t)until.tv_nsec + (int64_t)(stopper.seconds * 1e9);
+    until.tv_sec += (time_t)(ns / NS_PER_SEC);
+    until.tv_nsec = (long)(ns % NS_PER_SEC);
+    pthread_mutex_lock(&stopper.lock);
+    while (!stopper.done)
+        if (pthread_cond_timedwait(&stopper.cond, &stopper.lock, &until) == ETIMEDOUT)
+            break;
+    bool stop = !stopper.done;
+    pthread_mutex_unlock(&stopper.lock);
+    if (stop)
+        lsvc_group_stop(stopper.group);
+    return NULL;
+}
+
+static const char *errno_name(int rc)
+{
+    switch (rc) {
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    default: return "other";
+    }
+}
+
+static int usage(const char *why)
+{
+    fprintf(stderr, "replica: %s\nusage: replica --backend pg|redis --address A "
+            "--ns NS --id N [--seconds S] [--interval I] [--record STORE] "
+            "[--timeout T] [--name NAME] [--work W]\n", why);
+    return 2;
+}
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    *a = (struct args){ .name = "lease-probe", .interval = 0.05, .work = 0.01,
+                        .id = -1 };
+    for (int i = 1; i < argc; i += 2) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+
+        if (v == NULL)
+            return usage("an option without a value");
+        if (strcmp(k, "--backend") == 0)
+            a->backend = v;
+        else if (strcmp(k, "--address") == 0)
+            a->address = v;
+        else if (strcmp(k, "--ns") == 0)
+            a->ns = v;
+        else if (strcmp(k, "--record") == 0)
+            a->record = v;
+        else if (strcmp(k, "--name") == 0)
+            a->name = v;
+        else if (strcmp(k, "--id") == 0)
+            a->id = strtol(v, &end, 10);
+        else if (strcmp(k, "--seconds") == 0)
+            a->seconds = strtod(v, &end);
+        else if (strcmp(k, "--interval") == 0)
+            a->interval = strtod(v, &end);
+        else if (strcmp(k, "--timeout") == 0)
+            a->timeout = strtod(v, &end);
+        else if (strcmp(k, "--work") == 0)
+            a->work = strtod(v, &end);
+        else
+            return usage("an unknown option");
+        if (end != NULL && (*end != '\0' || end == v))
+            return usage("a value that is not a number");
+    }
+    if (a->backend == NULL || a->address == NULL || a->ns == NULL || a->id < 0)
+        return usage("--backend, --address, --ns and --id are required");
+    if (!(a->interval > 0) || !(a->seconds >= 0) || !(a->work >= 0))
+        return usage("an interval, duration or work out of range");
+    return 0;
+}
+
+struct lease {
+    void *handle;
+    void (*destroy)(void *handle);
+};
+
+#if LSVC_TEST_PG
+static void pg_destroy(void *h) { lsvc_pg_lease_destroy(h); }
+#endif
+#if LSVC_TEST_REDIS
+static void redis_destroy(void *h) { lsvc_redis_lease_destroy(h); }
+#endif
+
+static int make_lease(const struct args *a, struct lease *l, lsvc_options *opts)
+{
+    int rc = EINVAL;
+
+#if LSVC_TEST_PG
+    if (strcmp(a->backend, "pg") == 0) {
+        lsvc_pg_lease *p = NULL;
+
+        rc = lsvc_pg_lease_create(&p, a->address, a->ns, a->timeout);
+        if (rc == 0)
+            rc = lsvc_pg_lease_options(p, opts);
+        *l = (struct lease){ p, pg_destroy };
+        return rc;
+    }
+#endif
+#if LSVC_TEST_REDIS
+    if (strcmp(a->backend, "redis") == 0) {
+        lsvc_redis_lease *r = NULL;
+
+        rc = lsvc_redis_lease_create(&r, a->address, a->ns, a->timeout);
+        if (rc == 0)
+            rc = lsvc_redis_lease_options(r, opts);
+        *l = (struct lease){ r, redis_destroy };
+        return rc;
+    }
+#endif
+    fprintf(stderr, "replica: backend %s is not built in\n", a->backend);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    lsvc_block_signals(); /* before any thread: they all inherit it */
+
+    struct args a;
+    struct lease lease = { 0 };
+    lsvc_options opts = { .missed = LSVC_MISSED_SKIP };
+    lsvc *svc = NULL;
+    lsvc_group *g = NULL;
+    lsvc_stats st;
+    pthread_t stop_thread;
+    int rc;
+
+    if (parse_args(argc, argv, &a) != 0)
+        return 2;
+    rec.args = &a;
+    rc = make_lease(&a, &lease, &opts);
+    if (rc != 0) {
+        printf("lease-create: %s\n", errno_name(rc));
+        return 3;
+    }
+
+    open_recorder();
+
+    const lsvc_class probe = { .name = a.name, .run_once = probe_run,
+                               .on_start = probe_start };
+    /* A lease call may take two timeouts (a connect, then a query); the
+     * group waits that long before it gives up on the stop. */
+    double stop_timeout = 2 * (a.timeout > 0 ? a.timeout : 2.0) + 1;
+
+    opts.loop_seconds = a.interval;
+    if ((rc = lsvc_create(&svc, &probe, &a, &opts)) != 0 ||
+        (rc = lsvc_group_create(&g)) != 0 ||
+        (rc = lsvc_group_add(g, svc)) != 0 ||
+        (rc = lsvc_group_set_environment(g, false)) != 0 ||
+        (rc = lsvc_group_set_notify(g, false)) != 0 ||
+        (rc = lsvc_group_set_stop_timeout(g, stop_timeout)) != 0 ||
+        (rc = lsvc_group_start(g)) != 0) {
+        fprintf(stderr, "replica %ld: cannot start: %s\n", a.id, strerror(rc));
+        return 1;
+    }
+    stopper.seconds = a.seconds;
+    stopper.group = g;
+    bool timed = a.seconds > 0 &&
+                 pthread_create(&stop_thread, NULL, stopper_main, NULL) == 0;
+
+    rc = lsvc_group_wait(g);
+    if (rc == ETIMEDOUT)
+        /* A lease call in progress takes at most its timeouts. */
+        rc = lsvc_join(svc, 60);
+    if (rc != 0) {
+        /* Its thread may still use the lease: nothing can be freed. */
+        fprintf(stderr, "replica %ld: the service did not end: %s\n", a.id,
+                strerror(rc));
+        _Exit(1);
+    }
+    if (timed) {
+        pthread_mutex_lock(&stopper.lock);
+        stopper.done = true;
+        pthread_cond_signal(&stopper.cond);
+        pthread_mutex_unlock(&stopper.lock);
+        pthread_join(stop_thread, NULL);
+    }
+    lsvc_get_stats(svc, &st);
+    printf("stats id=%ld loops=%llu skipped=%llu changes=%llu errors=%llu "
+           "held=%d\n", a.id, (unsigned long long)st.loops,
+           (unsigned long long)st.skipped_not_leader,
+           (unsigned long long)st.lease_changes,
+           (unsigned long long)st.errors, st.lease_held ? 1 : 0);
+    fflush(stdout);
+    lsvc_group_destroy(g);
+    lsvc_destroy(svc);
+    lease.destroy(lease.handle);
+    flush_records(true);
+    if (rec.count > 0)
+        fprintf(stderr, "replica %ld: %zu runs could not be recorded\n", a.id,
+                rec.count);
+    close_recorder();
+    return 0;
+}
