@@ -130,9 +130,9 @@ typedef struct lsvc_lease_ops {
      * do. */
     int (*acquire)(void *ctx, lsvc *svc, bool *held);
     /* Optional. Called on the service thread as it stops, after its last
-     * run and before on_stop, when it held the lease: gives it up, so that
-     * another replica takes over at its next run instead of waiting for
-     * the lease to lapse. */
+     * run and before on_stop, when the last answer was "held": gives
+     * it up, so that another replica takes over at its next run instead
+     * of waiting for the lease to lapse. */
     void (*release)(void *ctx, lsvc *svc);
 } lsvc_lease_ops;
 
@@ -199,7 +199,8 @@ typedef struct lsvc_stats {
                                   * here (another replica held it, or the
                                   * store could not be reached) */
     uint64_t lease_changes;  /* times this replica gained or lost the lease */
-    bool lease_held;         /* it held the lease at its last due run */
+    bool lease_held;         /* held at its last due run; false once a stop
+                              * released it (which lease_changes counts) */
     int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not held */
 } lsvc_stats;
 
@@ -363,9 +364,11 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * absolute path or an abstract socket ("@name"), lsvc_group_start sends
  * READY=1 once it has started the thread of every enabled service (their
  * on_start hooks may still be running), just before it returns 0; the
- * group sends STOPPING=1 when it begins to stop, or, when its services all
- * end by themselves, once lsvc_group_wait has seen them end; a stop during
- * lsvc_group_start is told after READY=1. When WATCHDOG_USEC is
+ * group sends STOPPING=1 when a signal or lsvc_group_stop stops it (a stop
+ * during lsvc_group_start is told after READY=1), and not when its
+ * services merely end by themselves: systemd takes STOPPING=1 as the
+ * process shutting down. systemd keeps one state per process, so let one
+ * group notify (a second one logs a WARNING). When WATCHDOG_USEC is
  * also set (and WATCHDOG_PID, if set, is this process), a watchdog thread
  * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while no service is stuck: a
  * service is stuck while one run has lasted more than
@@ -428,7 +431,8 @@ LSVC_API int lsvc_group_start(lsvc_group *g);
  * The group is then no longer started.
  * Returns EINVAL (g NULL, or not started: lsvc_group_start has not
  * returned 0), EBUSY (another thread is already waiting), EDEADLK (called
- * from one of its services' threads, whatever the group's state) or
+ * from one of its services' threads, or from the group's signal or
+ * watchdog thread, as a log sink would be; whatever the group's state) or
  * ETIMEDOUT (a service did not end within its bound).
  */
 LSVC_API int lsvc_group_wait(lsvc_group *g);
@@ -447,7 +451,9 @@ LSVC_API int lsvc_group_stop(lsvc_group *g);
 
 /*
  * Frees the group and releases its services, which are left as they are.
- * Returns EINVAL, or EBUSY while the group is started.
+ * Returns EINVAL, or EBUSY while the group is started or one of its
+ * services still runs (one left running after a timed-out wait: join it
+ * first, since its run_once may still stop the group).
  */
 LSVC_API int lsvc_group_destroy(lsvc_group *g);
 

@@ -363,8 +363,11 @@ static void *signal_main(void *arg)
 static void release(lsvc_group *g)
 {
     lsvc__notifier_log_errors(&g->notifier);
+    /* One left running, stuck, keeps the interval it runs on until it
+     * ends; the next group start sets it anew. */
     for (size_t i = 0; i < g->count; i++)
-        atomic_store(&g->svcs[i]->interval_ns, g->svcs[i]->code_interval_ns);
+        if (!lsvc_is_running(g->svcs[i]))
+            atomic_store(&g->svcs[i]->interval_ns, g->svcs[i]->code_interval_ns);
     pthread_mutex_lock(&g->lock);
     lsvc__notifier_close(&g->notifier);
     g->has_signal_thread = g->has_watchdog = false;
@@ -392,11 +395,6 @@ static int finish(lsvc_group *g)
                   "left running; join it later with lsvc_join().",
                   svc->name, (double)stop_bound_ns(g, svc) / 1e9);
     }
-    pthread_mutex_lock(&g->lock);
-    /* The services ended by themselves: the group is stopping now. */
-    if (g->state == GROUP_STARTED)
-        send_stopping(g);
-    pthread_mutex_unlock(&g->lock);
     if (g->has_watchdog)
         lsvc__watchdog_stop(&g->watchdog);
     if (g->has_signal_thread) {
@@ -568,7 +566,8 @@ int lsvc_group_wait(lsvc_group *g)
     pthread_mutex_lock(&g->lock);
     /* Waiting for itself is wrong in any state, so it is checked first:
      * from a service, or from a log sink on the signal thread. */
-    if (g->has_signal_thread && pthread_equal(g->signal_thread, pthread_self()))
+    if ((g->has_signal_thread && pthread_equal(g->signal_thread, pthread_self())) ||
+        (g->has_watchdog && pthread_equal(g->watchdog.thread, pthread_self())))
         rc = EDEADLK;
     for (size_t i = 0; rc == 0 && i < g->count; i++)
         if (lsvc__is_own_thread(g->svcs[i]))
@@ -595,7 +594,12 @@ int lsvc_group_destroy(lsvc_group *g)
     if (g == NULL)
         return EINVAL;
     pthread_mutex_lock(&g->lock);
-    if (g->state != GROUP_IDLE) {
+    /* A member left running after a timed-out wait may still call
+     * lsvc_group_stop on this group from its run_once. */
+    bool busy = g->state != GROUP_IDLE;
+    for (size_t i = 0; !busy && i < g->count; i++)
+        busy = lsvc_is_running(g->svcs[i]);
+    if (busy) {
         pthread_mutex_unlock(&g->lock);
         return EBUSY;
     }

@@ -67,8 +67,9 @@ struct lsvc {
     lsvc_options opts;
 
     /* code_interval_ns, or the environment's while a group runs the
-     * service. Changed only while no thread of the service runs, but read
-     * by any thread: atomic. */
+     * service. Set by a group start before the thread starts, and reset
+     * when the group ends unless a stuck thread was left running on it;
+     * read by any thread: atomic. */
     _Atomic int64_t interval_ns;
 
     /* Protects every field from here to `overrun_rl`. */

@@ -94,7 +94,8 @@ static bool begin_leased_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
     return !stop;
 }
 
-static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns)
+static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns,
+                         int64_t interval_ns)
 {
     uint64_t suppressed;
 
@@ -104,13 +105,13 @@ static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns)
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "%s took %.6f seconds to run, which is longer than its loop "
                   "interval of %g seconds.",
-                  svc->name, (double)run_ns / 1e9, (double)svc->interval_ns / 1e9);
+                  svc->name, (double)run_ns / 1e9, (double)interval_ns / 1e9);
     else
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "%s took %.6f seconds to run, which is longer than its loop "
                   "interval of %g seconds. %llu more such warnings were "
                   "suppressed in the last %d seconds.",
-                  svc->name, (double)run_ns / 1e9, (double)svc->interval_ns / 1e9,
+                  svc->name, (double)run_ns / 1e9, (double)interval_ns / 1e9,
                   (unsigned long long)suppressed,
                   (int)(LSVC_OVERRUN_WARN_PERIOD_NS / LSVC_NS_PER_SEC));
 }
@@ -159,10 +160,11 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
         int64_t run_ns = end - begin;
-        bool overrun = run_ns > svc->interval_ns;
+        /* Read once: a group's end may reset it while a stuck run goes on. */
+        int64_t interval = svc->interval_ns;
+        bool overrun = run_ns > interval;
         uint64_t skipped;
-        int64_t next = lsvc__next_due(svc->opts.missed, due, svc->interval_ns,
-                                      end, &skipped);
+        int64_t next = lsvc__next_due(svc->opts.missed, due, interval, end, &skipped);
 
         lsvc__stats_end_run(svc, run_ns, rc != 0, overrun, skipped);
         if (rc != 0)
@@ -170,7 +172,7 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
                       "Unexpected error in %s: run_once returned %d.",
                       svc->name, rc);
         if (overrun)
-            warn_overrun(svc, end, run_ns);
+            warn_overrun(svc, end, run_ns, interval);
         if (++done == wanted) {
             lsvc__log(LSVC_LOG_DEBUG, svc->logger, "%s exiting after %llu loop(s).",
                       svc->name, (unsigned long long)done);

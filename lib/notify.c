@@ -20,6 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Groups whose notifier is open, in the whole process. */
+static atomic_int speakers;
+
 static void warn_env(const char *var, const char *value, const char *why)
 {
     char shown[48];
@@ -42,9 +45,9 @@ static bool parse_socket(struct lsvc_notifier *n, const char *value)
                  "is supported");
         return false;
     }
-    /* A path needs its terminating NUL; an abstract name has none but
-     * gives its first byte to the leading NUL. */
-    if (len >= room || len < 2) {
+    /* A path needs its terminating NUL; an abstract name has none, its
+     * '@' becoming the leading NUL. */
+    if (len > room - (value[0] == '/') || len < 2) {
         warn_env("NOTIFY_SOCKET", value,
                  len < 2 ? "the name is empty" : "the name is too long");
         return false;
@@ -86,16 +89,18 @@ static int64_t watchdog_period(void)
 
     if (usec == NULL)
         return 0;
+    /* Under 2 ms the pings would come faster than once a millisecond,
+     * which no service manager asks for; a typo is likelier. */
     if (!parse_unsigned(usec, (unsigned long long)(INT64_MAX / 1000), &v) ||
-        v == 0) {
-        warn_env("WATCHDOG_USEC", usec, "it is not a positive whole number "
-                 "of microseconds");
+        v < 2000) {
+        warn_env("WATCHDOG_USEC", usec, "it is not a whole number of "
+                 "microseconds from 2000 up");
         return 0;
     }
     if (pid != NULL) {
         unsigned long long p;
 
-        if (!parse_unsigned(pid, (unsigned long long)INT64_MAX, &p)) {
+        if (!parse_unsigned(pid, (unsigned long long)INT64_MAX, &p) || p == 0) {
             warn_env("WATCHDOG_PID", pid, "it is not a process id");
             return 0;
         }
@@ -117,7 +122,15 @@ void lsvc__notifier_open(struct lsvc_notifier *n)
     atomic_store(&n->send_errno, 0);
     if (value == NULL || !parse_socket(n, value))
         return;
+    /* Not passed on to programs the server runs: atomically where the
+     * system can, since another thread may fork and exec meanwhile. */
+#ifdef SOCK_CLOEXEC
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+#else
     fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
     if (fd < 0) {
         char why[64];
 
@@ -125,10 +138,15 @@ void lsvc__notifier_open(struct lsvc_notifier *n)
         warn_env("NOTIFY_SOCKET", value, why);
         return;
     }
-    /* Not passed on to programs the server runs. */
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
     n->fd = fd;
     n->watchdog_ns = watchdog_period();
+    /* systemd keeps one state per process: a second group would mask a
+     * stuck service of the first with its own pings. */
+    if (atomic_fetch_add(&speakers, 1) > 0)
+        lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+                  "Another group already notifies systemd; its READY=1, "
+                  "STOPPING=1 and watchdog pings mix with this one's. Turn "
+                  "notify off (lsvc_group_set_notify) in all groups but one.");
 }
 
 void lsvc__notify(struct lsvc_notifier *n, const char *state)
@@ -156,7 +174,10 @@ void lsvc__notifier_log_errors(struct lsvc_notifier *n)
 
 void lsvc__notifier_close(struct lsvc_notifier *n)
 {
-    if (n->fd >= 0)
+    if (n->fd >= 0) {
         close(n->fd);
+        atomic_fetch_sub(&speakers, 1);
+    }
     n->fd = -1;
+    n->watchdog_ns = 0;
 }

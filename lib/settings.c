@@ -147,26 +147,25 @@ void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out)
     if (enabled != NULL && parse_bool(enabled, &out->enabled) != 0)
         reject(svc, svc->env_enabled, enabled, "0, 1, false or true",
                "the service enabled");
-    if (!out->enabled) {
-        lsvc__log(LSVC_LOG_INFO, svc->logger,
-                  "%s is disabled by %s=%s: not starting it.",
-                  svc->name, svc->env_enabled, enabled);
-        return;
-    }
-    if (seconds == NULL)
-        return;
-    if (parse_seconds(seconds, &out->interval_ns) != 0) {
+    /* Checked also for a disabled service: the typo should show before
+     * someone turns the service back on. */
+    if (seconds != NULL && parse_seconds(seconds, &out->interval_ns) != 0) {
         snprintf(wanted, sizeof wanted, "a number of seconds from 1e-09 to %.0f",
                  LSVC_MAX_SECONDS);
         snprintf(kept, sizeof kept, "its interval of %g s",
                  (double)svc->code_interval_ns / 1e9);
         reject(svc, svc->env_loop_seconds, seconds, wanted, kept);
         out->interval_ns = svc->code_interval_ns;
-        return;
+        seconds = NULL;
     }
-    lsvc__log(LSVC_LOG_INFO, svc->logger,
-              "%s=%s sets the interval of %s to %g s (the code says %g s).",
-              svc->env_loop_seconds, seconds, svc->name,
-              (double)out->interval_ns / 1e9,
-              (double)svc->code_interval_ns / 1e9);
+    if (!out->enabled)
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "%s is disabled by %s=%s: not starting it.",
+                  svc->name, svc->env_enabled, enabled);
+    else if (seconds != NULL)
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "%s=%s sets the interval of %s to %g s (the code says %g s).",
+                  svc->env_loop_seconds, seconds, svc->name,
+                  (double)out->interval_ns / 1e9,
+                  (double)svc->code_interval_ns / 1e9);
 }

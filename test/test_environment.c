@@ -247,6 +247,25 @@ START_TEST(test_false_values_disable_the_service)
 }
 END_TEST
 
+/* A typo in the interval shows before someone turns the service back on. */
+START_TEST(test_bad_loop_seconds_of_a_disabled_service_warns)
+{
+    env_setup("LOOPSVC_SWITCHED_ENABLED");
+    set_var("LOOPSVC_SWITCHED_ENABLED", "0");
+    set_var("LOOPSVC_SWITCHED_LOOP_SECONDS", "5s");
+    struct fixture f;
+    fixture_init(&f);
+    int s = fixture_add(&f, "Switched", CODE_SECONDS, NULL);
+    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
+    start_and_wait_first_run(&f, w);
+    ck_assert(!lsvc_is_running(f.svc[s]));
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "LOOPSVC_SWITCHED_LOOP_SECONDS"), 1);
+    fixture_stop(&f);
+    unsetenv("LOOPSVC_SWITCHED_LOOP_SECONDS");
+    fixture_free(&f);
+}
+END_TEST
+
 START_TEST(test_true_values_keep_the_service_without_warning)
 {
     const char *var = "LOOPSVC_SWITCHED_ENABLED";
@@ -621,6 +640,7 @@ int main(void)
                         COUNT(false_values));
     tcase_add_loop_test(enabled, test_true_values_keep_the_service_without_warning,
                         0, COUNT(true_values));
+    tcase_add_test(enabled, test_bad_loop_seconds_of_a_disabled_service_warns);
     tcase_add_test(enabled, test_disabled_service_does_not_hold_up_the_others);
     tcase_add_test(enabled, test_group_wait_returns_when_the_enabled_services_end);
     tcase_add_loop_test(enabled,

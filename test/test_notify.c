@@ -540,7 +540,9 @@ static void stop_self_at_second_run(lsvc *svc, struct probe *p, uint64_t run)
         lsvc_stop(svc, false);
 }
 
-START_TEST(test_stopping_is_sent_when_services_end_on_their_own)
+/* systemd takes STOPPING=1 as the whole process going down: services
+ * that end by themselves do not say that. */
+START_TEST(test_no_stopping_when_services_end_on_their_own)
 {
     static const lsvc_class a_cls = PROBE_CLASS("SelfA", 0.01);
     static const lsvc_class b_cls = PROBE_CLASS("SelfB", 0.01);
@@ -557,7 +559,7 @@ START_TEST(test_stopping_is_sent_when_services_end_on_their_own)
     ck_assert(wait_not_running(f.svc[b], EVENT_LIMIT_S));
     ck_assert_int_eq(lsvc_group_wait(f.g), 0);
     drain(&l);
-    ck_assert_str_eq(l.order, "RS");
+    ck_assert_str_eq(l.order, "R");
     fixture_free(&f);
     listener_close(&l);
 }
@@ -745,6 +747,75 @@ START_TEST(test_stuck_service_stops_the_pings_until_its_run_ends)
 }
 END_TEST
 
+/* The stuck WARNING comes from the watchdog thread: a sink that answers
+ * it by waiting for the group must be refused, not left to join itself. */
+static lsvc_group *waiting_group;
+static atomic_int wait_rc = -1;
+
+static void waiting_sink(int level, const char *logger, const char *message,
+                         void *ctx)
+{
+    if (level == LSVC_LOG_WARNING && strstr(message, "counts as stuck") != NULL)
+        atomic_store(&wait_rc, lsvc_group_wait(waiting_group));
+    log_capture_sink(level, logger, message, ctx);
+}
+
+START_TEST(test_group_wait_from_the_watchdog_thread_is_edeadlk)
+{
+    static const lsvc_class hung_class = PROBE_CLASS("Hung-Chore", 0.02);
+    notify_setup();
+    lsvc_set_logger(waiting_sink, NULL);
+    struct listener l;
+    listen_on_path(&l);
+    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
+    struct fixture f;
+    fixture_init(&f);
+    int hung = fixture_add(&f, &hung_class);
+    waiting_group = f.g;
+    ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, 1), 0);
+    probe_hold(&f.p[hung]);
+    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    ck_assert(log_wait(0, LSVC_LOG_WARNING, "counts as stuck", EVENT_LIMIT_S, NULL));
+    ck_assert_int_eq(atomic_load(&wait_rc), EDEADLK);
+    probe_release(&f.p[hung]);
+    fixture_stop(&f);
+    fixture_free(&f);
+    listener_close(&l);
+}
+END_TEST
+
+/* systemd keeps one state per process; a second speaker is a mistake the
+ * log should point at. */
+START_TEST(test_second_notifying_group_warns)
+{
+    notify_setup();
+    struct listener l;
+    listen_on_path(&l);
+    struct fixture f1, f2;
+    fixture_init(&f1);
+    fixture_add(&f1, &first_class);
+    fixture_init(&f2);
+    fixture_add(&f2, &second_class);
+    ck_assert_int_eq(lsvc_group_start(f1.g), 0);
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 0);
+    ck_assert_int_eq(lsvc_group_start(f2.g), 0);
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 1);
+    fixture_stop(&f2);
+    fixture_stop(&f1);
+
+    /* One at a time is fine, and so is a second one with notify off. */
+    ck_assert_int_eq(lsvc_group_set_notify(f2.g, false), 0);
+    ck_assert_int_eq(lsvc_group_start(f1.g), 0);
+    ck_assert_int_eq(lsvc_group_start(f2.g), 0);
+    fixture_stop(&f2);
+    fixture_stop(&f1);
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 1);
+    fixture_free(&f1);
+    fixture_free(&f2);
+    listener_close(&l);
+}
+END_TEST
+
 START_TEST(test_run_under_the_stuck_bound_keeps_the_pings)
 {
     /* The default bound is 10 intervals: 20 s. */
@@ -882,7 +953,7 @@ START_TEST(test_notify_socket_without_listener_does_not_stop_the_group)
 END_TEST
 
 static const char *const unusable_watchdog[] = {
-    "", "abc", "0", "-100000", "100000us", "99999999999999999999999",
+    "", "abc", "0", "1", "1999", "-100000", "100000us", "99999999999999999999999",
 };
 
 START_TEST(test_unusable_watchdog_usec_warns_and_sends_no_pings)
@@ -987,7 +1058,7 @@ int main(void)
     tcase_add_test(stopping, test_stopping_is_sent_when_group_stop_begins);
     tcase_add_test(stopping, test_stopping_is_sent_once_before_group_wait_returns);
     tcase_add_test(stopping, test_stopping_is_sent_on_sigterm);
-    tcase_add_test(stopping, test_stopping_is_sent_when_services_end_on_their_own);
+    tcase_add_test(stopping, test_no_stopping_when_services_end_on_their_own);
     tcase_add_test(stopping, test_nothing_is_sent_when_notify_is_off);
     tcase_add_test(stopping, test_nothing_is_sent_without_notify_socket);
     suite_add_tcase(s, stopping);
@@ -999,6 +1070,8 @@ int main(void)
     tcase_add_test(watchdog, test_no_thread_left_after_group_wait_with_watchdog);
     tcase_add_test(watchdog, test_stuck_service_stops_the_pings_until_its_run_ends);
     tcase_add_test(watchdog, test_run_under_the_stuck_bound_keeps_the_pings);
+    tcase_add_test(watchdog, test_group_wait_from_the_watchdog_thread_is_edeadlk);
+    tcase_add_test(watchdog, test_second_notifying_group_warns);
     tcase_add_test(watchdog, test_stuck_bound_defaults_to_ten_intervals);
     tcase_add_test(watchdog, test_stuck_after_sets_the_bound);
     suite_add_tcase(s, watchdog);
