@@ -20,6 +20,7 @@
 #include "loopsvc-pg.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <poll.h>
@@ -40,10 +41,16 @@
  * end. While held, any round trip proves the session, and so the lock, is
  * still there. */
 static const char sql_lock[] = "SELECT pg_try_advisory_lock($1::bigint)";
+static const char sql_standby[] = "SELECT pg_is_in_recovery()";
 static const char sql_confirm[] = "SELECT true";
 static const char sql_unlock[] = "SELECT pg_advisory_unlock($1::bigint)";
 
 struct lsvc_pg_lease {
+    /* A call is in progress: a second service on this lease, on another
+     * thread, is refused instead of sharing the session; destroy waits
+     * for no one and refuses instead. */
+    atomic_bool busy;
+
     /* Set by create and never changed. */
     char *conninfo;
     char *ns;
@@ -65,6 +72,7 @@ struct lsvc_pg_lease {
      * these accesses. */
     PGconn *conn;             /* an open session, or NULL */
     bool held;                /* the lock is held by conn's session */
+    const lsvc *holder;       /* the service it is held for, while held */
     unsigned failures;        /* connects failed or sessions lost in a row */
     int64_t backoff_ns;
     int64_t retry_ns;         /* no connect before this */
@@ -319,6 +327,7 @@ static void drop_session(struct lsvc_pg_lease *l)
     PQfinish(l->conn);
     l->conn = NULL;
     l->held = false;
+    l->holder = NULL;
 }
 
 /* A connect failed, or a session was lost: no connect before the backoff
@@ -394,16 +403,15 @@ static int bind_service(struct lsvc_pg_lease *l, lsvc *svc, bool first_ok)
     return rc;
 }
 
-static int pg_acquire(void *ctx, lsvc *svc, bool *held)
+static int acquire_now(struct lsvc_pg_lease *l, lsvc *svc, bool *held)
 {
-    struct lsvc_pg_lease *l = ctx;
     char why[REASON_MAX];
     bool fresh = false, answer = false;
     int rc;
 
-    if (l == NULL || svc == NULL || held == NULL)
+    /* Held for one service, it is no one else's, whatever the name. */
+    if (l->held && l->holder != svc)
         return EINVAL;
-    *held = false;
     rc = bind_service(l, svc, true);
     if (rc != 0)
         return rc;
@@ -420,6 +428,18 @@ static int pg_acquire(void *ctx, lsvc *svc, bool *held)
         fresh = true;
         lsvc_log(svc, LSVC_LOG_DEBUG,
                  "Connected to PostgreSQL for the lease of %s.", l->name);
+        /* A standby grants advisory locks of its own, which the primary's
+         * holder never sees: two replicas would both hold "the" lock. */
+        bool standby = false;
+        if (query_bool(l, sql_standby, 0, &standby, why, sizeof why) != 0 ||
+            standby) {
+            if (standby)
+                snprintf(why, sizeof why, "the server is a standby (in "
+                         "recovery), whose locks its primary does not see");
+            drop_session(l);
+            note_failure(l, false, false, why);
+            return 0;
+        }
     }
     if (query_bool(l, l->held ? sql_confirm : sql_lock, l->held ? 0 : 1,
                    &answer, why, sizeof why) != 0) {
@@ -431,20 +451,36 @@ static int pg_acquire(void *ctx, lsvc *svc, bool *held)
     }
     note_success(l);
     l->held = answer;
+    l->holder = answer ? svc : NULL;
     *held = answer;
     return 0;
 }
 
-static void pg_release(void *ctx, lsvc *svc)
+static int pg_acquire(void *ctx, lsvc *svc, bool *held)
 {
     struct lsvc_pg_lease *l = ctx;
+    int rc;
+
+    if (l == NULL || svc == NULL || held == NULL)
+        return EINVAL;
+    *held = false;
+    if (atomic_exchange(&l->busy, true))
+        return EINVAL;
+    rc = acquire_now(l, svc, held);
+    atomic_store(&l->busy, false);
+    return rc;
+}
+
+static void release_now(struct lsvc_pg_lease *l, lsvc *svc)
+{
     char why[REASON_MAX];
     bool answer = false;
 
-    if (l == NULL || svc == NULL || bind_service(l, svc, false) != 0 ||
+    if (l->holder != svc || bind_service(l, svc, false) != 0 ||
         l->conn == NULL || !l->held)
         return;
     l->held = false;
+    l->holder = NULL;
     if (query_bool(l, sql_unlock, 1, &answer, why, sizeof why) == 0) {
         if (answer)
             return;
@@ -457,6 +493,16 @@ static void pg_release(void *ctx, lsvc *svc)
              "session instead, which ends the lock.", l->name, why,
              stop_after(why));
     drop_session(l);
+}
+
+static void pg_release(void *ctx, lsvc *svc)
+{
+    struct lsvc_pg_lease *l = ctx;
+
+    if (l == NULL || svc == NULL || atomic_exchange(&l->busy, true))
+        return;
+    release_now(l, svc);
+    atomic_store(&l->busy, false);
 }
 
 static const lsvc_lease_ops pg_ops = {
@@ -550,6 +596,8 @@ int lsvc_pg_lease_destroy(lsvc_pg_lease *lease)
 {
     if (lease == NULL)
         return EINVAL;
+    if (atomic_exchange(&lease->busy, true))
+        return EBUSY;
     /* The service may be gone: a late notice must not log through it. */
     lease->svc = NULL;
     if (lease->conn != NULL)

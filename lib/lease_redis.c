@@ -88,6 +88,7 @@ struct lsvc_redis_lease {
 
     redisContext *conn;
     enum ownership mine;
+    const lsvc *holder;  /* the service told "held" last, until told not */
     bool late_warned;  /* a late reply was logged, and none was timely since */
 
     bool failing;      /* in an outage: the last request failed */
@@ -510,7 +511,9 @@ static bool introduce(struct lsvc_redis_lease *l, struct failure *f)
             return false;
         }
         r = reply;
-        if (r->type == REDIS_REPLY_ERROR) {
+        /* The name is for operators only: a user whose ACL forbids CLIENT
+         * still gets its lease. A failed AUTH is fatal. */
+        if (r->type == REDIS_REPLY_ERROR && i + 1 < sent) {
             reply_failure(f, r);
             freeReplyObject(r);
             return false;
@@ -633,6 +636,24 @@ static enum answer ask(struct lsvc_redis_lease *l, lsvc *svc, bool extend,
     return ANSWER_HELD;
 }
 
+/* A replica whose answers come too late to run on must not keep the key
+ * alive for nothing: that would starve the replicas that could run. */
+static void give_up(struct lsvc_redis_lease *l)
+{
+    const char *argv[] = {"EVAL", release_script, "1", l->key, l->token};
+    struct failure f;
+    redisReply *r = round_trip(l, 5, argv, &f);
+
+    if (r != NULL) {
+        freeReplyObject(r);
+        l->mine = MINE_NO;
+    } else if (l->conn->err != 0) {
+        /* Lost as well: the next call reconnects; its log line will do. */
+        redisFree(l->conn);
+        l->conn = NULL;
+    }
+}
+
 static bool refresh(struct lsvc_redis_lease *l, lsvc *svc)
 {
     double interval = lsvc_loop_seconds(svc);
@@ -653,10 +674,15 @@ static bool refresh(struct lsvc_redis_lease *l, lsvc *svc)
      * lapse; when it says the key is not ours, SET NX tries a free one. */
     if (l->mine != MINE_NO) {
         enum answer a = ask(l, svc, true, ttl_ms, interval_ns);
+        if (a == ANSWER_LATE)
+            give_up(l);
         if (a != ANSWER_NOT_HELD)
             return a == ANSWER_HELD;
     }
-    return ask(l, svc, false, ttl_ms, interval_ns) == ANSWER_HELD;
+    enum answer a = ask(l, svc, false, ttl_ms, interval_ns);
+    if (a == ANSWER_LATE)
+        give_up(l);
+    return a == ANSWER_HELD;
 }
 
 /* --- The lease ops ------------------------------------------------------ */
@@ -716,10 +742,14 @@ static int redis_acquire(void *ctx, lsvc *svc, bool *held)
     if (atomic_exchange(&l->busy, true))
         return EINVAL;
     rc = bind_service(l, svc);
+    /* Held for one service, it is no one else's, whatever the name. */
+    if (rc == 0 && l->holder != NULL && l->holder != svc)
+        rc = EINVAL;
     if (rc == 0) {
         sigpipe_block(&guard);
         *held = refresh(l, svc);
         sigpipe_restore(&guard);
+        l->holder = *held ? svc : NULL;
     }
     atomic_store(&l->busy, false);
     return rc;
@@ -734,11 +764,11 @@ static void redis_release(void *ctx, lsvc *svc)
 
     if (l == NULL || svc == NULL || atomic_exchange(&l->busy, true))
         return;
-    if (l->name == NULL || strcmp(l->name, lsvc_name(svc)) != 0 ||
-        l->conn == NULL) {
+    if (l->holder != svc || l->conn == NULL) {
         atomic_store(&l->busy, false);
         return;
     }
+    l->holder = NULL;
     const char *argv[] = {"EVAL", release_script, "1", l->key, l->token};
     sigpipe_block(&guard);
     r = round_trip(l, 5, argv, &f);
@@ -833,6 +863,8 @@ int lsvc_redis_lease_destroy(lsvc_redis_lease *lease)
 {
     if (lease == NULL)
         return EINVAL;
+    if (atomic_exchange(&lease->busy, true))
+        return EBUSY;
     free_lease(lease);
     return 0;
 }
