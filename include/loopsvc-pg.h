@@ -31,12 +31,22 @@
  * dies or whose network splits keeps its lock until the server notices the
  * dead connection, which TCP keepalives decide (about 2 hours by default):
  * add options='-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5
- * -c tcp_keepalives_count=3' to conninfo for a bound of about 25 s.
- * Session advisory locks need a session of their own: connect to the
- * server directly, not through a pooler in transaction mode. When the
- * service stops, the lock is unlocked.
+ * -c tcp_keepalives_count=3 -c tcp_user_timeout=25000' to conninfo for a
+ * bound of about 25 s.
  *
- * One lease serves one service: create one per service that needs one.
+ * Every replica must reach the same server: advisory locks live in one
+ * server's memory. A standby (in recovery) is refused, as a connect that
+ * failed; give one host, not a list, unless target_session_attrs=read-write
+ * makes every replica pick the primary. Session advisory locks need a
+ * session of their own: connect directly, not through a pooler in
+ * transaction mode, and let no idle timeout (idle_session_timeout, a
+ * proxy's) end a session that waits one interval between round trips, or
+ * the lease flaps. When the service stops, the lock is unlocked.
+ *
+ * One lease serves one service at a time: while it is held, acquire from
+ * any other service is EINVAL.
+ *
+ * Create one lease per service that needs one.
  */
 #ifndef LOOPSVC_PG_H
 #define LOOPSVC_PG_H
@@ -75,8 +85,9 @@ LSVC_API int lsvc_pg_lease_options(lsvc_pg_lease *lease, lsvc_options *opts);
 
 /*
  * Closes the lease's connection, which ends its lock if one is held, and
- * frees it. Call it only once the service that uses it is destroyed, or
- * at least not running. Returns EINVAL.
+ * frees it. Call it only once the service that uses it has ended (a stop
+ * that returned ETIMEDOUT has not). Returns EINVAL, or EBUSY while a call
+ * of the service on it is in progress (and nothing is freed).
  */
 LSVC_API int lsvc_pg_lease_destroy(lsvc_pg_lease *lease);
 

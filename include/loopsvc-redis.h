@@ -12,23 +12,34 @@
  *    replica's token; held when it did. The holder counts its TTL from
  *    before it sent the request, and runs only when the reply came within
  *    one interval, so that a run of up to (LSVC_REDIS_TTL_INTERVALS - 1)
- *    intervals ends before its own count says the key lapses. After a
- *    lost or late reply it tries to extend its own key first, and takes
- *    it anew when it is free;
+ *    intervals ends before its own count says the key lapses. A late reply
+ *    gives the key up, so that a replica too slow to run does not keep
+ *    it from the others; after a lost reply it tries to extend its own
+ *    key first, and takes it anew when it is free;
  *  - no connection: as loopsvc-pg.h says (skipped at once, backoff from
  *    100 ms doubling to 30 s, WARNING at the first failure of an outage).
  * When the service stops, a script deletes the key only if it still holds
- * this replica's token. A replica that dies leaves its key to lapse:
+ * this replica's token (if the last answer was "held"; otherwise the key
+ * lapses within its TTL). A replica that dies leaves its key to lapse:
  * another replica takes over at its first due run after the TTL.
+ *
+ * The key must not vanish before its TTL, or another replica runs beside
+ * the holder: use an instance that does not evict it (maxmemory-policy
+ * noeviction, or one of its own), keeps it across a restart and a
+ * failover, and whose wall clock is slewed, never stepped (Redis keeps
+ * expiry times as wall-clock times). One lease serves one service at a
+ * time: while it is held, acquire from any other service is EINVAL.
  *
  * No two replicas run at once as long as a run ends within
  * (LSVC_REDIS_TTL_INTERVALS - 1) intervals and the clocks of the replicas
  * run at the same rate as the server's; README.md tells the whole
- * guarantee. One lease serves one service. Like loopsvc-pg, the lease
- * logs an outage itself and answers "not held" meanwhile, rather than
- * returning an error per run. Host names are resolved with getaddrinfo(),
- * which the timeout does not bound: give an address or a Unix socket
- * where a slow resolver is possible.
+ * guarantee. Like loopsvc-pg, the lease logs an outage itself and
+ * answers "not held" meanwhile, rather than returning an error per run.
+ * Host names are resolved with getaddrinfo(), which the timeout does not
+ * bound: give an address or a Unix socket where a slow resolver is
+ * possible. A lease call can take a few timeouts after a failure
+ * (connect, AUTH, extend, SET), so give the service's group a stop
+ * timeout above that (lsvc_group_set_stop_timeout).
  */
 #ifndef LOOPSVC_REDIS_H
 #define LOOPSVC_REDIS_H
@@ -71,8 +82,9 @@ LSVC_API int lsvc_redis_lease_options(lsvc_redis_lease *lease,
 
 /*
  * Closes the lease's connection and frees it; a key still held lapses
- * with its TTL. Call it only once the service that uses it is not
- * running. Returns EINVAL.
+ * with its TTL. Call it only once the service that uses it has ended (a
+ * stop that returned ETIMEDOUT has not). Returns EINVAL, or EBUSY while a
+ * call of the service on it is in progress (and nothing is freed).
  */
 LSVC_API int lsvc_redis_lease_destroy(lsvc_redis_lease *lease);
 
