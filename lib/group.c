@@ -565,7 +565,8 @@ int lsvc_group_wait(lsvc_group *g)
         return EINVAL;
     pthread_mutex_lock(&g->lock);
     /* Waiting for itself is wrong in any state, so it is checked first:
-     * from a service, or from a log sink on the signal thread. */
+     * from a service, or from a log sink on the signal or watchdog
+     * thread. */
     if ((g->has_signal_thread && pthread_equal(g->signal_thread, pthread_self())) ||
         (g->has_watchdog && pthread_equal(g->watchdog.thread, pthread_self())))
         rc = EDEADLK;

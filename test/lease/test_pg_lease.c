@@ -63,6 +63,21 @@ static void sleep_ms(int ms)
         ;
 }
 
+/* Polls the stats until n due runs were skipped: there is no event to
+ * wait on for a run that did not happen. */
+static bool wait_skipped(const lsvc *svc, uint64_t n, double seconds)
+{
+    int64_t give_up = now_ns() + (int64_t)(seconds * 1e9);
+    lsvc_stats st;
+
+    while (lsvc_get_stats(svc, &st) == 0 && st.skipped_not_leader < n) {
+        if (now_ns() > give_up)
+            return false;
+        sleep_ms(5);
+    }
+    return true;
+}
+
 static int dummy_run(lsvc *svc, void *arg)
 {
     (void)svc;
@@ -186,9 +201,10 @@ START_TEST(refused_connection_skips_runs_and_warns_once)
     ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, "t", 1.0), 0);
     lsvc *svc = service_with(&cls_a, l);
 
-    /* Attempts at 0, 0.1, 0.3 and 0.7 s: four refusals, one WARNING. */
+    /* 40 due runs at 20 ms take 0.8 s: attempts at 0, 0.1, 0.3 and 0.7 s,
+     * four refusals, one WARNING. */
     ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    sleep_ms(900);
+    ck_assert(wait_skipped(svc, 40, 10));
     ck_assert_int_eq(lsvc_stop(svc, true), 0);
     ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
     ck_assert_uint_eq(st.loops, 0);
@@ -245,7 +261,7 @@ START_TEST(second_service_on_one_lease_is_einval)
     ck_assert(log_wait(from, LSVC_LOG_WARNING, "Could not connect", 5.0, NULL));
     ck_assert_int_eq(lsvc_start(b, 0), 0);
     ck_assert(log_wait(from, LSVC_LOG_ERROR, "one lease serves one service", 5.0, NULL));
-    sleep_ms(200);
+    ck_assert(wait_skipped(b, 10, 10));
     ck_assert_int_eq(lsvc_stop(a, true), 0);
     ck_assert_int_eq(lsvc_stop(b, true), 0);
     /* Once, though every run of b asks. */
