@@ -489,8 +489,7 @@ static int fail_start(lsvc_group *g, const char *what, int rc)
 {
     char why[128];
 
-    if (strerror_r(rc, why, sizeof why) != 0)
-        snprintf(why, sizeof why, "error %d", rc);
+    lsvc__strerror(rc, why, sizeof why);
     lsvc__log(LSVC_LOG_ERROR, "loopsvc", "Could not start %s: %s; stopping the group.",
               what, why);
     lsvc_group_stop(g);

@@ -204,6 +204,8 @@ LSVC_HIDDEN bool lsvc__log_enabled(int level);
 LSVC_HIDDEN void lsvc__log(int level, const char *logger, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 LSVC_HIDDEN void lsvc__log_value(char *out, size_t size, const char *value);
+/* strerror_r's text for err, or "error <err>" when it has none. */
+LSVC_HIDDEN void lsvc__strerror(int err, char *out, size_t size);
 LSVC_HIDDEN void lsvc__ratelimit_init(struct lsvc_ratelimit *rl,
                                       int64_t period_ns);
 LSVC_HIDDEN bool lsvc__ratelimit_admit(struct lsvc_ratelimit *rl,

@@ -28,8 +28,7 @@ static void warn_error(lsvc *svc, int rc, int64_t now_ns)
 
     if (!lsvc__ratelimit_admit(&svc->lease_rl, now_ns, &suppressed))
         return;
-    if (strerror_r(rc, why, sizeof why) != 0)
-        snprintf(why, sizeof why, "error %d", rc);
+    lsvc__strerror(rc, why, sizeof why);
     lsvc__log(LSVC_LOG_WARNING, svc->logger,
               "Could not learn whether this replica holds the lease of %s: "
               "%s. Skipping its run.%s",

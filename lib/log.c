@@ -159,6 +159,12 @@ void lsvc_set_log_level(int level)
     atomic_store(&log_level, level);
 }
 
+void lsvc__strerror(int err, char *out, size_t size)
+{
+    if (strerror_r(err, out, size) != 0)
+        snprintf(out, size, "error %d", err);
+}
+
 void lsvc__ratelimit_init(struct lsvc_ratelimit *rl, int64_t period_ns)
 {
     *rl = (struct lsvc_ratelimit){ .period_ns = period_ns };

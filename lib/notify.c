@@ -166,8 +166,7 @@ void lsvc__notifier_log_errors(struct lsvc_notifier *n)
 
     if (err == 0)
         return;
-    if (strerror_r(err, why, sizeof why) != 0)
-        snprintf(why, sizeof why, "error %d", err);
+    lsvc__strerror(err, why, sizeof why);
     lsvc__log(LSVC_LOG_WARNING, "loopsvc",
               "Could not notify systemd through NOTIFY_SOCKET: %s.", why);
 }
