@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,10 @@ struct lsvc_group {
     bool quit;                /* tells the signal thread to end */
     bool has_signal_thread;
     pthread_t signal_thread;
-    pthread_t starter;        /* the thread whose mask start changed */
+    /* lsvc__thread_token() of the signal thread, written by that thread
+     * as it begins; compared with the caller's to refuse a wait from it. */
+    _Atomic uint64_t signal_token;
+    uint64_t starter;         /* token of the thread whose mask start changed */
     sigset_t unblock_at_end;  /* what start blocked in it that was not blocked */
     size_t enabled;           /* services the environment left enabled */
     /* Written by the starter while STARTING, and read by others only once
@@ -329,6 +333,7 @@ static void *signal_main(void *arg)
     lsvc_group *g = arg;
 
     lsvc__thread_name("lsvc-signals");
+    atomic_store(&g->signal_token, lsvc__thread_token());
     for (;;) {
         int sig;
 
@@ -406,7 +411,7 @@ static int finish(lsvc_group *g)
         pthread_kill(g->signal_thread, g->wake_signal);
         pthread_mutex_unlock(&g->lock);
         pthread_join(g->signal_thread, NULL);
-        if (pthread_equal(g->starter, pthread_self()))
+        if (g->starter == lsvc__thread_token())
             pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);
     }
     release(g);
@@ -424,7 +429,7 @@ static int start_signal_thread(lsvc_group *g)
     rc = pthread_sigmask(SIG_BLOCK, &g->signals, &old);
     if (rc != 0)
         return rc;
-    g->starter = pthread_self();
+    g->starter = lsvc__thread_token();
     sigemptyset(&g->unblock_at_end);
     for (int sig = 1; sig <= LSVC_SIG_LAST; sig++)
         if (sigismember(&g->signals, sig) == 1 && sigismember(&old, sig) == 0)
@@ -566,8 +571,9 @@ int lsvc_group_wait(lsvc_group *g)
     /* Waiting for itself is wrong in any state, so it is checked first:
      * from a service, or from a log sink on the signal or watchdog
      * thread. */
-    if ((g->has_signal_thread && pthread_equal(g->signal_thread, pthread_self())) ||
-        (g->has_watchdog && pthread_equal(g->watchdog.thread, pthread_self())))
+    uint64_t self = lsvc__thread_token();
+    if (self == atomic_load(&g->signal_token) ||
+        self == atomic_load(&g->watchdog.token))
         rc = EDEADLK;
     for (size_t i = 0; rc == 0 && i < g->count; i++)
         if (lsvc__is_own_thread(g->svcs[i]))

@@ -183,6 +183,7 @@ struct lsvc_watchdog {
     pthread_cond_t cond;      /* CLOCK_MONOTONIC; signalled by quit */
     bool quit;
     pthread_t thread;
+    _Atomic uint64_t token;   /* lsvc__thread_token() of `thread` */
 };
 LSVC_HIDDEN int lsvc__watchdog_start(struct lsvc_watchdog *w);
 LSVC_HIDDEN void lsvc__watchdog_stop(struct lsvc_watchdog *w);
@@ -198,6 +199,8 @@ LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
 LSVC_HIDDEN void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns);
 LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
 LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
+LSVC_HIDDEN bool lsvc__is_usable_signal(int sig);
+LSVC_HIDDEN uint64_t lsvc__thread_token(void);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

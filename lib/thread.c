@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -35,6 +36,20 @@ bool lsvc__is_fault_signal(int sig)
         if (fault_signals[i] == sig)
             return true;
     return false;
+}
+
+/* A pthread_t may be given to a new thread once the old one is joined, so
+ * "is this the thread that did X" compares tokens: numbers handed out
+ * once per thread, at its first call, and never again while the process
+ * lives. */
+uint64_t lsvc__thread_token(void)
+{
+    static atomic_uint_fast64_t next = 1;
+    static _Thread_local uint64_t token;
+
+    if (token == 0)
+        token = (uint64_t)atomic_fetch_add(&next, 1);
+    return token;
 }
 
 /* The new thread inherits the creator's mask. Blocking everything around

@@ -52,6 +52,7 @@ static void *watchdog_main(void *arg)
     int64_t due = lsvc__now_ns();
 
     lsvc__thread_name("lsvc-watchdog");
+    atomic_store(&w->token, lsvc__thread_token());
     pthread_mutex_lock(&w->lock);
     while (!w->quit) {
         int64_t now = lsvc__now_ns();
