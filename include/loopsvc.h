@@ -320,9 +320,11 @@ LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
  * Sets the signals the group's signal thread waits for; NULL or an empty
  * set means none, and no signal thread (the seed's handle_signals=False).
  * The default is SIGINT and SIGTERM. Returns EINVAL (the set holds SIGKILL,
- * SIGSTOP, or a signal that faults raise in the faulting thread: SIGSEGV,
- * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) or EBUSY (the group
- * is started: every lsvc_group_set_* call needs a group that is not).
+ * SIGSTOP, a signal that faults raise in the faulting thread: SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT, or one the C library
+ * keeps for itself and sigaddset refuses, such as glibc's 32 and 33) or
+ * EBUSY (the group is started: every lsvc_group_set_* call needs a group
+ * that is not).
  */
 LSVC_API int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set);
 

@@ -150,7 +150,8 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
         for (int sig = LSVC_SIG_LAST; sig >= 1; sig--) {
             if (sigismember(set, sig) != 1)
                 continue;
-            if (sig == SIGKILL || sig == SIGSTOP || lsvc__is_fault_signal(sig))
+            if (sig == SIGKILL || sig == SIGSTOP || lsvc__is_fault_signal(sig) ||
+                !lsvc__is_usable_signal(sig))
                 return EINVAL;
             wake = sig;
         }
@@ -334,10 +335,16 @@ static void *signal_main(void *arg)
 
     lsvc__thread_name("lsvc-signals");
     atomic_store(&g->signal_token, lsvc__thread_token());
+    /* Cancelled only in sigwait, and only when finish() cannot send the
+     * wake-up: never while it holds a lock or runs the log sink. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     for (;;) {
-        int sig;
+        int sig, rc;
 
-        if (sigwait(&g->signals, &sig) != 0)
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        rc = sigwait(&g->signals, &sig);
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        if (rc != 0)
             continue;
         pthread_mutex_lock(&g->lock);
         bool quit = g->quit;
@@ -382,6 +389,19 @@ static void release(lsvc_group *g)
     pthread_mutex_unlock(&g->lock);
 }
 
+/* The wake-up could not be sent: the thread is ended in its sigwait
+ * instead, where it holds nothing. */
+static void cancel_signal_thread(lsvc_group *g, int err)
+{
+    char why[128];
+
+    lsvc__strerror(err, why, sizeof why);
+    lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+              "Could not wake the group's signal thread with %s: %s. "
+              "Cancelling it instead.", signal_name(g->wake_signal), why);
+    pthread_cancel(g->signal_thread);
+}
+
 /* Waits for every service (each within its stop bound once the group is
  * stopping), ends the group's threads and gives the starter its mask
  * back. */
@@ -408,8 +428,10 @@ static int finish(lsvc_group *g)
          * before the thread can see `quit`. */
         pthread_mutex_lock(&g->lock);
         g->quit = true;
-        pthread_kill(g->signal_thread, g->wake_signal);
+        int err = pthread_kill(g->signal_thread, g->wake_signal);
         pthread_mutex_unlock(&g->lock);
+        if (err != 0)
+            cancel_signal_thread(g, err);
         pthread_join(g->signal_thread, NULL);
         if (g->starter == lsvc__thread_token())
             pthread_sigmask(SIG_UNBLOCK, &g->unblock_at_end, NULL);

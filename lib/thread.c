@@ -30,6 +30,17 @@ static const int fault_signals[] = {
     SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT,
 };
 
+/* Whether a program may wait for sig: the C library keeps some signals
+ * for itself (glibc 32 and 33, musl 32 to 34), and sigaddset refuses
+ * them, although a set built with bit operations can hold them. */
+bool lsvc__is_usable_signal(int sig)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    return sigaddset(&set, sig) == 0;
+}
+
 bool lsvc__is_fault_signal(int sig)
 {
     for (size_t i = 0; i < sizeof fault_signals / sizeof fault_signals[0]; i++)
