@@ -400,8 +400,9 @@ LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
  * nothing to run, and lsvc_group_wait returns at once. The first signal logs
  * "received SIGTERM: stopping N services." at INFO and stops the group
  * with lsvc_group_stop; a later one, or any once the group is stopping,
- * logs which services are still running. A signal already pending stops
- * the group at once.
+ * logs which services are still running. A group signal already pending
+ * stops the group at once, whether it was sent to the process (kill) or,
+ * while blocked, raise()d in the calling thread.
  *
  * Signal rule: a signal is delivered to any thread that does not block it,
  * so every thread of the process must block the group's signals, or one of

@@ -440,6 +440,33 @@ static int finish(lsvc_group *g)
     return rc;
 }
 
+/* A group signal raise()d in this thread while it was blocked is pending
+ * here, where the signal thread cannot take it: it is taken and sent to
+ * the process instead, so that it stops the group as one sent with kill()
+ * would. */
+static void pass_pending_to_process(const sigset_t *signals)
+{
+#if defined(_POSIX_REALTIME_SIGNALS) && _POSIX_REALTIME_SIGNALS > 0
+    static const struct timespec now;
+    sigset_t pending;
+
+    if (sigpending(&pending) != 0)
+        return;
+    for (int sig = 1; sig <= LSVC_SIG_LAST; sig++) {
+        sigset_t one;
+
+        if (sigismember(signals, sig) != 1 || sigismember(&pending, sig) != 1)
+            continue;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        if (sigtimedwait(&one, NULL, &now) == sig)
+            kill(getpid(), sig);
+    }
+#else
+    (void)signals;
+#endif
+}
+
 static int start_signal_thread(lsvc_group *g)
 {
     static const lsvc_options defaults;
@@ -452,6 +479,7 @@ static int start_signal_thread(lsvc_group *g)
     if (rc != 0)
         return rc;
     g->starter = lsvc__thread_token();
+    pass_pending_to_process(&g->signals);
     sigemptyset(&g->unblock_at_end);
     for (int sig = 1; sig <= LSVC_SIG_LAST; sig++)
         if (sigismember(&g->signals, sig) == 1 && sigismember(&old, sig) == 0)
