@@ -68,8 +68,10 @@ typedef struct lsvc_group lsvc_group; /* services that stop together */
  * outlive the services created from it.
  */
 typedef struct lsvc_class {
-    /* Required, non-empty. Used in log lines ("loopsvc.<name in lower
-     * case>") and as the thread name, cut to 15 bytes. Copied at create. */
+    /* Required, non-empty, with no control character (no byte below 0x20,
+     * nor 0x7f), so that it cannot break or forge a log line. Used in log
+     * lines ("loopsvc.<name in lower case>") and as the thread name, cut to
+     * 15 bytes. Copied at create. */
     const char *name;
     /* Interval between scheduled starts, in seconds; 0 means
      * LSVC_DEFAULT_LOOP_SECONDS. lsvc_options.loop_seconds overrides it. */
@@ -210,7 +212,8 @@ typedef struct lsvc_stats {
  * Creates a stopped service of class cls, passing arg to its callbacks.
  * opts may be NULL for the defaults. On success *out holds the service;
  * on failure *out is left untouched and nothing is allocated.
- * Returns EINVAL (out, cls or cls->run_once NULL; name NULL or empty; an
+ * Returns EINVAL (out, cls or cls->run_once NULL; name NULL, empty or
+ * holding a control character; an
  * interval that is NaN, infinite, negative or above LSVC_MAX_SECONDS, in
  * the class or the options; an initial delay out of that range; an unknown
  * missed policy; a stack below PTHREAD_STACK_MIN; a priority out of the

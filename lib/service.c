@@ -78,6 +78,18 @@ static int init_sync(lsvc *svc)
     return rc;
 }
 
+/* A name goes into log lines and thread names: a control character in it
+ * could end a log line early or forge one. */
+static bool name_ok(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return false;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return false;
+    return true;
+}
+
 int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
                 const lsvc_options *opts)
 {
@@ -87,7 +99,7 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     int rc;
 
     if (out == NULL || cls == NULL || cls->run_once == NULL ||
-        cls->name == NULL || cls->name[0] == '\0')
+        !name_ok(cls->name))
         return EINVAL;
     if (opts == NULL)
         opts = &defaults;
