@@ -246,9 +246,11 @@ LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
  * wake the thread (a sleeping service wakes at once; in precise mode
  * within 100 ms), and with block, wait for it to end and reap it. A run in
  * progress is never interrupted: the service finishes it, runs on_stop, and
- * ends. The wait is bounded by one loop interval (the seed's bound), but
- * never less than 100 ms; when it passes, a WARNING is logged, ETIMEDOUT is
- * returned, and the service can still be joined later.
+ * ends. The wait is bounded by the largest of: the interval; 100 ms (200
+ * ms in precise mode, where a sleeping service takes up to 100 ms to see
+ * the stop); and twice the longest run seen so far (lsvc_stats.max_run_ns).
+ * When it passes, a WARNING is logged, ETIMEDOUT is returned, and the
+ * service can still be joined later.
  * Without block it requests the stop and returns 0 at once: the way a
  * run_once ends its own service. Idempotent, safe from several threads at
  * once, and 0 on a service that never started.
@@ -259,9 +261,10 @@ LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
 LSVC_API int lsvc_stop(lsvc *svc, bool block);
 
 /*
- * lsvc_stop(svc, true) with a bound of `seconds` (0 to LSVC_MAX_SECONDS)
- * in place of the loop interval; 0 only checks. Returns EINVAL, ETIMEDOUT
- * (with a WARNING) or EDEADLK, as lsvc_stop does.
+ * lsvc_stop(svc, true) with a bound of `seconds` (0 to LSVC_MAX_SECONDS;
+ * less than 0: no bound) in place of lsvc_stop's; 0 only checks. Returns
+ * EINVAL (NaN, +infinity or above LSVC_MAX_SECONDS), ETIMEDOUT (with a
+ * WARNING) or EDEADLK, as lsvc_stop does.
  */
 LSVC_API int lsvc_stop_timeout(lsvc *svc, double seconds);
 

@@ -248,7 +248,7 @@ static bool take_services(lsvc_group *g)
     return true;
 }
 
-static int64_t stop_bound_ns(const lsvc_group *g, const lsvc *svc)
+static int64_t stop_bound_ns(const lsvc_group *g, lsvc *svc)
 {
     return g->stop_timeout_ns ? g->stop_timeout_ns : lsvc__stop_bound_ns(svc);
 }

@@ -135,7 +135,7 @@ LSVC_HIDDEN int lsvc__start(lsvc *svc, uint64_t loops, bool by_group);
 LSVC_HIDDEN uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns);
 LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, uint64_t generation,
                                     int64_t deadline_ns, bool follow_stop);
-LSVC_HIDDEN int64_t lsvc__stop_bound_ns(const lsvc *svc);
+LSVC_HIDDEN int64_t lsvc__stop_bound_ns(lsvc *svc);
 LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
 
 /* lease.c: whether this replica runs a due run. Service thread. */

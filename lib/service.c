@@ -297,11 +297,22 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
     return 0;
 }
 
-int64_t lsvc__stop_bound_ns(const lsvc *svc)
+/* The largest of: the interval; 100 ms, plus a precise step in precise
+ * mode, the longest a sleeping service may take to see the stop; and
+ * twice the longest run so far, which a stop may have to wait out. */
+int64_t lsvc__stop_bound_ns(lsvc *svc)
 {
-    int64_t interval = svc->interval_ns;
+    int64_t bound = LSVC_STOP_MIN_WAIT_NS;
+    int64_t interval = atomic_load(&svc->interval_ns);
 
-    return interval > LSVC_STOP_MIN_WAIT_NS ? interval : LSVC_STOP_MIN_WAIT_NS;
+    if (svc->opts.precise)
+        bound += LSVC_PRECISE_STEP_NS;
+    if (interval > bound)
+        bound = interval;
+    pthread_mutex_lock(&svc->lock);
+    int64_t runs = lsvc__add_ns(svc->stats.max_run_ns, svc->stats.max_run_ns);
+    pthread_mutex_unlock(&svc->lock);
+    return runs > bound ? runs : bound;
 }
 
 static int stop_and_wait(lsvc *svc, int64_t bound_ns)
@@ -345,9 +356,11 @@ int lsvc_stop(lsvc *svc, bool block)
 
 int lsvc_stop_timeout(lsvc *svc, double seconds)
 {
-    int64_t bound_ns;
+    int64_t bound_ns = LSVC_FOREVER;
 
-    if (svc == NULL || lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
+    if (svc == NULL || seconds != seconds)
+        return EINVAL;
+    if (seconds >= 0 && lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
         return EINVAL;
     return stop_and_wait(svc, bound_ns);
 }
