@@ -52,11 +52,15 @@ struct lane {
     size_t cap, n;
     int64_t first_due, last_due;     /* of the first and last stored tick */
     int64_t first_start, last_start;
+    /* Consecutive starts closer than close_ns: under the default missed
+     * run rule, none may be (interval minus its tolerance). */
+    int64_t close_ns, prev_start, min_gap;
+    uint64_t close;
 };
 
 /* Variants of one runner, chosen by the impl table. */
 enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4, VAR_LEASE_PG = 8,
-       VAR_LEASE_REDIS = 16 };
+       VAR_LEASE_REDIS = 16, VAR_STALL = 32 };
 
 /* One block: what every runner is given. */
 struct block_spec {
@@ -108,6 +112,8 @@ struct result {
     double period_error_measured_ppm; /* from actual starts */
     int64_t final_lateness_ns;
     uint64_t late_over_interval;      /* wakes later than one interval */
+    int64_t min_gap_ns;               /* closest two consecutive starts */
+    uint64_t close_starts;            /* starts closer than lane.close_ns */
 };
 
 /* A growing pool of lateness samples for one impl, across blocks. */
@@ -236,6 +242,13 @@ long statm_resident_pages(void);
  * JSON schema. */
 extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
     IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
-    IMPL_LEASE_PG, IMPL_LEASE_REDIS;
+    IMPL_LEASE_PG, IMPL_LEASE_REDIS, IMPL_STALLED;
+
+/* The library's tolerance under LSVC_MISSED_DELAY (loopsvc.h): two run
+ * starts are never closer than the interval minus this. */
+static inline int64_t delay_tolerance_ns(int64_t interval_ns)
+{
+    return interval_ns / 2 < 5 * NS_PER_MS ? interval_ns / 2 : 5 * NS_PER_MS;
+}
 
 #endif /* LOOPSVC_BENCH_H */

@@ -25,7 +25,8 @@ static void lanes_free(struct lane *lanes, size_t count)
     free(lanes);
 }
 
-static int lanes_alloc(struct lane **lanes, size_t count, size_t cap)
+static int lanes_alloc(struct lane **lanes, size_t count, size_t cap,
+                       int64_t close_ns)
 {
     struct lane *l = calloc(count, sizeof *l);
 
@@ -33,6 +34,7 @@ static int lanes_alloc(struct lane **lanes, size_t count, size_t cap)
         return ENOMEM;
     for (size_t i = 0; i < count; i++) {
         l[i].cap = cap;
+        l[i].close_ns = close_ns;
         l[i].late = malloc((cap ? cap : 1) * sizeof *l[i].late);
         if (l[i].late == NULL) {
             lanes_free(l, count);
@@ -50,6 +52,13 @@ void lane_put(struct lane *l, size_t tick, int64_t due, int64_t start)
     size_t i = tick - 1;
 
     l->late[i] = start - due;
+    if (i > 0) {
+        int64_t gap = start - l->prev_start;
+        if (i == 1 || gap < l->min_gap)
+            l->min_gap = gap;
+        l->close += gap < l->close_ns;
+    }
+    l->prev_start = start;
     if (i == 0) {
         l->first_due = due;
         l->first_start = start;
@@ -142,7 +151,9 @@ int run_block(const struct impl *impl, const struct block_spec *spec,
 
     s.variant |= impl->variant;
     memset(info, 0, sizeof *info);
-    if ((rc = lanes_alloc(&lanes, s.instances, s.ticks)) != 0)
+    rc = lanes_alloc(&lanes, s.instances, s.ticks,
+                     s.interval_ns - delay_tolerance_ns(s.interval_ns));
+    if (rc != 0)
         return rc;
     rc = impl->run(&s, lanes, info);
     for (size_t i = 0; rc == 0 && i < s.instances; i++)
@@ -156,6 +167,7 @@ int run_block(const struct impl *impl, const struct block_spec *spec,
 const struct impl IMPL_CONDVAR = { "loopsvc-condvar", ours_run, 0 };
 const struct impl IMPL_PRECISE = { "loopsvc-precise", ours_run, VAR_PRECISE };
 const struct impl IMPL_BURST = { "loopsvc-burst", ours_run, VAR_BURST };
+const struct impl IMPL_STALLED = { "loopsvc-stalled", ours_run, VAR_STALL };
 const struct impl IMPL_NANOSLEEP = { "clock_nanosleep", nanosleep_run, 0 };
 const struct impl IMPL_REBASE = { "seed-rebase", nanosleep_run, VAR_REBASE };
 const struct impl IMPL_TIMERFD = { "timerfd", timerfd_run, 0 };

@@ -14,13 +14,13 @@ RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
 IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
          "timerfd", "posix_timer", "libuv", "seed-rebase", "loopsvc-burst",
-         "raw-wake-join"}
+         "raw-wake-join", "loopsvc-stalled"}
 PER_BENCH_RESULT = {
     "jitter": (),
     "stop": (),
     "scale": ("services", "cpu_ns_per_wake", "start_ns"),
     "drift": ("loops", "period_error_ppm", "period_error_measured_ppm",
-              "final_lateness_ns"),
+              "final_lateness_ns", "min_gap_ns", "close_starts"),
 }
 PER_BENCH_TOP = {
     "jitter": (),

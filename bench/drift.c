@@ -13,6 +13,11 @@
  * seed's next = actual start + I) falls behind by every wake's lateness.
  * loopsvc-burst (condvar mode, LSVC_MISSED_BURST) runs every grid point,
  * so it shows the schedule itself apart from the default rule's moves.
+ * loopsvc-stalled is the default rule with late wakes injected: a lease
+ * that is always held, but whose every 50th answer takes 3.5 intervals.
+ * Each impl also reports the closest two consecutive starts and how many
+ * were closer than the interval minus the default rule's tolerance,
+ * which under that rule must be none, late wakes or not.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -58,6 +63,8 @@ static int drift_one(const struct bench_opts *o, const struct drift_run *run,
     r->has = HAS_DRIFT;
     r->loops = l->n;
     r->late_over_interval = over;
+    r->min_gap_ns = l->min_gap;
+    r->close_starts = l->close;
     r->period_error_ppm = ppm(l->last_due - l->first_due, l->n, interval);
     r->period_error_measured_ppm = ppm(l->last_start - l->first_start, l->n, interval);
     r->final_lateness_ns = l->last_start - (l->first_due + (int64_t)(l->n - 1) * interval);
@@ -83,6 +90,7 @@ int bench_drift(const struct bench_opts *o)
         runs[nruns++] = (struct drift_run){ &IMPL_CONDVAR, 2 * loops };
         runs[nruns++] = (struct drift_run){ &IMPL_BURST, loops };
         runs[nruns++] = (struct drift_run){ &IMPL_BURST, 2 * loops };
+        runs[nruns++] = (struct drift_run){ &IMPL_STALLED, loops };
     }
     if (o->modes & MODE_PRECISE) {
         runs[nruns++] = (struct drift_run){ &IMPL_PRECISE, loops };

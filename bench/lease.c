@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,11 +34,47 @@ const struct impl IMPL_LEASE_REDIS = { "loopsvc+redis", ours_run,
  * lease that a server or another bench holds. */
 static char lease_ns[64];
 
+/* The stalling lease of loopsvc-stalled (drift): always held, but every
+ * STALL_EVERY-th answer takes STALL_INTERVALS intervals, as a slow store
+ * or a stalled machine would make it; the run then starts that late. */
+#define STALL_EVERY 50
+#define STALL_INTERVALS 3.5
+
+struct stall {
+    uint64_t calls;    /* touched only by the service thread */
+    int64_t stall_ns;
+};
+
+static int stall_acquire(void *ctx, lsvc *svc, bool *held)
+{
+    struct stall *st = ctx;
+
+    (void)svc;
+    if (++st->calls % STALL_EVERY == 0) {
+        struct timespec ts = ns_to_ts(st->stall_ns);
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+    }
+    *held = true;
+    return 0;
+}
+
+static const lsvc_lease_ops stall_ops = { .acquire = stall_acquire };
+
 int bench_lease_attach(int variant, lsvc_options *opts, void **lease)
 {
     int rc = 0;
 
     *lease = NULL;
+    if (variant & VAR_STALL) {
+        struct stall *st = calloc(1, sizeof *st);
+        if (st == NULL)
+            return ENOMEM;
+        st->stall_ns = (int64_t)(STALL_INTERVALS * opts->loop_seconds * 1e9);
+        opts->lease = &stall_ops;
+        opts->lease_ctx = st;
+        *lease = st;
+    }
 #if HAVE_LOOPSVC_PG
     if (variant & VAR_LEASE_PG) {
         lsvc_pg_lease *l;
@@ -63,6 +100,8 @@ void bench_lease_free(int variant, void *lease)
 {
     if (lease == NULL)
         return;
+    if (variant & VAR_STALL)
+        free(lease);
 #if HAVE_LOOPSVC_PG
     if (variant & VAR_LEASE_PG)
         lsvc_pg_lease_destroy(lease);

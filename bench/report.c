@@ -103,8 +103,9 @@ void print_results(const struct result *r, size_t count, unsigned has)
         printf(" %5s", "N");
     printf(" %9s %8s", "slack ns", "samples");
     if (drift)
-        printf(" %9s %9s %9s %6s %11s %11s %11s\n", "p50 us", "p99 us", "max us",
-               "> I", "ppm sched", "ppm actual", "final us");
+        printf(" %9s %9s %9s %6s %11s %11s %11s %9s %6s\n", "p50 us", "p99 us",
+               "max us", "> I", "ppm sched", "ppm actual", "final us",
+               "gap us", "close");
     else
         printf(" %8s %8s %8s %8s %8s %8s %9s%s\n", "min us", "mean", "p50", "p90",
                "p99", "p99.9", "max", scale ? "  cpu/wake us  start ms" : "");
@@ -117,10 +118,12 @@ void print_results(const struct result *r, size_t count, unsigned has)
             printf(" %5d", x->services);
         printf(" %9ld %8zu", x->slack_ns, s->samples);
         if (drift) {
-            printf(" %9.1f %9.1f %9.1f %6llu %11.2f %11.2f %11.1f\n", us(s->p50),
-                   us(s->p99), us(s->max), (unsigned long long)x->late_over_interval,
-                   x->period_error_ppm,
-                   x->period_error_measured_ppm, us(x->final_lateness_ns));
+            printf(" %9.1f %9.1f %9.1f %6llu %11.2f %11.2f %11.1f %9.1f %6llu\n",
+                   us(s->p50), us(s->p99), us(s->max),
+                   (unsigned long long)x->late_over_interval,
+                   x->period_error_ppm, x->period_error_measured_ppm,
+                   us(x->final_lateness_ns), us(x->min_gap_ns),
+                   (unsigned long long)x->close_starts);
             continue;
         }
         printf(" %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f", us(s->min), us(s->mean),
@@ -211,10 +214,12 @@ void json_results(const struct result *r, size_t count)
         if (x->has & HAS_DRIFT)
             printf(", \"loops\": %llu, \"period_error_ppm\": %.3f, "
                    "\"period_error_measured_ppm\": %.3f, \"final_lateness_ns\": %lld, "
-                   "\"wakes_late_over_interval\": %llu",
+                   "\"wakes_late_over_interval\": %llu, \"min_gap_ns\": %lld, "
+                   "\"close_starts\": %llu",
                    (unsigned long long)x->loops, x->period_error_ppm,
                    x->period_error_measured_ppm, (long long)x->final_lateness_ns,
-                   (unsigned long long)x->late_over_interval);
+                   (unsigned long long)x->late_over_interval,
+                   (long long)x->min_gap_ns, (unsigned long long)x->close_starts);
         putchar('}');
     }
     putchar(']');

@@ -97,8 +97,10 @@ typedef struct lsvc_class {
  * that starts at 10 and takes 25 (it ends at 35):
  *
  *   LSVC_MISSED_DELAY  next run at 35, then 45, 55, ...  The grid moves:
- *                      next = max(scheduled_start + interval, now). The
- *                      seed's rule; no burst, no drift while runs keep time.
+ *                      next = max(base + interval, now), where base is
+ *                      the run's scheduled start, or its actual start
+ *                      when it started more than the tolerance late.
+ *                      No burst, and no drift while runs keep time.
  *   LSVC_MISSED_SKIP   next run at 40, then 50, 60, ...  The grid stays;
  *                      the points already past (20, 30) are skipped and
  *                      counted in lsvc_stats.missed.
@@ -111,6 +113,15 @@ typedef enum lsvc_missed {
     LSVC_MISSED_SKIP,
     LSVC_MISSED_BURST,
 } lsvc_missed;
+
+/*
+ * LSVC_MISSED_DELAY's tolerance is the smaller of 5 ms and half the
+ * interval. Lateness within it (ordinary wake-up lateness) never moves
+ * the grid; a run that starts later than that (a slow lease, a stalled
+ * machine) re-bases the schedule on its actual start, so that the next
+ * run is not due at once. Under DELAY, two run starts are never closer
+ * than the interval minus the tolerance.
+ */
 
 /*
  * A lease: when a server runs as several replicas, it lets one replica at

@@ -33,6 +33,10 @@
  * long a stop request can go unnoticed there. */
 #define LSVC_PRECISE_STEP_NS (100 * INT64_C(1000000))
 
+/* Under LSVC_MISSED_DELAY, a run that starts later than the smaller of
+ * this and half the interval re-bases the schedule on its actual start. */
+#define LSVC_DELAY_TOLERANCE_NS (5 * INT64_C(1000000))
+
 /* Overrun warnings per service: the first at once, then at most one per
  * this period. */
 #define LSVC_OVERRUN_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
@@ -125,6 +129,8 @@ LSVC_HIDDEN int lsvc__seconds_to_ns(double seconds, bool zero_ok, int64_t *out);
 LSVC_HIDDEN int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
                                    int64_t interval_ns, int64_t now_ns,
                                    uint64_t *skipped);
+LSVC_HIDDEN int64_t lsvc__run_base(lsvc_missed policy, int64_t due_ns,
+                                   int64_t begin_ns, int64_t interval_ns);
 LSVC_HIDDEN int64_t lsvc__add_ns(int64_t a, int64_t b);
 
 /* loop.c: the body of a service thread. */

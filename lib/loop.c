@@ -164,7 +164,9 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         int64_t interval = svc->interval_ns;
         bool overrun = run_ns > interval;
         uint64_t skipped;
-        int64_t next = lsvc__next_due(svc->opts.missed, due, interval, end, &skipped);
+        int64_t base = lsvc__run_base(svc->opts.missed, due, begin, interval);
+        int64_t next = lsvc__next_due(svc->opts.missed, base, interval, end,
+                                      &skipped);
 
         lsvc__stats_end_run(svc, run_ns, rc != 0, overrun, skipped);
         if (rc != 0)

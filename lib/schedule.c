@@ -31,6 +31,24 @@ int64_t lsvc__add_ns(int64_t a, int64_t b)
     return a + b;
 }
 
+/* What the next due time counts from: the run's due time, except under
+ * DELAY for a run that started more than the tolerance late (a slow
+ * lease, a stalled machine), whose actual start is the new base. Lateness
+ * within the tolerance never moves the grid, and two starts are never
+ * closer than the interval minus the tolerance: without the re-base, the
+ * run after a late one would be due at once. */
+int64_t lsvc__run_base(lsvc_missed policy, int64_t due_ns, int64_t begin_ns,
+                       int64_t interval_ns)
+{
+    int64_t tolerance = interval_ns / 2;
+
+    if (tolerance > LSVC_DELAY_TOLERANCE_NS)
+        tolerance = LSVC_DELAY_TOLERANCE_NS;
+    if (policy == LSVC_MISSED_DELAY && begin_ns - due_ns > tolerance)
+        return begin_ns;
+    return due_ns;
+}
+
 int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
                        int64_t interval_ns, int64_t now_ns, uint64_t *skipped)
 {
