@@ -26,7 +26,7 @@ struct lsvc_group {
      * the stop timeout change only while the group is idle, so the
      * group's own threads read them without the lock while it is not. */
     pthread_mutex_t lock;
-    lsvc **svcs;
+    struct lsvc_member *members;
     size_t count, cap;
     sigset_t signals;
     int wake_signal;          /* a member of `signals`; 0 = handle none */
@@ -101,6 +101,19 @@ int lsvc_group_create(lsvc_group **out)
     return 0;
 }
 
+/* Room for twice as many services. Group lock held. */
+static int grow(lsvc_group *g)
+{
+    size_t cap = g->cap ? 2 * g->cap : 8;
+    struct lsvc_member *members = realloc(g->members, cap * sizeof *members);
+
+    if (members == NULL)
+        return ENOMEM;
+    g->members = members;
+    g->cap = cap;
+    return 0;
+}
+
 int lsvc_group_add(lsvc_group *g, lsvc *svc)
 {
     int rc = 0;
@@ -108,24 +121,14 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
     if (g == NULL || svc == NULL)
         return EINVAL;
     pthread_mutex_lock(&g->lock);
-    pthread_mutex_lock(&svc->lock);
-    if (g->state != GROUP_IDLE || svc->group != NULL) {
+    if (g->state != GROUP_IDLE)
         rc = EBUSY;
-    } else if (g->count == g->cap) {
-        size_t cap = g->cap ? 2 * g->cap : 8;
-        lsvc **svcs = realloc(g->svcs, cap * sizeof *svcs);
-        if (svcs == NULL) {
-            rc = ENOMEM;
-        } else {
-            g->svcs = svcs;
-            g->cap = cap;
-        }
-    }
-    if (rc == 0) {
-        g->svcs[g->count++] = svc;
-        svc->group = g;
-    }
-    pthread_mutex_unlock(&svc->lock);
+    else if (g->count == g->cap)
+        rc = grow(g);
+    if (rc == 0)
+        rc = lsvc__group_join(svc, g);
+    if (rc == 0)
+        g->members[g->count++] = (struct lsvc_member){ .svc = svc };
     pthread_mutex_unlock(&g->lock);
     return rc;
 }
@@ -219,31 +222,16 @@ int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
 
 /* While the group is started its services are its own: lsvc_start on one
  * is EBUSY, so no other caller can start one the group then stops, nor
- * restart one the group is waiting for. Sets or clears it on the first n
- * services. */
-static void set_owned(lsvc_group *g, size_t n, bool owned)
-{
-    for (size_t i = 0; i < n; i++) {
-        pthread_mutex_lock(&g->svcs[i]->lock);
-        g->svcs[i]->group_owned = owned;
-        pthread_mutex_unlock(&g->svcs[i]->lock);
-    }
-}
-
-/* Takes every service, or none when one is running. Group lock held. */
+ * restart one the group is waiting for. Takes every service, or none when
+ * one is running. Group lock held. */
 static bool take_services(lsvc_group *g)
 {
     for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->svcs[i];
-
-        pthread_mutex_lock(&svc->lock);
-        bool running = svc->state == LSVC_THREAD_RUNNING;
-        svc->group_owned = !running;
-        pthread_mutex_unlock(&svc->lock);
-        if (running) {
-            set_owned(g, i, false);
-            return false;
-        }
+        if (lsvc__group_claim(g->members[i].svc))
+            continue;
+        while (i-- > 0)
+            lsvc__group_release(g->members[i].svc);
+        return false;
     }
     return true;
 }
@@ -284,8 +272,8 @@ int lsvc_group_stop(lsvc_group *g)
      * caller from any thread must not see the group end and be freed
      * halfway through; requests take only each service's lock, briefly. */
     for (size_t i = 0; i < g->count; i++)
-        lsvc__request_stop(g->svcs[i],
-                           lsvc__add_ns(stop_at, stop_bound_ns(g, g->svcs[i])));
+        lsvc__request_stop(g->members[i].svc,
+                           lsvc__add_ns(stop_at, stop_bound_ns(g, g->members[i].svc)));
     /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
     if (g->state == GROUP_STARTED)
         send_stopping(g);
@@ -299,10 +287,10 @@ static void log_still_running(lsvc_group *g, int sig)
     size_t len = 0;
 
     for (size_t i = 0; i < g->count && len < sizeof names; i++) {
-        if (!lsvc_is_running(g->svcs[i]))
+        if (!lsvc_is_running(g->members[i].svc))
             continue;
         int n = snprintf(names + len, sizeof names - len, "%s%s",
-                         len ? ", " : "", g->svcs[i]->name);
+                         len ? ", " : "", g->members[i].svc->name);
         len += n > 0 ? (size_t)n : 0;
     }
     if (len == 0)
@@ -371,19 +359,16 @@ static void *signal_main(void *arg)
 }
 
 /* Ends a start or a run of the group: the services are the group's no
- * longer, and have their code's intervals again. */
+ * longer, and have their code's intervals again (one left running keeps
+ * the environment's until its thread ends). */
 static void release(lsvc_group *g)
 {
     lsvc__notifier_log_errors(&g->notifier);
-    /* One left running, stuck, keeps the interval it runs on until it
-     * ends; the next group start sets it anew. */
-    for (size_t i = 0; i < g->count; i++)
-        if (!lsvc_is_running(g->svcs[i]))
-            atomic_store(&g->svcs[i]->interval_ns, g->svcs[i]->code_interval_ns);
     pthread_mutex_lock(&g->lock);
     lsvc__notifier_close(&g->notifier);
     g->has_signal_thread = g->has_watchdog = false;
-    set_owned(g, g->count, false);
+    for (size_t i = 0; i < g->count; i++)
+        lsvc__group_release(g->members[i].svc);
     g->state = GROUP_IDLE;
     g->stopping = g->waiting = false;
     pthread_mutex_unlock(&g->lock);
@@ -410,7 +395,7 @@ static int finish(lsvc_group *g)
     int rc = 0;
 
     for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->svcs[i];
+        lsvc *svc = g->members[i].svc;
 
         if (lsvc__wait_and_reap(svc, 0, LSVC_FOREVER, true) != ETIMEDOUT)
             continue;
@@ -507,14 +492,14 @@ static int start_signal_thread(lsvc_group *g)
 static void apply_settings(lsvc_group *g)
 {
     for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->svcs[i];
+        lsvc *svc = g->members[i].svc;
         struct lsvc_settings set = {true, svc->code_interval_ns};
 
         if (g->use_environment)
             lsvc__settings_read(svc, &set);
-        atomic_store(&svc->interval_ns, set.interval_ns);
+        lsvc__override_interval(svc, set.interval_ns);
         pthread_mutex_lock(&g->lock);
-        svc->group_skip = !set.enabled;
+        g->members[i].skip = !set.enabled;
         g->enabled += set.enabled;
         pthread_mutex_unlock(&g->lock);
     }
@@ -528,7 +513,7 @@ static int start_watchdog(lsvc_group *g)
 {
     int rc;
 
-    g->watchdog.svcs = g->svcs;
+    g->watchdog.members = g->members;
     g->watchdog.count = g->count;
     g->watchdog.stuck_after = g->stuck_after;
     g->watchdog.notifier = &g->notifier;
@@ -583,9 +568,9 @@ int lsvc_group_start(lsvc_group *g)
     if (g->notifier.watchdog_ns > 0 && (rc = start_watchdog(g)) != 0)
         return fail_start(g, "the systemd watchdog thread", rc);
     for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->svcs[i];
+        lsvc *svc = g->members[i].svc;
 
-        if (svc->group_skip)
+        if (g->members[i].skip)
             continue;
         rc = lsvc__start(svc, 0, true);
         if (rc != 0)
@@ -626,7 +611,7 @@ int lsvc_group_wait(lsvc_group *g)
         self == atomic_load(&g->watchdog.token))
         rc = EDEADLK;
     for (size_t i = 0; rc == 0 && i < g->count; i++)
-        if (lsvc__is_own_thread(g->svcs[i]))
+        if (lsvc__is_own_thread(g->members[i].svc))
             rc = EDEADLK;
     if (rc == 0 && g->state != GROUP_STARTED)
         rc = EINVAL;
@@ -654,19 +639,16 @@ int lsvc_group_destroy(lsvc_group *g)
      * lsvc_group_stop on this group from its run_once. */
     bool busy = g->state != GROUP_IDLE;
     for (size_t i = 0; !busy && i < g->count; i++)
-        busy = lsvc_is_running(g->svcs[i]);
+        busy = lsvc_is_running(g->members[i].svc);
     if (busy) {
         pthread_mutex_unlock(&g->lock);
         return EBUSY;
     }
-    for (size_t i = 0; i < g->count; i++) {
-        pthread_mutex_lock(&g->svcs[i]->lock);
-        g->svcs[i]->group = NULL;
-        pthread_mutex_unlock(&g->svcs[i]->lock);
-    }
+    for (size_t i = 0; i < g->count; i++)
+        lsvc__group_leave(g->members[i].svc);
     pthread_mutex_unlock(&g->lock);
     pthread_mutex_destroy(&g->lock);
-    free(g->svcs);
+    free(g->members);
     free(g);
     return 0;
 }

@@ -72,8 +72,8 @@ struct lsvc {
 
     /* code_interval_ns, or the environment's while a group runs the
      * service. Set by a group start before the thread starts, and reset
-     * when the group ends unless a stuck thread was left running on it;
-     * read by any thread: atomic. */
+     * when the group releases the service or, for a thread still running
+     * then, when that thread ends; read by any thread: atomic. */
     _Atomic int64_t interval_ns;
 
     /* Protects every field from here to `overrun_rl`. */
@@ -97,11 +97,6 @@ struct lsvc {
     lsvc_stats stats;
     int64_t due_ns;           /* scheduled start of the current run; 0 = none yet */
     int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
-
-    /* Its group's: written and read under the group's lock, or by the
-     * group's own threads while it is started. */
-    bool group_skip;          /* disabled by the environment for this start */
-    int64_t stuck_run_ns;     /* run_begin_ns of the run reported stuck */
 
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
@@ -143,6 +138,18 @@ LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, uint64_t generation,
                                     int64_t deadline_ns, bool follow_stop);
 LSVC_HIDDEN int64_t lsvc__stop_bound_ns(lsvc *svc);
 LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
+LSVC_HIDDEN void lsvc__thread_finished(lsvc *svc);
+
+/* service.c: what a group does to its services, through these alone.
+ * join: EBUSY when svc is in a group already. claim: false when its
+ * thread runs; else only the group may start it until release, which
+ * also ends an interval override (at the latest when a thread still
+ * running then ends). */
+LSVC_HIDDEN int lsvc__group_join(lsvc *svc, lsvc_group *g);
+LSVC_HIDDEN void lsvc__group_leave(lsvc *svc);
+LSVC_HIDDEN bool lsvc__group_claim(lsvc *svc);
+LSVC_HIDDEN void lsvc__group_release(lsvc *svc);
+LSVC_HIDDEN void lsvc__override_interval(lsvc *svc, int64_t interval_ns);
 
 /* lease.c: whether this replica runs a due run. Service thread. */
 LSVC_HIDDEN bool lsvc__lease_acquire(lsvc *svc);
@@ -155,6 +162,11 @@ LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
 LSVC_HIDDEN void lsvc__stats_skip_run(lsvc *svc, uint64_t missed);
+LSVC_HIDDEN void lsvc__stats_lease_change(lsvc *svc, bool held,
+                                          int64_t now_ns);
+/* When the run in progress began (the lease's asking included); 0 when
+ * none is. */
+LSVC_HIDDEN int64_t lsvc__stats_run_begin(lsvc *svc);
 
 /* settings.c: a service's settings from the environment. */
 struct lsvc_settings {
@@ -178,9 +190,17 @@ LSVC_HIDDEN void lsvc__notify(struct lsvc_notifier *n, const char *state);
 LSVC_HIDDEN void lsvc__notifier_log_errors(struct lsvc_notifier *n);
 LSVC_HIDDEN void lsvc__notifier_close(struct lsvc_notifier *n);
 
+/* A service as its group sees it. */
+struct lsvc_member {
+    lsvc *svc;
+    bool skip;                /* disabled by the environment for this start */
+    int64_t stuck_run_ns;     /* run_begin_ns of the run the watchdog
+                               * reported stuck; 0 = none */
+};
+
 /* watchdog.c: WATCHDOG=1 while no service of a group is stuck. */
 struct lsvc_watchdog {
-    lsvc *const *svcs;        /* the group's, fixed while it is started */
+    struct lsvc_member *members; /* the group's, fixed while it is started */
     size_t count;
     double stuck_after;       /* intervals of one run */
     struct lsvc_notifier *notifier;

@@ -12,15 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void set_held(lsvc *svc, bool held, int64_t now_ns)
-{
-    pthread_mutex_lock(&svc->lock);
-    svc->stats.lease_held = held;
-    svc->stats.lease_since_ns = held ? now_ns : 0;
-    svc->stats.lease_changes++;
-    pthread_mutex_unlock(&svc->lock);
-}
-
 static void warn_error(lsvc *svc, int rc, int64_t now_ns)
 {
     uint64_t suppressed;
@@ -48,7 +39,7 @@ bool lsvc__lease_acquire(lsvc *svc)
     }
     if (held == svc->stats.lease_held)
         return held;
-    set_held(svc, held, now);
+    lsvc__stats_lease_change(svc, held, now);
     if (held)
         lsvc__log(LSVC_LOG_INFO, svc->logger,
                   "This replica now holds the lease of %s: it runs here.",
@@ -66,7 +57,7 @@ void lsvc__lease_release(lsvc *svc)
         return;
     if (svc->opts.lease->release != NULL)
         svc->opts.lease->release(svc->opts.lease_ctx, svc);
-    set_held(svc, false, 0);
+    lsvc__stats_lease_change(svc, false, 0);
     lsvc__log(LSVC_LOG_INFO, svc->logger,
               "Released the lease of %s as it stops.", svc->name);
 }

@@ -160,7 +160,6 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
         int64_t run_ns = end - begin;
-        /* Read once: a group's end may reset it while a stuck run goes on. */
         int64_t interval = svc->interval_ns;
         bool overrun = run_ns > interval;
         uint64_t skipped;
@@ -226,8 +225,7 @@ void *lsvc__service_main(void *arg)
     /* The last touch of svc: once FINISHED is seen, it may be joined and
      * freed. */
     pthread_mutex_lock(&svc->lock);
-    svc->state = LSVC_THREAD_FINISHED;
-    pthread_cond_broadcast(&svc->cond);
+    lsvc__thread_finished(svc);
     pthread_mutex_unlock(&svc->lock);
     return NULL;
 }

@@ -150,6 +150,57 @@ fail:
     return rc;
 }
 
+/* --- What a group does to its services ---------------------------------- */
+
+int lsvc__group_join(lsvc *svc, lsvc_group *g)
+{
+    pthread_mutex_lock(&svc->lock);
+    bool taken = svc->group != NULL;
+    if (!taken)
+        svc->group = g;
+    pthread_mutex_unlock(&svc->lock);
+    return taken ? EBUSY : 0;
+}
+
+void lsvc__group_leave(lsvc *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->group = NULL;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+bool lsvc__group_claim(lsvc *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    bool running = svc->state == LSVC_THREAD_RUNNING;
+    svc->group_owned = !running;
+    pthread_mutex_unlock(&svc->lock);
+    return !running;
+}
+
+void lsvc__override_interval(lsvc *svc, int64_t interval_ns)
+{
+    atomic_store(&svc->interval_ns, interval_ns);
+}
+
+/* The interval override ends with the group's claim; a thread still
+ * running (one a group stop gave up on) keeps it until the next start. */
+void lsvc__group_release(lsvc *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->group_owned = false;
+    if (svc->state != LSVC_THREAD_RUNNING)
+        atomic_store(&svc->interval_ns, svc->code_interval_ns);
+    pthread_mutex_unlock(&svc->lock);
+}
+
+/* Called by the service thread as it ends, with the lock held. */
+void lsvc__thread_finished(lsvc *svc)
+{
+    svc->state = LSVC_THREAD_FINISHED;
+    pthread_cond_broadcast(&svc->cond);
+}
+
 bool lsvc__is_own_thread(lsvc *svc)
 {
     pthread_mutex_lock(&svc->lock);

@@ -47,6 +47,24 @@ void lsvc__stats_skip_run(lsvc *svc, uint64_t missed)
     pthread_mutex_unlock(&svc->lock);
 }
 
+/* This replica gained (held) or lost the lease at now_ns. */
+void lsvc__stats_lease_change(lsvc *svc, bool held, int64_t now_ns)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->stats.lease_held = held;
+    svc->stats.lease_since_ns = held ? now_ns : 0;
+    svc->stats.lease_changes++;
+    pthread_mutex_unlock(&svc->lock);
+}
+
+int64_t lsvc__stats_run_begin(lsvc *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    int64_t begin = svc->run_begin_ns;
+    pthread_mutex_unlock(&svc->lock);
+    return begin;
+}
+
 void lsvc__stats_start_failed(lsvc *svc)
 {
     pthread_mutex_lock(&svc->lock);

@@ -18,26 +18,25 @@
 
 /* Whether svc is stuck now, logging when it becomes stuck and when the
  * stuck run ends. */
-static bool check_stuck(struct lsvc_watchdog *w, lsvc *svc, int64_t now)
+static bool check_stuck(struct lsvc_watchdog *w, struct lsvc_member *m,
+                        int64_t now)
 {
-    int64_t begin, interval = svc->interval_ns;
+    lsvc *svc = m->svc;
+    int64_t begin = lsvc__stats_run_begin(svc);
+    int64_t interval = svc->interval_ns;
     double limit = w->stuck_after * (double)interval;
 
-    pthread_mutex_lock(&svc->lock);
-    begin = svc->run_begin_ns;
-    pthread_mutex_unlock(&svc->lock);
-
     bool stuck = begin != 0 && (double)(now - begin) > limit;
-    if (stuck && svc->stuck_run_ns != begin) {
-        svc->stuck_run_ns = begin;
+    if (stuck && m->stuck_run_ns != begin) {
+        m->stuck_run_ns = begin;
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
                   "%s has been in one run for %.3g s, more than %g times its "
                   "interval of %g s: it counts as stuck, and the systemd "
                   "watchdog is not pinged until the run ends.",
                   svc->name, (double)(now - begin) / 1e9, w->stuck_after,
                   (double)interval / 1e9);
-    } else if (!stuck && svc->stuck_run_ns != 0 && svc->stuck_run_ns != begin) {
-        svc->stuck_run_ns = 0;
+    } else if (!stuck && m->stuck_run_ns != 0 && m->stuck_run_ns != begin) {
+        m->stuck_run_ns = 0;
         lsvc__log(LSVC_LOG_INFO, svc->logger,
                   "%s's stuck run has ended: pinging the systemd watchdog again.",
                   svc->name);
@@ -65,7 +64,7 @@ static void *watchdog_main(void *arg)
         pthread_mutex_unlock(&w->lock);
         bool stuck = false;
         for (size_t i = 0; i < w->count; i++)
-            stuck |= check_stuck(w, w->svcs[i], now);
+            stuck |= check_stuck(w, &w->members[i], now);
         if (!stuck)
             lsvc__notify(w->notifier, "WATCHDOG=1");
         lsvc__notifier_log_errors(w->notifier);
@@ -86,7 +85,7 @@ int lsvc__watchdog_start(struct lsvc_watchdog *w)
     int rc;
 
     for (size_t i = 0; i < w->count; i++)
-        w->svcs[i]->stuck_run_ns = 0;
+        w->members[i].stuck_run_ns = 0;
     w->quit = false;
     if ((rc = pthread_condattr_init(&cattr)) != 0)
         return rc;
