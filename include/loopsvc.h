@@ -372,8 +372,9 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  * code's value. The values are read with getenv(): no thread may change
  * the environment while the group starts. The override ends when
  * lsvc_group_wait returns: lsvc_loop_seconds then gives the code's value
- * again. Two names that map to the same NAME ("a-b", "a_b") read the same
- * variables. Returns EINVAL or EBUSY (started).
+ * again; for a service it left running (stuck past its bound), when that
+ * service's thread ends. Two names that map to the same NAME ("a-b",
+ * "a_b") read the same variables. Returns EINVAL or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
 

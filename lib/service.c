@@ -184,7 +184,8 @@ void lsvc__override_interval(lsvc *svc, int64_t interval_ns)
 }
 
 /* The interval override ends with the group's claim; a thread still
- * running (one a group stop gave up on) keeps it until the next start. */
+ * running (one a group stop gave up on) keeps it until it ends, and
+ * lsvc__service_main ends it then. */
 void lsvc__group_release(lsvc *svc)
 {
     pthread_mutex_lock(&svc->lock);
@@ -198,6 +199,8 @@ void lsvc__group_release(lsvc *svc)
 void lsvc__thread_finished(lsvc *svc)
 {
     svc->state = LSVC_THREAD_FINISHED;
+    if (!svc->group_owned)
+        atomic_store(&svc->interval_ns, svc->code_interval_ns);
     pthread_cond_broadcast(&svc->cond);
 }
 

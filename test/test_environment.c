@@ -443,6 +443,52 @@ START_TEST(test_code_interval_returns_after_group_wait)
 }
 END_TEST
 
+/*
+ * A wait that timed out leaves a stuck service running, on the
+ * environment's interval while that run lasts. Once it has ended, the
+ * group is over for it too: it has the code's interval again, and a
+ * stand-alone start afterwards runs on that, not on the environment's.
+ */
+START_TEST(test_environment_interval_ends_with_a_service_left_running)
+{
+    const char *var = "LOOPSVC_LINGERING_LOOP_SECONDS";
+    env_setup(var);
+    set_var(var, "0.2");
+    struct fixture f;
+    fixture_init(&f);
+    int s = fixture_add(&f, "Lingering", 5, NULL);
+    ck_assert_int_eq(lsvc_group_set_stop_timeout(f.g, 0.05), 0);
+    probe_hold(&f.p[s]);
+    start_and_wait_first_run(&f, s);
+    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 0.2, 1e-9);
+    ck_assert_int_eq(lsvc_group_stop(f.g), 0);
+    ck_assert_int_eq(lsvc_group_wait(f.g), ETIMEDOUT);
+    ck_assert(lsvc_is_running(f.svc[s]));
+    probe_release(&f.p[s]);
+    ck_assert_int_eq(lsvc_join(f.svc[s], EVENT_LIMIT_S), 0);
+    ck_assert_msg(lsvc_loop_seconds(f.svc[s]) == 5.0,
+                  "the ended service has an interval of %.9g s, its code "
+                  "says 5 s", lsvc_loop_seconds(f.svc[s]));
+
+    /* On its own now: no group, and no variable that one would read. */
+    ck_assert_int_eq(unsetenv(var), 0);
+    ck_assert_int_eq(lsvc_group_destroy(f.g), 0);
+    f.g = NULL;
+    ck_assert_int_eq(lsvc_start(f.svc[s], 0), 0);
+    ck_assert(sem_wait_for(&f.p[s].entered, EVENT_LIMIT_S));
+    ck_assert_msg(lsvc_loop_seconds(f.svc[s]) == 5.0,
+                  "started alone, it runs every %.9g s",
+                  lsvc_loop_seconds(f.svc[s]));
+    /* Every 0.2 s, the second run would have come within 1 s. */
+    ck_assert_msg(!sem_wait_for(&f.p[s].entered, 1.0),
+                  "a second run came within 1 s of the first");
+    ck_assert_int_eq(lsvc_stop(f.svc[s], true), 0);
+    ck_assert_str_eq(f.p[s].events, "SRTSRT");
+    ck_assert_int_eq(lsvc_destroy(f.svc[s]), 0);
+    probe_destroy(&f.p[s]);
+}
+END_TEST
+
 START_TEST(test_settings_are_read_again_at_every_group_start)
 {
     env_setup(NULL);
@@ -653,6 +699,7 @@ int main(void)
     tcase_add_test(seconds, test_loop_seconds_overrides_class_and_options_interval);
     tcase_add_test(seconds, test_loop_seconds_override_is_logged_at_info);
     tcase_add_test(seconds, test_code_interval_returns_after_group_wait);
+    tcase_add_test(seconds, test_environment_interval_ends_with_a_service_left_running);
     tcase_add_test(seconds, test_settings_are_read_again_at_every_group_start);
     tcase_add_loop_test(seconds, test_valid_exponent_forms_are_accepted, 0,
                         COUNT(valid_forms));
