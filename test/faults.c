@@ -38,6 +38,7 @@ int __real_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
 int __real_pthread_condattr_init(pthread_condattr_t *attr);
 int __real_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
 int __real_sem_init(sem_t *sem, int pshared, unsigned value);
+int __real_pthread_kill(pthread_t thread, int sig);
 
 /* What the linker calls in their place. */
 void *__wrap_malloc(size_t size);
@@ -62,6 +63,7 @@ int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
 int __wrap_pthread_condattr_init(pthread_condattr_t *attr);
 int __wrap_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
 int __wrap_sem_init(sem_t *sem, int pshared, unsigned value);
+int __wrap_pthread_kill(pthread_t thread, int sig);
 
 /* --- The armed window -------------------------------------------------- */
 
@@ -403,4 +405,15 @@ int __wrap_sem_init(sem_t *sem, int pshared, unsigned value)
         return -1;
     }
     return __real_sem_init(sem, pshared, value);
+}
+
+/* --- Signals -------------------------------------------------------------- */
+
+/* EINVAL is the error POSIX gives pthread_kill (a signal it cannot send). */
+int __wrap_pthread_kill(pthread_t thread, int sig)
+{
+    int error;
+    if (take_fault("pthread_kill", EINVAL, &error))
+        return error;
+    return __real_pthread_kill(thread, sig);
 }

@@ -11,7 +11,9 @@
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const lsvc_class good_class = PROBE_CLASS("Good", 1);
 
@@ -68,6 +70,66 @@ START_TEST(test_create_null_or_empty_name_is_einval)
     check_create_einval(&cls, NULL, "NULL name");
     cls.name = "";
     check_create_einval(&cls, NULL, "empty name");
+}
+END_TEST
+
+/* Names with a control character, which would break a log line in two,
+ * forge one, or colour a terminal: the name goes into every line. */
+static const struct {
+    const char *name;
+    const char *shown; /* for messages */
+} control_names[] = {
+    {"evil\nname", "\"evil\\nname\""}, {"a\rb", "\"a\\rb\""},
+    {"tab\there", "\"tab\\there\""},   {"\x1b[31m", "\"\\x1b[31m\""},
+    {"del\x7f", "\"del\\x7f\""},
+};
+#define N_CONTROL_NAMES (sizeof(control_names) / sizeof(control_names[0]))
+
+START_TEST(test_create_name_with_control_character_is_einval)
+{
+    lsvc_class cls = PROBE_CLASS(control_names[_i].name, 1);
+    check_create_einval(&cls, NULL, control_names[_i].shown);
+}
+END_TEST
+
+/* Every control byte, 0x01 to 0x1f and 0x7f, is refused wherever it is in
+ * the name; every other byte is taken, those from 0x80 up (UTF-8 names,
+ * and any other 8-bit bytes) included. */
+START_TEST(test_create_refuses_every_control_byte_and_only_those)
+{
+    struct probe p;
+    probe_init(&p);
+    for (int c = 1; c <= 0xff; c++) {
+        bool control = c < 0x20 || c == 0x7f;
+        char first[] = {(char)c, 'x', '\0'};
+        char middle[] = {'a', (char)c, 'b', '\0'};
+        char last[] = {'x', 'y', (char)c, '\0'};
+        const char *names[] = {first, middle, last};
+        for (size_t i = 0; i < 3; i++) {
+            char what[48];
+            snprintf(what, sizeof(what), "byte 0x%02x at %zu", (unsigned)c, i);
+            lsvc_class cls = PROBE_CLASS(names[i], 1);
+            if (control) {
+                check_create_einval(&cls, NULL, what);
+                continue;
+            }
+            lsvc *svc = NULL;
+            int rc = lsvc_create(&svc, &cls, &p, NULL);
+            ck_assert_msg(rc == 0, "%s: lsvc_create returned %d", what, rc);
+            ck_assert_str_eq(lsvc_name(svc), names[i]);
+            ck_assert_int_eq(lsvc_destroy(svc), 0);
+        }
+    }
+    static const char *const utf8[] = {
+        "cach\xc3\xa9", "\xe6\xb8\x85\xe7\x90\x86", "Caf\xc3\xa9 sweep",
+    };
+    for (size_t i = 0; i < sizeof(utf8) / sizeof(utf8[0]); i++) {
+        lsvc_class cls = PROBE_CLASS(utf8[i], 1);
+        lsvc *svc = make_service(&cls, &p, NULL);
+        ck_assert_str_eq(lsvc_name(svc), utf8[i]);
+        ck_assert_int_eq(lsvc_destroy(svc), 0);
+    }
+    probe_destroy(&p);
 }
 END_TEST
 
@@ -236,7 +298,9 @@ END_TEST
 
 START_TEST(test_bad_stop_and_join_bounds_are_einval)
 {
-    const double bad[] = {NAN, INFINITY, -1.0, LSVC_MAX_SECONDS * 1.000001};
+    /* Not a negative bound: for lsvc_stop_timeout as for lsvc_join, that
+     * means none (test_stop.c). */
+    const double bad[] = {NAN, INFINITY, LSVC_MAX_SECONDS * 1.000001};
     struct probe p;
     probe_init(&p);
     lsvc *svc = make_service(&good_class, &p, NULL);
@@ -359,6 +423,52 @@ START_TEST(test_group_signals_that_cannot_be_waited_for_are_einval)
 }
 END_TEST
 
+#ifdef __GLIBC__
+/* Sets sig in set bit by bit, as sigaddset would: glibc's sigaddset
+ * refuses the signals it keeps for itself, but a set can still hold them. */
+static void add_signal_bit(sigset_t *set, int sig)
+{
+    const size_t bits = 8 * sizeof(unsigned long);
+    unsigned long word;
+    memcpy(&word, (char *)set + (size_t)(sig - 1) / bits * sizeof(word),
+           sizeof(word));
+    word |= 1UL << ((size_t)(sig - 1) % bits);
+    memcpy((char *)set + (size_t)(sig - 1) / bits * sizeof(word), &word,
+           sizeof(word));
+}
+#endif
+
+/* glibc uses signals 32 and 33 for thread cancellation and setxid: a
+ * signal thread waiting for them would take them from the C library (and
+ * a group woken by one would never be told to end). */
+START_TEST(test_group_signals_internal_to_the_c_library_are_einval)
+{
+#ifdef __GLIBC__
+    static const int internal[] = {32, 33};
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    for (size_t i = 0; i < sizeof(internal) / sizeof(internal[0]); i++) {
+        int sig = internal[i];
+        sigset_t set;
+        sigemptyset(&set);
+        add_signal_bit(&set, sig);
+        ck_assert_int_eq(sigismember(&set, sig), 1);
+        ck_assert_msg(lsvc_group_set_signals(g, &set) == EINVAL,
+                      "a set of signal %d alone accepted", sig);
+        ck_assert_int_eq(sigaddset(&set, SIGTERM), 0);
+        ck_assert_msg(lsvc_group_set_signals(g, &set) == EINVAL,
+                      "SIGTERM with signal %d accepted", sig);
+    }
+    /* The first real-time signal a program may use is not one of them. */
+    sigset_t rt;
+    sigemptyset(&rt);
+    ck_assert_int_eq(sigaddset(&rt, SIGRTMIN), 0);
+    ck_assert_int_eq(lsvc_group_set_signals(g, &rt), 0);
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+#endif
+}
+END_TEST
+
 START_TEST(test_bad_group_stop_timeout_is_einval)
 {
     lsvc_group *g;
@@ -379,6 +489,9 @@ int main(void)
     tcase_add_test(create, test_create_null_class_is_einval);
     tcase_add_test(create, test_create_without_run_once_is_einval);
     tcase_add_test(create, test_create_null_or_empty_name_is_einval);
+    tcase_add_loop_test(create, test_create_name_with_control_character_is_einval,
+                        0, (int)N_CONTROL_NAMES);
+    tcase_add_test(create, test_create_refuses_every_control_byte_and_only_those);
     tcase_add_test(create, test_create_bad_class_interval_is_einval);
     tcase_add_test(create, test_create_class_interval_under_1_ns_is_einval);
     tcase_add_test(create, test_create_bad_option_interval_is_einval);
@@ -405,6 +518,7 @@ int main(void)
     tcase_add_test(grp, test_empty_group_is_einval);
     tcase_add_test(grp, test_group_wait_when_not_started_is_einval);
     tcase_add_test(grp, test_group_signals_that_cannot_be_waited_for_are_einval);
+    tcase_add_test(grp, test_group_signals_internal_to_the_c_library_are_einval);
     tcase_add_test(grp, test_bad_group_stop_timeout_is_einval);
     suite_add_tcase(s, grp);
     return run_suite(s);

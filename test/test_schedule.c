@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define MS NS_PER_MS
 
@@ -296,6 +297,70 @@ START_TEST(test_burst_policy_runs_missed_points_back_to_back)
 }
 END_TEST
 
+/* --- A late start under LSVC_MISSED_DELAY ---------------------------------- */
+
+/* A lease whose third answer takes 350 ms, as a slow store would: the run
+ * it allows starts that late. Every answer is "held". */
+struct slow_lease {
+    pthread_mutex_t lock;
+    uint64_t acquires;
+};
+
+static int slow_third_acquire(void *ctx, lsvc *svc, bool *held)
+{
+    struct slow_lease *l = ctx;
+    (void)svc;
+    pthread_mutex_lock(&l->lock);
+    uint64_t n = ++l->acquires;
+    pthread_mutex_unlock(&l->lock);
+    if (n == 3) {
+        /* The store's slowness itself, not a wait for an event. */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 350 * MS;
+        until.tv_sec += until.tv_nsec / NS_PER_S;
+        until.tv_nsec %= NS_PER_S;
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==
+               EINTR) {
+        }
+    }
+    *held = true;
+    return 0;
+}
+
+/*
+ * A run that starts late by more than min(interval / 2, 5 ms) moves the
+ * grid to its actual start, so the run after it comes one interval later,
+ * not at once: two starts are never closer than the interval less that
+ * tolerance. (Keeping the old grid, the run after a 350 ms late one was due
+ * before the late one even began, and followed it at the same instant.)
+ */
+START_TEST(test_late_start_moves_the_delay_grid_to_the_actual_start)
+{
+    static const lsvc_lease_ops ops = {.acquire = slow_third_acquire};
+    struct slow_lease lease = {.acquires = 0};
+    pthread_mutex_init(&lease.lock, NULL);
+    struct probe p;
+    probe_init(&p);
+    lsvc_options o = interval_opts(0.1, LSVC_MISSED_DELAY);
+    o.lease = &ops;
+    o.lease_ctx = &lease;
+    run_loops(&p, &o, 6);
+    /* The third run did start late, by the lease's 350 ms. */
+    ck_assert_msg(p.begin_ns[2] - p.sched_ns[2] >= 300 * MS,
+                  "the third run began %lld ns after it was due",
+                  (long long)(p.begin_ns[2] - p.sched_ns[2]));
+    for (int k = 1; k < 6; k++) {
+        int64_t gap = p.begin_ns[k] - p.begin_ns[k - 1];
+        ck_assert_msg(gap >= 95 * MS,
+                      "run %d began %.3f ms after run %d, want at least 95 ms",
+                      k + 1, (double)gap / 1e6, k);
+    }
+    probe_destroy(&p);
+    pthread_mutex_destroy(&lease.lock);
+}
+END_TEST
+
 /* --- loops ------------------------------------------------------------------ */
 
 START_TEST(test_loops_runs_exactly_n_times_then_ends)
@@ -410,6 +475,7 @@ int main(void)
     tcase_add_test(runs, test_delay_overrun_starts_next_run_at_once);
     tcase_add_test(runs, test_skip_policy_keeps_grid_and_counts_missed);
     tcase_add_test(runs, test_burst_policy_runs_missed_points_back_to_back);
+    tcase_add_test(runs, test_late_start_moves_the_delay_grid_to_the_actual_start);
     tcase_add_test(runs, test_loops_runs_exactly_n_times_then_ends);
     tcase_add_test(runs, test_restart_adds_runs);
     tcase_add_test(runs, test_last_loop_does_not_sleep);

@@ -1,7 +1,9 @@
 /*
  * Signals under pressure: a storm of SIGTERM and SIGINT across a group's
- * start, run and stop; signals pending before the start; signals while
- * runs are in progress; and a second group after a first in one process.
+ * start, run and stop; signals pending before the start, for the process
+ * or raised in the starting thread; signals while runs are in progress; a
+ * second group after a first in one process; and new threads given the
+ * ids of the group's ended starter or joined signal thread.
  *
  * Each scenario runs in a child process of its own, which a real
  * kill(getpid(), ...) reaches and may terminate, so the parent checks that
@@ -19,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -576,6 +580,318 @@ START_TEST(test_second_group_after_first_leaves_no_thread_or_mask_behind)
 }
 END_TEST
 
+/* --- A signal raised in the starting thread ---------------------------------- */
+
+/* raise() makes the signal pending in the calling thread only, where the
+ * group's signal thread cannot take it: the start must take it itself and
+ * stop the group, as it does one pending for the whole process. */
+static void raised_before_start(void)
+{
+    static const lsvc_class cls_a = PROBE_CLASS("RaisedA", 60);
+    static const lsvc_class cls_b = PROBE_CLASS("RaisedB", 60);
+    const lsvc_options late = {.initial_delay = 60};
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+    struct probe pa, pb;
+    probe_init(&pa);
+    probe_init(&pb);
+    lsvc *a = make_service(&cls_a, &pa, &late);
+    lsvc *b = make_service(&cls_b, &pb, &late);
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    ck_assert_int_eq(lsvc_group_add(g, a), 0);
+    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+
+    ck_assert_int_eq(raise(SIGTERM), 0);
+    ck_assert(pending(SIGTERM));
+
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_start(g), 0);
+    /* Bounded, unlike lsvc_group_wait, which would wait for a stop that
+     * never comes. */
+    ck_assert_msg(wait_not_running(a, STOP_LIMIT_S) &&
+                      wait_not_running(b, STOP_LIMIT_S),
+                  "the group still runs %.3f s after it started with SIGTERM "
+                  "pending in the starting thread", seconds_since(t0));
+    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    ck_assert_str_eq(pa.events, "ST");
+    ck_assert_str_eq(pb.events, "ST");
+    ck_assert_msg(log_find(0, LSVC_LOG_INFO, "received SIGTERM", NULL),
+                  "the stop was not logged as SIGTERM's");
+    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
+                  stop_lines());
+    /* Taken, not left for later; and the starter's mask is as it was. */
+    ck_assert(!pending(SIGTERM));
+    ck_assert(signal_blocked(SIGTERM));
+
+    ck_assert_int_eq(lsvc_group_destroy(g), 0);
+    ck_assert_int_eq(lsvc_destroy(a), 0);
+    ck_assert_int_eq(lsvc_destroy(b), 0);
+    probe_destroy(&pa);
+    probe_destroy(&pb);
+}
+
+START_TEST(test_signal_raised_in_the_starting_thread_stops_the_group)
+{
+    run_in_child(raised_before_start);
+}
+END_TEST
+
+/* --- Thread ids used again ------------------------------------------------- */
+
+/* glibc gives a new thread the id (the descriptor at the top of its stack)
+ * of the last thread joined whose stack has the same size. These tests
+ * make threads until one has the id they are after, keeping the others
+ * alive meanwhile, so that each try takes another cached stack. */
+#define REUSE_TRIES 64
+
+struct candidate {
+    pthread_t thread;
+    sem_t decided;          /* posted once `chosen` is set */
+    bool chosen;
+    void (*work)(void *ctx); /* what the chosen one does */
+    void *ctx;
+};
+
+static void *candidate_main(void *arg)
+{
+    struct candidate *c = arg;
+    while (sem_wait(&c->decided) == -1 && errno == EINTR) {
+    }
+    if (c->chosen)
+        c->work(c->ctx);
+    return NULL;
+}
+
+/* Makes threads with `attr` until one has the id `wanted`, which then runs
+ * work(ctx); joins every one. Returns how many were made before it, or -1
+ * when none had that id. */
+static int run_on_reused_id(pthread_t wanted, const pthread_attr_t *attr,
+                            void (*work)(void *ctx), void *ctx)
+{
+    static struct candidate c[REUSE_TRIES];
+    int made = 0, found = -1;
+    for (; made < REUSE_TRIES && found < 0; made++) {
+        c[made] = (struct candidate){.work = work, .ctx = ctx};
+        sem_init(&c[made].decided, 0, 0);
+        if (pthread_create(&c[made].thread, attr, candidate_main, &c[made]) !=
+            0) {
+            sem_destroy(&c[made].decided);
+            break;
+        }
+        if (pthread_equal(c[made].thread, wanted)) {
+            c[made].chosen = true;
+            found = made;
+        }
+    }
+    for (int i = 0; i < made; i++) {
+        sem_post(&c[i].decided);
+        pthread_join(c[i].thread, NULL);
+        sem_destroy(&c[i].decided);
+    }
+    return found;
+}
+
+/* The starter of a group changes its mask (blocks the group's signals)
+ * and lsvc_group_wait, called there, puts it back. A thread that merely
+ * has the starter's id, the starter having ended, is another thread: its
+ * mask is its own. */
+struct starter_case {
+    lsvc_group *g;
+    int start_rc;
+    int stop_rc, wait_rc;
+    bool blocked_before, blocked_after;
+};
+
+static void *start_group_and_end(void *arg)
+{
+    struct starter_case *sc = arg;
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &term, NULL);
+    sc->start_rc = lsvc_group_start(sc->g);
+    return NULL;
+}
+
+static void stop_and_wait_with_sigterm_blocked(void *ctx)
+{
+    struct starter_case *sc = ctx;
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    sc->blocked_before = signal_blocked(SIGTERM);
+    sc->stop_rc = lsvc_group_stop(sc->g);
+    sc->wait_rc = lsvc_group_wait(sc->g);
+    sc->blocked_after = signal_blocked(SIGTERM);
+}
+
+START_TEST(test_thread_reusing_the_starters_id_keeps_its_mask)
+{
+    static const lsvc_class cls = PROBE_CLASS("MaskKept", 60);
+    log_capture();
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    struct starter_case sc = {.start_rc = -1, .stop_rc = -1, .wait_rc = -1};
+    ck_assert_int_eq(lsvc_group_create(&sc.g), 0);
+    ck_assert_int_eq(lsvc_group_add(sc.g, svc), 0);
+
+    pthread_t starter;
+    ck_assert_int_eq(pthread_create(&starter, NULL, start_group_and_end, &sc),
+                     0);
+    ck_assert_int_eq(pthread_join(starter, NULL), 0);
+    ck_assert_int_eq(sc.start_rc, 0);
+    ck_assert(sem_wait_for(&p.entered, STOP_LIMIT_S));
+
+    int tries = run_on_reused_id(starter, NULL,
+                                 stop_and_wait_with_sigterm_blocked, &sc);
+    ck_assert_msg(tries >= 0, "none of %d new threads had the id of the "
+                  "ended starter", REUSE_TRIES);
+    ck_assert_int_eq(sc.stop_rc, 0);
+    ck_assert_int_eq(sc.wait_rc, 0);
+    ck_assert(sc.blocked_before);
+    ck_assert_msg(sc.blocked_after, "lsvc_group_wait unblocked SIGTERM in a "
+                  "thread that only has the id of the group's starter");
+    ck_assert(!lsvc_is_running(svc));
+
+    ck_assert_int_eq(lsvc_group_destroy(sc.g), 0);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+END_TEST
+
+/* lsvc_group_wait is EDEADLK on the group's signal thread. Once that
+ * thread has been joined, a new thread may get its id; the wait, still
+ * under way, logs the notify error after the join, and a sink that makes
+ * such a thread there lets it call lsvc_group_wait while the first wait
+ * goes on: it is another thread waiting (EBUSY), not the signal thread. */
+static struct {
+    lsvc_group *g;
+    pthread_t waiter; /* the thread in lsvc_group_wait */
+    pthread_mutex_t lock; /* protects the fields below */
+    bool have_signal_thread;
+    pthread_t signal_thread; /* the one that logged "received SIGTERM" */
+    bool tried;
+    int tries;
+    int rc; /* lsvc_group_wait's on the thread with the reused id */
+} reuse = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void wait_on_reused_id(void *ctx)
+{
+    (void)ctx;
+    int rc = lsvc_group_wait(reuse.g);
+    pthread_mutex_lock(&reuse.lock);
+    reuse.rc = rc;
+    pthread_mutex_unlock(&reuse.lock);
+}
+
+/* Checks nothing itself: a sink runs inside the library. */
+static void reusing_sink(int level, const char *logger, const char *message,
+                         void *ctx)
+{
+    log_capture_sink(level, logger, message, ctx);
+    if (level == LSVC_LOG_INFO && strstr(message, "received SIGTERM") != NULL) {
+        pthread_mutex_lock(&reuse.lock);
+        reuse.signal_thread = pthread_self();
+        reuse.have_signal_thread = true;
+        pthread_mutex_unlock(&reuse.lock);
+        return;
+    }
+    if (level != LSVC_LOG_WARNING ||
+        strstr(message, "Could not notify systemd") == NULL ||
+        !pthread_equal(pthread_self(), reuse.waiter))
+        return;
+    pthread_mutex_lock(&reuse.lock);
+    bool go = reuse.have_signal_thread && !reuse.tried;
+    pthread_t wanted = reuse.signal_thread;
+    reuse.tried = true;
+    pthread_mutex_unlock(&reuse.lock);
+    if (!go)
+        return;
+    /* The library's threads have stacks of the default size. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, LSVC_DEFAULT_STACK_SIZE);
+    int tries = run_on_reused_id(wanted, &attr, wait_on_reused_id, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&reuse.lock);
+    reuse.tries = tries;
+    pthread_mutex_unlock(&reuse.lock);
+}
+
+static void reused_signal_thread_id(void)
+{
+    static const lsvc_class cls = PROBE_CLASS("ReusedId", 60);
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+    log_capture();
+    lsvc_set_logger(reusing_sink, NULL);
+    lsvc_set_log_level(LSVC_LOG_INFO);
+    reuse.rc = -1;
+    reuse.tries = -1;
+    reuse.waiter = pthread_self();
+
+    /* A notify socket that takes READY=1 and is gone by STOPPING=1. */
+    char dir[] = "/tmp/lsvc-signals-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/notify", dir);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (const struct sockaddr *)&addr, sizeof(addr)), 0);
+    ck_assert_int_eq(setenv("NOTIFY_SOCKET", addr.sun_path, 1), 0);
+
+    struct probe p;
+    probe_init(&p);
+    lsvc *svc = make_service(&cls, &p, NULL);
+    ck_assert_int_eq(lsvc_group_create(&reuse.g), 0);
+    ck_assert_int_eq(lsvc_group_add(reuse.g, svc), 0);
+    ck_assert_int_eq(lsvc_group_start(reuse.g), 0);
+    ck_assert(sem_wait_for(&p.entered, STOP_LIMIT_S));
+    char buf[256];
+    ck_assert_int_gt(recv(fd, buf, sizeof(buf), 0), 0); /* READY=1 */
+    close(fd);
+    ck_assert_int_eq(unlink(addr.sun_path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_wait(reuse.g), 0);
+    ck_assert_msg(seconds_since(t0) < STOP_LIMIT_S,
+                  "the group took %.3f s to stop", seconds_since(t0));
+    lsvc_set_logger(NULL, NULL);
+
+    pthread_mutex_lock(&reuse.lock);
+    bool have_signal_thread = reuse.have_signal_thread, tried = reuse.tried;
+    int tries = reuse.tries, rc = reuse.rc;
+    pthread_mutex_unlock(&reuse.lock);
+    ck_assert_msg(have_signal_thread, "no \"received SIGTERM\" line");
+    ck_assert_msg(tried, "the failed STOPPING=1 was not logged on the thread "
+                  "in lsvc_group_wait");
+    ck_assert_msg(tries >= 0, "none of %d new threads had the id of the "
+                  "joined signal thread", REUSE_TRIES);
+    ck_assert_msg(rc == EBUSY, "lsvc_group_wait on a new thread with the "
+                  "joined signal thread's id returned %d (%s), want EBUSY",
+                  rc, rc > 0 ? strerror(rc) : "?");
+
+    ck_assert_int_eq(lsvc_group_destroy(reuse.g), 0);
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    probe_destroy(&p);
+}
+
+START_TEST(test_thread_reusing_the_signal_threads_id_gets_ebusy)
+{
+    run_in_child(reused_signal_thread_id);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("signals");
@@ -584,6 +900,9 @@ int main(void)
     tcase_add_test(tc, test_signals_pending_before_start_stop_group_before_any_run);
     tcase_add_test(tc, test_signals_during_runs_do_not_interrupt_them);
     tcase_add_test(tc, test_second_group_after_first_leaves_no_thread_or_mask_behind);
+    tcase_add_test(tc, test_signal_raised_in_the_starting_thread_stops_the_group);
+    tcase_add_test(tc, test_thread_reusing_the_starters_id_keeps_its_mask);
+    tcase_add_test(tc, test_thread_reusing_the_signal_threads_id_gets_ebusy);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
