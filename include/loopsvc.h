@@ -53,7 +53,7 @@ extern "C" {
 /* The longest interval, initial delay or wait accepted: 365 days. */
 #define LSVC_MAX_SECONDS (365.0 * 24 * 3600)
 
-/* The interval of a class that sets none, as in the seed's LoopService. */
+/* The interval of a class that sets none, as in Prefect's LoopService. */
 #define LSVC_DEFAULT_LOOP_SECONDS 60.0
 
 /* Stack size of a service thread when lsvc_options.stack_size is 0. */
@@ -445,8 +445,9 @@ LSVC_API int lsvc_group_start(lsvc_group *g);
  * Waits until every service of the started group has ended (by a signal,
  * lsvc_group_stop, or on its own), reaps each, ends the signal and
  * watchdog threads, and,
- * when called from the thread that started the group, restores that
- * thread's signal mask. Once the group is stopping, each service is waited
+ * when called from the thread that started the group (that very thread,
+ * not a later one given the same pthread_t), restores that thread's
+ * signal mask. Once the group is stopping, each service is waited
  * for at most its bound (lsvc_group_set_stop_timeout); one still running
  * then is logged by name and left running, to be joined with lsvc_join.
  * The group is then no longer started.
