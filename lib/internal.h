@@ -222,7 +222,6 @@ LSVC_HIDDEN int lsvc__thread_attr(pthread_attr_t *attr,
 LSVC_HIDDEN int lsvc__check_thread_options(const lsvc_options *opts);
 LSVC_HIDDEN void lsvc__thread_name(const char *name);
 LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
-LSVC_HIDDEN void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns);
 LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
 LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
 LSVC_HIDDEN bool lsvc__is_usable_signal(int sig);

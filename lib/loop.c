@@ -1,5 +1,5 @@
 /*
- * The service loop: the body of each service thread.
+ * The service loop: the body of each service thread, and its sleep.
  *
  * Each run has an absolute due time on CLOCK_MONOTONIC. The thread sleeps
  * until then (or until a stop request), runs run_once, and derives the
@@ -7,9 +7,11 @@
  * so wake-up lateness does not drift the schedule. The lock is never held
  * while user code or the log sink runs.
  */
+#define _GNU_SOURCE /* only takes effect for the extensions config.h found */
 #include "config.h"
 #include "internal.h"
 
+#include <semaphore.h>
 
 /* One step of sleep toward due_ns; it may return early. */
 typedef void sleep_step_fn(lsvc *svc, int64_t now_ns, int64_t due_ns);
@@ -18,12 +20,16 @@ typedef void sleep_step_fn(lsvc *svc, int64_t now_ns, int64_t due_ns);
  * condvar wait re-takes its mutex as contended, so every timed-out wait
  * pays a second futex call on unlock (about 1.5x the CPU of a plain sleep
  * per wake, measured); a semaphore wait costs one. The condvar, which the
- * stop also broadcasts, serves where sem_clockwait is missing. */
+ * stop also broadcasts, serves where sem_clockwait is missing. Either
+ * returns when woken, at due_ns, or on a signal: the caller looks at the
+ * clock and the stop flag again in every case. */
 static void sleep_wakeable(lsvc *svc, int64_t now_ns, int64_t due_ns)
 {
     (void)now_ns;
 #if HAVE_SEM_CLOCKWAIT
-    lsvc__sem_wait_until(&svc->wake, due_ns);
+    const struct timespec ts = lsvc__timespec(due_ns);
+
+    sem_clockwait(&svc->wake, CLOCK_MONOTONIC, &ts);
 #else
     const struct timespec ts = lsvc__timespec(due_ns);
 

@@ -1,10 +1,10 @@
 /*
- * Platform shims for library threads: creating them with every
- * asynchronous signal blocked, the scheduling knobs that are GNU or Linux
- * extensions (thread names, CPU affinity, timer slack), and the timed
- * waits that only some C libraries have (sem_clockwait,
- * pthread_clockjoin_np). Each extension is compiled only where the build
- * found it.
+ * Making library threads: with every asynchronous signal blocked, with
+ * the scheduling knobs that are GNU or Linux extensions (thread names,
+ * CPU affinity, timer slack), and joined with a deadline where the C
+ * library can (pthread_clockjoin_np); and telling threads apart by a
+ * token that is never reused. Each extension is compiled only where the
+ * build found it.
  */
 #define _GNU_SOURCE /* only takes effect for the extensions config.h found */
 #include "config.h"
@@ -14,7 +14,6 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <sched.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <string.h>
 #if HAVE_PR_SET_TIMERSLACK
@@ -109,7 +108,8 @@ int lsvc__check_thread_options(const lsvc_options *opts)
 
 int lsvc__thread_attr(pthread_attr_t *attr, const lsvc_options *opts)
 {
-    size_t stack = opts->stack_size ? opts->stack_size : LSVC_DEFAULT_STACK_SIZE;
+    size_t stack =
+        opts->stack_size ? opts->stack_size : LSVC_DEFAULT_STACK_SIZE;
     int rc = pthread_attr_init(attr);
 
     if (rc != 0)
@@ -177,17 +177,6 @@ void lsvc__thread_slack(long slack_ns, int64_t interval_ns)
     (void)interval_ns;
 #endif
 }
-
-#if HAVE_SEM_CLOCKWAIT
-/* Returns when posted, at due_ns on CLOCK_MONOTONIC, or on a signal: the
- * caller looks at the clock and the stop flag again either way. */
-void lsvc__sem_wait_until(sem_t *sem, int64_t due_ns)
-{
-    struct timespec ts = lsvc__timespec(due_ns);
-
-    sem_clockwait(sem, CLOCK_MONOTONIC, &ts);
-}
-#endif
 
 /* A join with a deadline: one wake-up when the thread exits, where waiting
  * for a "finished" broadcast and then joining costs two. Never called
