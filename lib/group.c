@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ struct lsvc_group {
     /* Protects every field below. The service list, the signal set and
      * the stop timeout change only while the group is idle, so the
      * group's own threads read them without the lock while it is not. */
-    pthread_mutex_t lock;
+    struct lsvc_lock lock;
     struct lsvc_member *members;
     size_t count, cap;
     sigset_t signals;
@@ -84,7 +85,7 @@ int lsvc_group_create(lsvc_group **out)
     g = calloc(1, sizeof *g);
     if (g == NULL)
         return ENOMEM;
-    rc = pthread_mutex_init(&g->lock, NULL);
+    rc = lsvc__lock_init(&g->lock);
     if (rc != 0) {
         free(g);
         return rc;
@@ -105,8 +106,9 @@ int lsvc_group_create(lsvc_group **out)
 static int grow(lsvc_group *g)
 {
     size_t cap = g->cap ? 2 * g->cap : 8;
-    struct lsvc_member *members = realloc(g->members, cap * sizeof *members);
 
+    lsvc__assert_held(&g->lock);
+    struct lsvc_member *members = realloc(g->members, cap * sizeof *members);
     if (members == NULL)
         return ENOMEM;
     g->members = members;
@@ -120,7 +122,7 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
 
     if (g == NULL || svc == NULL)
         return EINVAL;
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     if (g->state != GROUP_IDLE)
         rc = EBUSY;
     else if (g->count == g->cap)
@@ -129,17 +131,17 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
         rc = lsvc__group_join(svc, g);
     if (rc == 0)
         g->members[g->count++] = (struct lsvc_member){ .svc = svc };
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return rc;
 }
 
 /* Locks an idle group; EBUSY, and unlocked, when it is not idle. */
 static int lock_idle(lsvc_group *g)
 {
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     if (g->state == GROUP_IDLE)
         return 0;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return EBUSY;
 }
 
@@ -167,57 +169,61 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
     else
         sigemptyset(&g->signals);
     g->wake_signal = wake;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return 0;
 }
 
 int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
 {
     int64_t ns;
-    int rc = g != NULL && lsvc__seconds_to_ns(seconds, true, &ns) == 0
-                 ? lock_idle(g)
-                 : EINVAL;
+    int rc;
 
-    if (rc == 0) {
-        g->stop_timeout_ns = ns;
-        pthread_mutex_unlock(&g->lock);
-    }
-    return rc;
+    if (g == NULL || lsvc__seconds_to_ns(seconds, true, &ns) != 0)
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->stop_timeout_ns = ns;
+    lsvc__unlock(&g->lock);
+    return 0;
 }
 
 int lsvc_group_set_environment(lsvc_group *g, bool enable)
 {
-    int rc = g != NULL ? lock_idle(g) : EINVAL;
+    int rc;
 
-    if (rc == 0) {
-        g->use_environment = enable;
-        pthread_mutex_unlock(&g->lock);
-    }
-    return rc;
+    if (g == NULL)
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->use_environment = enable;
+    lsvc__unlock(&g->lock);
+    return 0;
 }
 
 int lsvc_group_set_notify(lsvc_group *g, bool enable)
 {
-    int rc = g != NULL ? lock_idle(g) : EINVAL;
+    int rc;
 
-    if (rc == 0) {
-        g->use_notify = enable;
-        pthread_mutex_unlock(&g->lock);
-    }
-    return rc;
+    if (g == NULL)
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->use_notify = enable;
+    lsvc__unlock(&g->lock);
+    return 0;
 }
 
 int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
 {
-    /* Written so that NaN fails too. */
-    int rc = g != NULL && intervals >= 1 && intervals <= 1e6 ? lock_idle(g)
-                                                             : EINVAL;
+    int rc;
 
-    if (rc == 0) {
-        g->stuck_after = intervals;
-        pthread_mutex_unlock(&g->lock);
-    }
-    return rc;
+    if (g == NULL || isnan(intervals) || intervals < 1 || intervals > 1e6)
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->stuck_after = intervals;
+    lsvc__unlock(&g->lock);
+    return 0;
 }
 
 /* While the group is started its services are its own: lsvc_start on one
@@ -226,6 +232,7 @@ int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
  * one is running. Group lock held. */
 static bool take_services(lsvc_group *g)
 {
+    lsvc__assert_held(&g->lock);
     for (size_t i = 0; i < g->count; i++) {
         if (lsvc__group_claim(g->members[i].svc))
             continue;
@@ -246,6 +253,7 @@ static void send_stopping(lsvc_group *g)
 {
     char state[64];
 
+    lsvc__assert_held(&g->lock);
     if (g->stopping_sent)
         return;
     g->stopping_sent = true;
@@ -260,9 +268,9 @@ int lsvc_group_stop(lsvc_group *g)
 
     if (g == NULL)
         return EINVAL;
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     if (g->state == GROUP_IDLE || g->stopping) {
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
         return 0;
     }
     g->stopping = true;
@@ -277,7 +285,7 @@ int lsvc_group_stop(lsvc_group *g)
     /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
     if (g->state == GROUP_STARTED)
         send_stopping(g);
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return 0;
 }
 
@@ -334,11 +342,11 @@ static void *signal_main(void *arg)
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (rc != 0)
             continue;
-        pthread_mutex_lock(&g->lock);
+        lsvc__lock(&g->lock);
         bool quit = g->quit;
         bool first = !g->stopping;
         size_t enabled = g->enabled;
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
         if (quit) {
             /* A signal meant for the process that came just before the
              * wake-up is handed back, pending, to whoever takes it next,
@@ -364,14 +372,14 @@ static void *signal_main(void *arg)
 static void release(lsvc_group *g)
 {
     lsvc__notifier_log_errors(&g->notifier);
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     lsvc__notifier_close(&g->notifier);
     g->has_signal_thread = g->has_watchdog = false;
     for (size_t i = 0; i < g->count; i++)
         lsvc__group_release(g->members[i].svc);
     g->state = GROUP_IDLE;
     g->stopping = g->waiting = false;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
 }
 
 /* The wake-up could not be sent: the thread is ended in its sigwait
@@ -411,10 +419,10 @@ static int finish(lsvc_group *g)
         /* Directed at the thread, so it is taken before any pending
          * process-wide signal; sent under the lock, so that it is pending
          * before the thread can see `quit`. */
-        pthread_mutex_lock(&g->lock);
+        lsvc__lock(&g->lock);
         g->quit = true;
         int err = pthread_kill(g->signal_thread, g->wake_signal);
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
         if (err != 0)
             cancel_signal_thread(g, err);
         pthread_join(g->signal_thread, NULL);
@@ -480,10 +488,10 @@ static int start_signal_thread(lsvc_group *g)
         return rc;
     }
     /* Under the lock: lsvc_group_wait in another thread reads these. */
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     g->signal_thread = thread;
     g->has_signal_thread = true;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return 0;
 }
 
@@ -498,10 +506,10 @@ static void apply_settings(lsvc_group *g)
         if (g->use_environment)
             lsvc__settings_read(svc, &set);
         lsvc__override_interval(svc, set.interval_ns);
-        pthread_mutex_lock(&g->lock);
+        lsvc__lock(&g->lock);
         g->members[i].skip = !set.enabled;
         g->enabled += set.enabled;
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
     }
     if (g->enabled == 0)
         lsvc__log(LSVC_LOG_WARNING, "loopsvc",
@@ -518,9 +526,9 @@ static int start_watchdog(lsvc_group *g)
     g->watchdog.stuck_after = g->stuck_after;
     g->watchdog.notifier = &g->notifier;
     rc = lsvc__watchdog_start(&g->watchdog);
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     g->has_watchdog = rc == 0;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return rc;
 }
 
@@ -543,7 +551,7 @@ int lsvc_group_start(lsvc_group *g)
 
     if (g == NULL)
         return EINVAL;
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     if (g->count == 0)
         rc = EINVAL;
     else if (g->state != GROUP_IDLE || !take_services(g))
@@ -554,7 +562,7 @@ int lsvc_group_start(lsvc_group *g)
         g->stopping = g->waiting = g->quit = g->stopping_sent = false;
         g->enabled = 0;
     }
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     if (rc != 0)
         return rc;
 
@@ -576,10 +584,10 @@ int lsvc_group_start(lsvc_group *g)
         if (rc != 0)
             return fail_start(g, svc->name, rc);
         /* A stop that came while this one was not yet running missed it. */
-        pthread_mutex_lock(&g->lock);
+        lsvc__lock(&g->lock);
         bool stopping = g->stopping;
         int64_t stop_at = g->stop_at_ns;
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
         if (stopping)
             lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
     }
@@ -587,12 +595,12 @@ int lsvc_group_start(lsvc_group *g)
 
     snprintf(state, sizeof state, "READY=1\nSTATUS=Running %zu service%s.",
              g->enabled, g->enabled == 1 ? "" : "s");
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     g->state = GROUP_STARTED;
     lsvc__notify(&g->notifier, state);
     if (g->stopping)
         send_stopping(g);
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return 0;
 }
 
@@ -602,7 +610,7 @@ int lsvc_group_wait(lsvc_group *g)
 
     if (g == NULL)
         return EINVAL;
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     /* Waiting for itself is wrong in any state, so it is checked first:
      * from a service, or from a log sink on the signal or watchdog
      * thread. */
@@ -619,7 +627,7 @@ int lsvc_group_wait(lsvc_group *g)
         rc = EBUSY;
     if (rc == 0)
         g->waiting = true;
-    pthread_mutex_unlock(&g->lock);
+    lsvc__unlock(&g->lock);
     return rc != 0 ? rc : finish(g);
 }
 
@@ -634,20 +642,20 @@ int lsvc_group_destroy(lsvc_group *g)
 {
     if (g == NULL)
         return EINVAL;
-    pthread_mutex_lock(&g->lock);
+    lsvc__lock(&g->lock);
     /* A member left running after a timed-out wait may still call
      * lsvc_group_stop on this group from its run_once. */
     bool busy = g->state != GROUP_IDLE;
     for (size_t i = 0; !busy && i < g->count; i++)
         busy = lsvc_is_running(g->members[i].svc);
     if (busy) {
-        pthread_mutex_unlock(&g->lock);
+        lsvc__unlock(&g->lock);
         return EBUSY;
     }
     for (size_t i = 0; i < g->count; i++)
         lsvc__group_leave(g->members[i].svc);
-    pthread_mutex_unlock(&g->lock);
-    pthread_mutex_destroy(&g->lock);
+    lsvc__unlock(&g->lock);
+    pthread_mutex_destroy(&g->lock.mutex);
     free(g->members);
     free(g);
     return 0;

@@ -12,6 +12,7 @@
 
 #include "loopsvc.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -43,6 +44,66 @@
 
 /* Likewise for a lease that cannot tell whether it is held. */
 #define LSVC_LEASE_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
+
+LSVC_HIDDEN uint64_t lsvc__thread_token(void);
+
+/*
+ * A mutex that, in debug builds (NDEBUG unset), knows which thread holds
+ * it: a function that must be called with it held asserts so with
+ * lsvc__assert_held(), as the kernel's lockdep_assert_held() does.
+ */
+struct lsvc_lock {
+    pthread_mutex_t mutex;
+#ifndef NDEBUG
+    _Atomic uint64_t holder;  /* lsvc__thread_token() of the holder; 0 = none */
+#endif
+};
+
+#ifndef NDEBUG
+#define LSVC_LOCK_HOLDER(l, token) \
+    atomic_store_explicit(&(l)->holder, (token), memory_order_relaxed)
+#define lsvc__assert_held(l)                                                \
+    assert(atomic_load_explicit(&(l)->holder, memory_order_relaxed) ==      \
+           lsvc__thread_token())
+#else
+#define LSVC_LOCK_HOLDER(l, token) ((void)(l))
+#define lsvc__assert_held(l) ((void)(l))
+#endif
+
+static inline int lsvc__lock_init(struct lsvc_lock *l)
+{
+    LSVC_LOCK_HOLDER(l, 0);
+    return pthread_mutex_init(&l->mutex, NULL);
+}
+
+static inline void lsvc__lock(struct lsvc_lock *l)
+{
+    pthread_mutex_lock(&l->mutex);
+    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+}
+
+static inline void lsvc__unlock(struct lsvc_lock *l)
+{
+    LSVC_LOCK_HOLDER(l, 0);
+    pthread_mutex_unlock(&l->mutex);
+}
+
+/* pthread_cond_wait and _timedwait on l, which the wait gives up while it
+ * waits. */
+static inline void lsvc__cond_wait(pthread_cond_t *c, struct lsvc_lock *l)
+{
+    LSVC_LOCK_HOLDER(l, 0);
+    pthread_cond_wait(c, &l->mutex);
+    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+}
+
+static inline void lsvc__cond_timedwait(pthread_cond_t *c, struct lsvc_lock *l,
+                                        const struct timespec *ts)
+{
+    LSVC_LOCK_HOLDER(l, 0);
+    pthread_cond_timedwait(c, &l->mutex, ts);
+    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+}
 
 enum lsvc_thread_state {
     LSVC_THREAD_NONE,     /* no thread, or one whose join is claimed */
@@ -76,26 +137,29 @@ struct lsvc {
      * then, when that thread ends; read by any thread: atomic. */
     _Atomic int64_t interval_ns;
 
-    /* Protects every field from here to `overrun_rl`. */
-    pthread_mutex_t lock;
+    /* Posted when a stop is requested: what a service sleeps on where
+     * sem_clockwait exists (loop.c says why). Needs no lock. */
+    sem_t wake;
+
+    /* Protects the fields from here to run_begin_ns; the cond waits on
+     * it. Only service.c, loop.c and stats.c take it. */
+    struct lsvc_lock lock;
     /* CLOCK_MONOTONIC. Broadcast when a stop is requested (it makes
      * waiters re-read their deadline, and wakes a service sleeping on it)
      * and when the thread finishes. */
     pthread_cond_t cond;
-    /* Posted when a stop is requested: what a service sleeps on where
-     * sem_clockwait exists (loop.c says why). Not under the lock. */
-    sem_t wake;
     enum lsvc_thread_state state;
     pthread_t thread;
-    uint64_t generation;      /* threads started so far: names the current one */
+    uint64_t generation;      /* threads started so far: the current one */
     bool joining;             /* a waiter is in a timed join of `thread` */
-    bool group_owned;         /* its group is started: only the group starts it */
+    bool group_owned;         /* its group is started: only it starts svc */
     bool stop_requested;
     int64_t stop_deadline_ns; /* when a group stop gives up on it */
     uint64_t loops_wanted;    /* 0 = until stopped */
     lsvc_group *group;        /* NULL when in no group */
     lsvc_stats stats;
-    int64_t due_ns;           /* scheduled start of the current run; 0 = none yet */
+    int64_t due_ns;           /* scheduled start of the current run; 0 =
+                               * none yet */
     int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
 
     /* Touched only by the service thread. */
@@ -225,7 +289,6 @@ LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
 LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
 LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
 LSVC_HIDDEN bool lsvc__is_usable_signal(int sig);
-LSVC_HIDDEN uint64_t lsvc__thread_token(void);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

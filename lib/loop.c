@@ -33,10 +33,10 @@ static void sleep_wakeable(lsvc *svc, int64_t now_ns, int64_t due_ns)
 #else
     const struct timespec ts = lsvc__timespec(due_ns);
 
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     if (!svc->stop_requested)
-        pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
-    pthread_mutex_unlock(&svc->lock);
+        lsvc__cond_timedwait(&svc->cond, &svc->lock, &ts);
+    lsvc__unlock(&svc->lock);
 #endif
 }
 
@@ -62,7 +62,7 @@ static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
                          sleep_step_fn *sleep_step)
 {
     for (;;) {
-        pthread_mutex_lock(&svc->lock);
+        lsvc__lock(&svc->lock);
         bool stop = svc->stop_requested;
         int64_t now = lsvc__now_ns();
 
@@ -75,7 +75,7 @@ static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
             else
                 svc->run_begin_ns = now;
         }
-        pthread_mutex_unlock(&svc->lock);
+        lsvc__unlock(&svc->lock);
         if (stop)
             return false;
         if (now >= due_ns)
@@ -88,7 +88,7 @@ static bool wait_for_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns,
  * lease was being asked. */
 static bool begin_leased_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     bool stop = svc->stop_requested;
     if (stop) {
         svc->run_begin_ns = 0;
@@ -96,7 +96,7 @@ static bool begin_leased_run(lsvc *svc, int64_t due_ns, int64_t *begin_ns)
         *begin_ns = lsvc__now_ns();
         lsvc__stats_begin_run(svc, due_ns, *begin_ns);
     }
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return !stop;
 }
 
@@ -206,9 +206,9 @@ void *lsvc__service_main(void *arg)
      * would only cost spurious wake-ups; the stop flag is what counts. */
     while (sem_trywait(&svc->wake) == 0)
         ;
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     wanted = svc->loops_wanted;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 
     if (cls->on_start != NULL)
         rc = cls->on_start(svc, svc->arg);
@@ -230,8 +230,8 @@ void *lsvc__service_main(void *arg)
 
     /* The last touch of svc: once FINISHED is seen, it may be joined and
      * freed. */
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     lsvc__thread_finished(svc);
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return NULL;
 }

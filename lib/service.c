@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,14 +66,14 @@ static int init_sync(lsvc *svc)
     pthread_condattr_destroy(&attr);
     if (rc != 0)
         return rc;
-    rc = pthread_mutex_init(&svc->lock, NULL);
+    rc = lsvc__lock_init(&svc->lock);
     if (rc != 0) {
         pthread_cond_destroy(&svc->cond);
         return rc;
     }
     if (sem_init(&svc->wake, 0, 0) != 0) {
         rc = errno;
-        pthread_mutex_destroy(&svc->lock);
+        pthread_mutex_destroy(&svc->lock.mutex);
         pthread_cond_destroy(&svc->cond);
     }
     return rc;
@@ -154,27 +155,27 @@ fail:
 
 int lsvc__group_join(lsvc *svc, lsvc_group *g)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     bool taken = svc->group != NULL;
     if (!taken)
         svc->group = g;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return taken ? EBUSY : 0;
 }
 
 void lsvc__group_leave(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->group = NULL;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 bool lsvc__group_claim(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     bool running = svc->state == LSVC_THREAD_RUNNING;
     svc->group_owned = !running;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return !running;
 }
 
@@ -188,16 +189,17 @@ void lsvc__override_interval(lsvc *svc, int64_t interval_ns)
  * lsvc__service_main ends it then. */
 void lsvc__group_release(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->group_owned = false;
     if (svc->state != LSVC_THREAD_RUNNING)
         atomic_store(&svc->interval_ns, svc->code_interval_ns);
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 /* Called by the service thread as it ends, with the lock held. */
 void lsvc__thread_finished(lsvc *svc)
 {
+    lsvc__assert_held(&svc->lock);
     svc->state = LSVC_THREAD_FINISHED;
     if (!svc->group_owned)
         atomic_store(&svc->interval_ns, svc->code_interval_ns);
@@ -206,10 +208,10 @@ void lsvc__thread_finished(lsvc *svc)
 
 bool lsvc__is_own_thread(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     bool own = svc->state == LSVC_THREAD_RUNNING &&
                pthread_equal(svc->thread, pthread_self());
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return own;
 }
 
@@ -218,13 +220,16 @@ bool lsvc__is_own_thread(lsvc *svc)
  * thread meanwhile. Called with the lock held. */
 static void await_reaper(lsvc *svc)
 {
+    lsvc__assert_held(&svc->lock);
     while (svc->joining && svc->state == LSVC_THREAD_FINISHED)
-        pthread_cond_wait(&svc->cond, &svc->lock);
+        lsvc__cond_wait(&svc->cond, &svc->lock);
 }
 
 /* Called with the lock held and state FINISHED: claims the join. */
 static pthread_t claim_join(lsvc *svc)
 {
+    lsvc__assert_held(&svc->lock);
+    assert(svc->state == LSVC_THREAD_FINISHED);
     svc->state = LSVC_THREAD_NONE;
     return svc->thread;
 }
@@ -247,10 +252,10 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     if (rc != 0)
         return rc;
 
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     await_reaper(svc);
     if (svc->state == LSVC_THREAD_RUNNING || (svc->group_owned && !by_group)) {
-        pthread_mutex_unlock(&svc->lock);
+        lsvc__unlock(&svc->lock);
         pthread_attr_destroy(&attr);
         return EBUSY;
     }
@@ -266,7 +271,7 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
         svc->state = LSVC_THREAD_RUNNING;
         svc->generation++;
     }
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 
     pthread_attr_destroy(&attr);
     if (must_reap)
@@ -280,7 +285,7 @@ uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
 {
     uint64_t generation;
 
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     if (svc->state == LSVC_THREAD_RUNNING) {
         svc->stop_requested = true;
         if (deadline_ns < svc->stop_deadline_ns)
@@ -289,7 +294,7 @@ uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
         sem_post(&svc->wake);
     }
     generation = svc->generation;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return generation;
 }
 
@@ -301,7 +306,7 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
 {
     pthread_t thread;
 
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     if (generation == 0)
         generation = svc->generation;
     bool timed_join = LSVC_TIMED_JOIN;
@@ -316,9 +321,9 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
         if (timed_join && !svc->joining && until != LSVC_FOREVER) {
             svc->joining = true;
             thread = svc->thread;
-            pthread_mutex_unlock(&svc->lock);
+            lsvc__unlock(&svc->lock);
             int rc = lsvc__timed_join(thread, until);
-            pthread_mutex_lock(&svc->lock);
+            lsvc__lock(&svc->lock);
             svc->joining = false;
             pthread_cond_broadcast(&svc->cond); /* other waiters: it is over */
             if (rc == 0)
@@ -329,24 +334,24 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
             continue;
         }
         if (until == LSVC_FOREVER) {
-            pthread_cond_wait(&svc->cond, &svc->lock);
+            lsvc__cond_wait(&svc->cond, &svc->lock);
             continue;
         }
         if (lsvc__now_ns() >= until)
             break;
         struct timespec ts = lsvc__timespec(until);
-        pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
+        lsvc__cond_timedwait(&svc->cond, &svc->lock, &ts);
     }
     /* A thread that ended while another caller reaps it counts as ended. */
     if (svc->generation != generation || svc->state != LSVC_THREAD_FINISHED ||
         svc->joining) {
         bool running = svc->state == LSVC_THREAD_RUNNING &&
                        svc->generation == generation;
-        pthread_mutex_unlock(&svc->lock);
+        lsvc__unlock(&svc->lock);
         return running ? ETIMEDOUT : 0;
     }
     thread = claim_join(svc);
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     pthread_join(thread, NULL);
     return 0;
 }
@@ -363,9 +368,9 @@ int64_t lsvc__stop_bound_ns(lsvc *svc)
         bound += LSVC_PRECISE_STEP_NS;
     if (interval > bound)
         bound = interval;
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     int64_t runs = lsvc__add_ns(svc->stats.max_run_ns, svc->stats.max_run_ns);
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return runs > bound ? runs : bound;
 }
 
@@ -412,7 +417,7 @@ int lsvc_stop_timeout(lsvc *svc, double seconds)
 {
     int64_t bound_ns = LSVC_FOREVER;
 
-    if (svc == NULL || seconds != seconds)
+    if (svc == NULL || isnan(seconds))
         return EINVAL;
     if (seconds >= 0 && lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
         return EINVAL;
@@ -424,7 +429,7 @@ int lsvc_join(lsvc *svc, double seconds)
     int64_t deadline_ns = LSVC_FOREVER;
     int64_t bound_ns;
 
-    if (svc == NULL || seconds != seconds)
+    if (svc == NULL || isnan(seconds))
         return EINVAL;
     if (seconds >= 0) {
         if (lsvc__seconds_to_ns(seconds, true, &bound_ns) != 0)
@@ -443,23 +448,23 @@ int lsvc_destroy(lsvc *svc)
 
     if (svc == NULL)
         return EINVAL;
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     await_reaper(svc);
     if (svc->state == LSVC_THREAD_RUNNING || svc->group != NULL) {
-        pthread_mutex_unlock(&svc->lock);
+        lsvc__unlock(&svc->lock);
         return EBUSY;
     }
     if (svc->state == LSVC_THREAD_FINISHED) {
         thread = claim_join(svc);
         must_reap = true;
     }
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     if (must_reap)
         pthread_join(thread, NULL);
 
     sem_destroy(&svc->wake);
     pthread_cond_destroy(&svc->cond);
-    pthread_mutex_destroy(&svc->lock);
+    pthread_mutex_destroy(&svc->lock.mutex);
     free(svc->env_enabled);
     free(svc->logger);
     free(svc->name);
@@ -484,8 +489,8 @@ bool lsvc_is_running(const lsvc *svc)
 
     if (s == NULL)
         return false;
-    pthread_mutex_lock(&s->lock);
+    lsvc__lock(&s->lock);
     running = s->state == LSVC_THREAD_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    lsvc__unlock(&s->lock);
     return running;
 }

@@ -15,6 +15,7 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
 {
     int64_t late = begin_ns - due_ns;
 
+    lsvc__assert_held(&svc->lock);
     svc->due_ns = due_ns;
     svc->run_begin_ns = begin_ns;
     svc->stats.last_lateness_ns = late;
@@ -25,7 +26,7 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
 void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
                          uint64_t skipped)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->run_begin_ns = 0;
     svc->stats.loops++;
     svc->stats.errors += failed;
@@ -34,42 +35,42 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
     svc->stats.last_run_ns = run_ns;
     if (run_ns > svc->stats.max_run_ns)
         svc->stats.max_run_ns = run_ns;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 /* A due run not made: another replica holds the lease. */
 void lsvc__stats_skip_run(lsvc *svc, uint64_t missed)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->run_begin_ns = 0;
     svc->stats.skipped_not_leader++;
     svc->stats.missed += missed;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 /* This replica gained (held) or lost the lease at now_ns. */
 void lsvc__stats_lease_change(lsvc *svc, bool held, int64_t now_ns)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->stats.lease_held = held;
     svc->stats.lease_since_ns = held ? now_ns : 0;
     svc->stats.lease_changes++;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 int64_t lsvc__stats_run_begin(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     int64_t begin = svc->run_begin_ns;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
     return begin;
 }
 
 void lsvc__stats_start_failed(lsvc *svc)
 {
-    pthread_mutex_lock(&svc->lock);
+    lsvc__lock(&svc->lock);
     svc->stats.errors++;
-    pthread_mutex_unlock(&svc->lock);
+    lsvc__unlock(&svc->lock);
 }
 
 int lsvc_get_stats(const lsvc *svc, lsvc_stats *out)
@@ -78,10 +79,10 @@ int lsvc_get_stats(const lsvc *svc, lsvc_stats *out)
 
     if (s == NULL || out == NULL)
         return EINVAL;
-    pthread_mutex_lock(&s->lock);
+    lsvc__lock(&s->lock);
     *out = s->stats;
     out->running = s->state == LSVC_THREAD_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    lsvc__unlock(&s->lock);
     return 0;
 }
 
@@ -92,9 +93,9 @@ int lsvc_scheduled_start(const lsvc *svc, struct timespec *out)
 
     if (s == NULL || out == NULL)
         return EINVAL;
-    pthread_mutex_lock(&s->lock);
+    lsvc__lock(&s->lock);
     due = s->due_ns;
-    pthread_mutex_unlock(&s->lock);
+    lsvc__unlock(&s->lock);
     if (due == 0)
         return EAGAIN;
     *out = lsvc__timespec(due);
