@@ -199,12 +199,14 @@ typedef struct lsvc_options {
 /* A consistent snapshot of a service's counters, across all its starts. */
 typedef struct lsvc_stats {
     uint64_t loops;          /* runs completed */
-    uint64_t errors;         /* runs (and on_start calls) that returned nonzero */
+    uint64_t errors;         /* runs (and on_start calls) that returned
+                              * nonzero */
     uint64_t overruns;       /* runs that took longer than the interval */
     uint64_t missed;         /* due points skipped by LSVC_MISSED_SKIP */
     int64_t last_run_ns;     /* duration of the last run */
     int64_t max_run_ns;      /* longest run */
-    int64_t last_lateness_ns; /* last run's actual start minus its scheduled start */
+    int64_t last_lateness_ns; /* last run's actual start minus its
+                               * scheduled start */
     int64_t max_lateness_ns;  /* largest such lateness */
     bool running;            /* the service thread is alive (lsvc_is_running) */
     /* With a lease (lsvc_options.lease): */
@@ -214,7 +216,8 @@ typedef struct lsvc_stats {
     uint64_t lease_changes;  /* times this replica gained or lost the lease */
     bool lease_held;         /* held at its last due run; false once a stop
                               * released it (which lease_changes counts) */
-    int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not held */
+    int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not
+                              * held */
 } lsvc_stats;
 
 /* --- Services ----------------------------------------------------------- */
@@ -498,8 +501,9 @@ enum {
 };
 
 /*
- * A log sink. level is one of LSVC_LOG_*; logger is "loopsvc" or "loopsvc.<service name in lower
- * case>"; message is one complete sentence with no newline. Called from
+ * A log sink. level is one of LSVC_LOG_*; logger is "loopsvc" or
+ * "loopsvc.<service name in lower case>"; message is one complete sentence
+ * with no newline. Called from
  * any library or service thread, never with a library lock held; it must
  * be thread-safe.
  */

@@ -46,7 +46,7 @@ struct lsvc_group {
      * as it begins; compared with the caller's to refuse a wait from it. */
     _Atomic uint64_t signal_token;
     uint64_t starter;         /* token of the thread whose mask start changed */
-    sigset_t unblock_at_end;  /* what start blocked in it that was not blocked */
+    sigset_t unblock_at_end;  /* what start blocked there that was not */
     size_t enabled;           /* services the environment left enabled */
     /* Written by the starter while STARTING, and read by others only once
      * the group is STARTED: no STOPPING=1 goes out before READY=1. */
@@ -155,8 +155,8 @@ int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
         for (int sig = LSVC_SIG_LAST; sig >= 1; sig--) {
             if (sigismember(set, sig) != 1)
                 continue;
-            if (sig == SIGKILL || sig == SIGSTOP || lsvc__is_fault_signal(sig) ||
-                !lsvc__is_usable_signal(sig))
+            if (sig == SIGKILL || sig == SIGSTOP ||
+                lsvc__is_fault_signal(sig) || !lsvc__is_usable_signal(sig))
                 return EINVAL;
             wake = sig;
         }
@@ -279,9 +279,11 @@ int lsvc_group_stop(lsvc_group *g)
      * once and the slowest bounds the whole. Under the group's lock: a
      * caller from any thread must not see the group end and be freed
      * halfway through; requests take only each service's lock, briefly. */
-    for (size_t i = 0; i < g->count; i++)
-        lsvc__request_stop(g->members[i].svc,
-                           lsvc__add_ns(stop_at, stop_bound_ns(g, g->members[i].svc)));
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->members[i].svc;
+
+        lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
+    }
     /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
     if (g->state == GROUP_STARTED)
         send_stopping(g);
@@ -357,7 +359,8 @@ static void *signal_main(void *arg)
             return NULL;
         }
         if (first) {
-            lsvc__log(LSVC_LOG_INFO, "loopsvc", "received %s: stopping %zu service%s.",
+            lsvc__log(LSVC_LOG_INFO, "loopsvc",
+                      "received %s: stopping %zu service%s.",
                       signal_name(sig), enabled, enabled == 1 ? "" : "s");
             lsvc_group_stop(g);
         } else {
@@ -409,8 +412,8 @@ static int finish(lsvc_group *g)
             continue;
         rc = ETIMEDOUT;
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
-                  "%s did not stop within %g seconds of the group's stop. It is "
-                  "left running; join it later with lsvc_join().",
+                  "%s did not stop within %g seconds of the group's stop. "
+                  "It is left running; join it later with lsvc_join().",
                   svc->name, (double)stop_bound_ns(g, svc) / 1e9);
     }
     if (g->has_watchdog)
@@ -538,8 +541,8 @@ static int fail_start(lsvc_group *g, const char *what, int rc)
     char why[128];
 
     lsvc__strerror(rc, why, sizeof why);
-    lsvc__log(LSVC_LOG_ERROR, "loopsvc", "Could not start %s: %s; stopping the group.",
-              what, why);
+    lsvc__log(LSVC_LOG_ERROR, "loopsvc",
+              "Could not start %s: %s; stopping the group.", what, why);
     lsvc_group_stop(g);
     finish(g);
     return rc;
@@ -589,7 +592,8 @@ int lsvc_group_start(lsvc_group *g)
         int64_t stop_at = g->stop_at_ns;
         lsvc__unlock(&g->lock);
         if (stopping)
-            lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
+            lsvc__request_stop(svc,
+                               lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
     }
     char state[64];
 

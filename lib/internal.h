@@ -238,7 +238,8 @@ struct lsvc_settings {
     int64_t interval_ns;
 };
 LSVC_HIDDEN int lsvc__settings_names(lsvc *svc);
-LSVC_HIDDEN void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out);
+LSVC_HIDDEN void lsvc__settings_read(const lsvc *svc,
+                                     struct lsvc_settings *out);
 
 /* notify.c: systemd's notify protocol. fd is -1 when it is off. */
 struct lsvc_notifier {

@@ -62,9 +62,12 @@ struct lsvc_pg_lease {
      * reads them without it once it has set them: a service of another
      * name never changes them. */
     pthread_mutex_t bind_lock;
-    const lsvc *svc;          /* the caller of the acquire or release in progress */
-    char *name;               /* the service's name, fixed at the first acquire */
-    char key[24];             /* lsvc_pg_lease_key() in decimal, the query parameter */
+    const lsvc *svc;          /* the caller of the acquire or release in
+                               * progress */
+    char *name;               /* the service's name, fixed at the first
+                               * acquire */
+    char key[24];             /* lsvc_pg_lease_key() in decimal, the query
+                               * parameter */
     bool mismatch_logged;
 
     /* Used by the bound service's thread alone while it runs, and by
@@ -136,7 +139,8 @@ static const char *svc_name(const struct lsvc_pg_lease *l)
 static void on_notice(void *arg, const PGresult *res)
 {
     const struct lsvc_pg_lease *l = arg;
-    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *severity =
+        PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     int level = severity != NULL && strcmp(severity, "WARNING") == 0
                 ? LSVC_LOG_WARNING : LSVC_LOG_DEBUG;
     char text[REASON_MAX];
@@ -219,8 +223,8 @@ static PGconn *open_session(const struct lsvc_pg_lease *l, char *why,
     if (PQstatus(conn) == CONNECTION_BAD)
         st = PGRES_POLLING_FAILED;
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        int rc = wait_socket(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                             deadline);
+        short events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        int rc = wait_socket(conn, events, deadline);
         if (rc == ETIMEDOUT) {
             timed_out(why, size, l, "connecting");
             PQfinish(conn);
@@ -241,7 +245,8 @@ static PGconn *open_session(const struct lsvc_pg_lease *l, char *why,
     /* Non-blocking sends, so that a full socket buffer cannot block a
      * query, nor the Terminate message that PQfinish sends. */
     if (PQsetnonblocking(conn, 1) != 0) {
-        libpq_reason(why, size, conn, "could not make the connection non-blocking");
+        libpq_reason(why, size, conn,
+                     "could not make the connection non-blocking");
         PQfinish(conn);
         return NULL;
     }
@@ -575,8 +580,9 @@ int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
         free(l);
         return rc;
     }
-    l->timeout_ns = (int64_t)((timeout > 0 ? timeout : LSVC_PG_DEFAULT_TIMEOUT) *
-                              1e9 + 0.5);
+    if (timeout == 0)
+        timeout = LSVC_PG_DEFAULT_TIMEOUT;
+    l->timeout_ns = (int64_t)(timeout * 1e9 + 0.5);
     if (l->timeout_ns < 1)
         l->timeout_ns = 1;
     *out = l;

@@ -560,8 +560,9 @@ static bool open_connection(struct lsvc_redis_lease *l, lsvc *svc)
         fail(l, svc, &f);
         return false;
     }
-    lsvc_log(svc, LSVC_LOG_DEBUG, "Connected to Redis at %s for the lease of %s.",
-             l->where, l->name);
+    lsvc_log(svc, LSVC_LOG_DEBUG,
+             "Connected to Redis at %s for the lease of %s.", l->where,
+             l->name);
     return true;
 }
 
@@ -662,7 +663,8 @@ static bool refresh(struct lsvc_redis_lease *l, lsvc *svc)
 
     if (interval_ns < 1)
         interval_ns = 1;
-    ttl_ms = (LSVC_REDIS_TTL_INTERVALS * interval_ns + NS_PER_MS - 1) / NS_PER_MS;
+    ttl_ms = (LSVC_REDIS_TTL_INTERVALS * interval_ns + NS_PER_MS - 1) /
+             NS_PER_MS;
     if (l->conn == NULL) {
         if (l->failing && now_ns() < l->retry_at_ns)
             return false;

@@ -137,14 +137,16 @@ static void log_next_run(lsvc *svc, int64_t due_ns, int64_t now_ns)
     time_t secs = (time_t)(at / LSVC_NS_PER_SEC);
     localtime_r(&secs, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    lsvc__log(LSVC_LOG_DEBUG, svc->logger, "Finished running %s. Next run at %s.%03d.",
-              svc->name, when, (int)(at % LSVC_NS_PER_SEC / 1000000));
+    lsvc__log(LSVC_LOG_DEBUG, svc->logger,
+              "Finished running %s. Next run at %s.%03d.", svc->name, when,
+              (int)(at % LSVC_NS_PER_SEC / 1000000));
 }
 
 /* Runs until stopped or until `wanted` runs (0 = no limit) are done. */
 static uint64_t run_loop(lsvc *svc, uint64_t wanted)
 {
-    sleep_step_fn *sleep_step = svc->opts.precise ? sleep_precise : sleep_wakeable;
+    sleep_step_fn *sleep_step =
+        svc->opts.precise ? sleep_precise : sleep_wakeable;
     int64_t due = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
     uint64_t done = 0;
     int64_t begin = 0;
@@ -181,8 +183,9 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         if (overrun)
             warn_overrun(svc, end, run_ns, interval);
         if (++done == wanted) {
-            lsvc__log(LSVC_LOG_DEBUG, svc->logger, "%s exiting after %llu loop(s).",
-                      svc->name, (unsigned long long)done);
+            lsvc__log(LSVC_LOG_DEBUG, svc->logger,
+                      "%s exiting after %llu loop(s).", svc->name,
+                      (unsigned long long)done);
             break;
         }
         due = next;

@@ -63,7 +63,8 @@ int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
             return next;
         /* The first grid point at or after now. */
         uint64_t behind = (uint64_t)(now_ns - next);
-        uint64_t steps = (behind + (uint64_t)interval_ns - 1) / (uint64_t)interval_ns;
+        uint64_t step = (uint64_t)interval_ns;
+        uint64_t steps = (behind + step - 1) / step;
         *skipped = steps;
         return next + (int64_t)steps * interval_ns;
     case LSVC_MISSED_DELAY:

@@ -150,8 +150,8 @@ void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out)
     /* Checked also for a disabled service: the typo should show before
      * someone turns the service back on. */
     if (seconds != NULL && parse_seconds(seconds, &out->interval_ns) != 0) {
-        snprintf(wanted, sizeof wanted, "a number of seconds from 1e-09 to %.0f",
-                 LSVC_MAX_SECONDS);
+        snprintf(wanted, sizeof wanted,
+                 "a number of seconds from 1e-09 to %.0f", LSVC_MAX_SECONDS);
         snprintf(kept, sizeof kept, "its interval of %g s",
                  (double)svc->code_interval_ns / 1e9);
         reject(svc, svc->env_loop_seconds, seconds, wanted, kept);

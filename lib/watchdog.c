@@ -38,7 +38,8 @@ static bool check_stuck(struct lsvc_watchdog *w, struct lsvc_member *m,
     } else if (!stuck && m->stuck_run_ns != 0 && m->stuck_run_ns != begin) {
         m->stuck_run_ns = 0;
         lsvc__log(LSVC_LOG_INFO, svc->logger,
-                  "%s's stuck run has ended: pinging the systemd watchdog again.",
+                  "%s's stuck run has ended: pinging the systemd watchdog "
+                  "again.",
                   svc->name);
     }
     return stuck;
