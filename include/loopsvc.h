@@ -53,7 +53,7 @@ extern "C" {
 /* The longest interval, initial delay or wait accepted: 365 days. */
 #define LSVC_MAX_SECONDS (365.0 * 24 * 3600)
 
-/* The interval of a class that sets none, as in Prefect's LoopService. */
+/* The interval of a class that sets none. */
 #define LSVC_DEFAULT_LOOP_SECONDS 60.0
 
 /* Stack size of a service thread when lsvc_options.stack_size is 0. */
@@ -338,7 +338,7 @@ LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
 
 /*
  * Sets the signals the group's signal thread waits for; NULL or an empty
- * set means none, and no signal thread (the seed's handle_signals=False).
+ * set means none, and no signal thread.
  * The default is SIGINT and SIGTERM. Returns EINVAL (the set holds SIGKILL,
  * SIGSTOP, a signal that faults raise in the faulting thread: SIGSEGV,
  * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT, or one the C library
@@ -462,7 +462,7 @@ LSVC_API int lsvc_group_start(lsvc_group *g);
  */
 LSVC_API int lsvc_group_wait(lsvc_group *g);
 
-/* lsvc_group_start, then lsvc_group_wait: the seed's run_multiple_services.
+/* lsvc_group_start, then lsvc_group_wait: runs the group until it ends.
  * Returns what they return. */
 LSVC_API int lsvc_group_run(lsvc_group *g);
 

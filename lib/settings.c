@@ -1,7 +1,6 @@
 /*
  * Settings from the environment: LOOPSVC_<NAME>_ENABLED and
- * LOOPSVC_<NAME>_LOOP_SECONDS, read at each group start, as Prefect reads
- * PREFECT_SERVER_SERVICES_<NAME>_ENABLED and _LOOP_SECONDS. They let an
+ * LOOPSVC_<NAME>_LOOP_SECONDS, read at each group start. They let an
  * operator turn a chore off or change its interval without a rebuild.
  *
  * Parsing is strict: a value is used only when the whole of it is a valid
