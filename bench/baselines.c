@@ -5,8 +5,8 @@
  * this machine: sleep to an absolute CLOCK_MONOTONIC time, then read the
  * clock. It misses ticks by the library's default rule (next due =
  * max(due + interval, now)) so that only the way of sleeping differs.
- * seed-rebase is the same loop with the seed's rule, next = actual start
- * + interval, which lets every wake-up's lateness move the schedule.
+ * rebase-on-start is the same loop with next = actual start + interval,
+ * which lets every wake-up's lateness move the schedule.
  * timerfd, posix_timer and libuv keep their own schedules; each wake is
  * measured against the due time that timer itself had for it.
  */
@@ -81,7 +81,7 @@ static int run_threads(const struct block_spec *spec, struct lane *lanes,
     return rc;
 }
 
-/* --- clock_nanosleep and seed-rebase ------------------------------------- */
+/* --- clock_nanosleep and rebase-on-start --------------------------------- */
 
 static void nanosleep_body(struct raw_inst *in)
 {

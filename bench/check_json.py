@@ -13,7 +13,7 @@ ENVELOPE = ("bench", "interval_ns", "services", "prio", "load", "results", "rati
 RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
 IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
-         "timerfd", "posix_timer", "libuv", "seed-rebase", "loopsvc-burst",
+         "timerfd", "posix_timer", "libuv", "rebase-on-start", "loopsvc-burst",
          "raw-wake-join", "loopsvc-stalled"}
 PER_BENCH_RESULT = {
     "jitter": (),

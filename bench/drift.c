@@ -9,8 +9,9 @@
  *  - how many wakes came more than I late: under the library's default
  *    missed-run rule (LSVC_MISSED_DELAY) each of those moves the grid.
  * Ours runs at L and at 2L: its final lateness must not grow with L,
- * while a timer that re-arms from "now" (libuv's repeating uv_timer, the
- * seed's next = actual start + I) falls behind by every wake's lateness.
+ * while a timer that re-arms from "now" (libuv's repeating uv_timer,
+ * rebase-on-start's next = actual start + I) falls behind by every wake's
+ * lateness.
  * loopsvc-burst (condvar mode, LSVC_MISSED_BURST) runs every grid point,
  * so it shows the schedule itself apart from the default rule's moves.
  * loopsvc-stalled is the default rule with late wakes injected: a lease

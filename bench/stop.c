@@ -61,7 +61,7 @@ static uint64_t xorshift(uint64_t *s)
 }
 
 static int stop_samples(const struct block_spec *spec, size_t samples, struct pool *out,
-                        long *slack_ns, uint64_t *seed)
+                        long *slack_ns, uint64_t *rng)
 {
     lsvc_options opts = ours_options(spec);
     struct stop_arg arg = { .slack_ns = 0 };
@@ -74,7 +74,7 @@ static int stop_samples(const struct block_spec *spec, size_t samples, struct po
         return rc;
     }
     for (size_t i = 0; rc == 0 && i < samples; i++) {
-        struct timespec delay = { .tv_nsec = (long)(xorshift(seed) % (2 * NS_PER_MS)) };
+        struct timespec delay = { .tv_nsec = (long)(xorshift(rng) % (2 * NS_PER_MS)) };
 
         if ((rc = lsvc_start(svc, 0)) != 0 || (rc = wait_runs(&arg.ran, i + 1)) != 0)
             break;
@@ -116,7 +116,7 @@ static void *raw_sleeper_main(void *arg)
     return NULL;
 }
 
-static int raw_samples(size_t samples, struct pool *out, uint64_t *seed)
+static int raw_samples(size_t samples, struct pool *out, uint64_t *rng)
 {
     struct raw_sleeper r = { .stop = false };
     pthread_condattr_t ca;
@@ -129,7 +129,7 @@ static int raw_samples(size_t samples, struct pool *out, uint64_t *seed)
     pthread_condattr_destroy(&ca);
     latch_init(&r.ready);
     for (size_t i = 0; rc == 0 && i < samples; i++) {
-        struct timespec delay = { .tv_nsec = (long)(xorshift(seed) % (2 * NS_PER_MS)) };
+        struct timespec delay = { .tv_nsec = (long)(xorshift(rng) % (2 * NS_PER_MS)) };
         pthread_t t;
 
         r.stop = false;
@@ -230,14 +230,14 @@ int bench_stop(const struct bench_opts *o)
     }
     watchdog_arm("stop", (double)samples * (variant ? 0.3 : 0.01) + 120);
     /* A B A B, so that machine drift hits both alike. */
-    uint64_t seed = (uint64_t)now_ns() | 1;
+    uint64_t rng = (uint64_t)now_ns() | 1;
     size_t blocks = samples >= 100 ? 10 : 1;
     for (size_t b = 0; rc == 0 && b < blocks; b++) {
         size_t n = samples / blocks + (b < samples % blocks);
 
-        rc = stop_samples(&spec, n, &pool, &slack, &seed);
+        rc = stop_samples(&spec, n, &pool, &slack, &rng);
         if (rc == 0)
-            rc = raw_samples(n, &raw_pool, &seed);
+            rc = raw_samples(n, &raw_pool, &rng);
     }
     if (rc != 0) {
         pool_free(&pool);
