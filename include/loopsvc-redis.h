@@ -32,7 +32,7 @@
  *
  * No two replicas run at once as long as a run ends within
  * (LSVC_REDIS_TTL_INTERVALS - 1) intervals and the clocks of the replicas
- * run at the same rate as the server's; README.md tells the whole
+ * run at the same rate as the server's; doc/replicas.md tells the whole
  * guarantee. Like loopsvc-pg, the lease logs an outage itself and
  * answers "not held" meanwhile, rather than returning an error per run.
  * Host names are resolved with getaddrinfo(), which the timeout does not
