@@ -19,11 +19,12 @@
  *    exits the process.
  *  - The layout of the public structs is part of the ABI: a release that
  *    changes one changes the soname (while the major version is 0, the
- *    soname carries major.minor: libloopsvc.so.0.2).
+ *    soname carries major.minor: libloopsvc.so.0.3).
  */
 #ifndef LOOPSVC_H
 #define LOOPSVC_H
 
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,7 +48,7 @@ extern "C" {
 /* The version of this header; the library's soname follows it (see the
  * conventions above). */
 #define LSVC_VERSION_MAJOR 0
-#define LSVC_VERSION_MINOR 2
+#define LSVC_VERSION_MINOR 3
 #define LSVC_VERSION_PATCH 0
 
 /* The longest interval, initial delay or wait accepted: 365 days. */
@@ -55,6 +56,12 @@ extern "C" {
 
 /* The interval of a class that sets none. */
 #define LSVC_DEFAULT_LOOP_SECONDS 60.0
+
+/* An interval of "never": a service that runs only when woken (lsvc_wake)
+ * or asked to (lsvc_run_within, lsvc_next_run_in); its first run waits for
+ * that too. Accepted by lsvc_class.loop_seconds, lsvc_options.loop_seconds
+ * and lsvc_set_loop_seconds. */
+#define LSVC_NEVER ((double)INFINITY)
 
 /* Stack size of a service thread when lsvc_options.stack_size is 0. */
 #define LSVC_DEFAULT_STACK_SIZE (256u * 1024u)
@@ -73,8 +80,9 @@ typedef struct lsvc_class {
      * lines ("loopsvc.<name in lower case>") and as the thread name, cut to
      * 15 bytes. Copied at create. */
     const char *name;
-    /* Interval between scheduled starts, in seconds; 0 means
-     * LSVC_DEFAULT_LOOP_SECONDS. lsvc_options.loop_seconds overrides it. */
+    /* Interval between scheduled starts, in seconds, or LSVC_NEVER; 0
+     * means LSVC_DEFAULT_LOOP_SECONDS. lsvc_options.loop_seconds overrides
+     * it. */
     double loop_seconds;
     /* Required. One run of the service, on the service thread. A nonzero
      * return marks the run as failed: it is logged at ERROR and counted in
@@ -154,7 +162,7 @@ typedef struct lsvc_lease_ops {
  * zero field means the default. Copied at create.
  */
 typedef struct lsvc_options {
-    /* Interval in seconds; 0 = the class's. */
+    /* Interval in seconds, or LSVC_NEVER; 0 = the class's. */
     double loop_seconds;
     /* Seconds from the start of the thread (after on_start) to the first
      * run; 0 = run at once. At most LSVC_MAX_SECONDS. */
@@ -194,6 +202,15 @@ typedef struct lsvc_options {
      * service with no run. */
     const lsvc_lease_ops *lease;
     void *lease_ctx;
+    /* false: runs are due on a grid, every interval from the first (see
+     * lsvc_missed). true: the next run is due one interval after the
+     * previous run ended, whatever its length, and lsvc_missed does not
+     * apply. A grid shortens the gap after a long run (a 9 s run of a
+     * 10 s service is followed 1 s later); choose fixed_delay when the
+     * gap itself matters, such as a grace period that must pass between
+     * two passes, or a chore that must leave the resource alone for a
+     * while. */
+    bool fixed_delay;
 } lsvc_options;
 
 /* A consistent snapshot of a service's counters, across all its starts. */
@@ -218,7 +235,34 @@ typedef struct lsvc_stats {
                               * released it (which lease_changes counts) */
     int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not
                               * held */
+    uint64_t wakes;          /* runs that a wake or lsvc_run_within caused */
+    bool paused;             /* paused (lsvc_pause), and running */
 } lsvc_stats;
+
+/* Why a run happens: lsvc_run_info.reasons, any of them at once. */
+enum {
+    LSVC_RUN_TIMER = 1,   /* due by the interval or by lsvc_next_run_in */
+    LSVC_RUN_WOKEN = 2,   /* asked for by lsvc_wake(_bits) or
+                           * lsvc_run_within */
+    LSVC_RUN_FIRST = 4,   /* the first run since lsvc_start */
+    LSVC_RUN_RESUMED = 8, /* the first run since lsvc_resume */
+};
+
+/* What lsvc_get_run_info tells a run about itself. Times are
+ * CLOCK_MONOTONIC. */
+typedef struct lsvc_run_info {
+    unsigned reasons;          /* LSVC_RUN_* bits */
+    unsigned wake_bits;        /* lsvc_wake_bits' bits, OR-merged, that
+                                * this run received; 0 for none */
+    struct timespec due;       /* when it was due: its point on the
+                                * schedule, or for a run only asked for,
+                                * when it was asked for */
+    struct timespec start;     /* when it began */
+    struct timespec prev_start; /* when the run before it began; zero for
+                                 * the service's first run */
+    uint64_t run;              /* its number: 1 for the service's first
+                                * run, counting across starts */
+} lsvc_run_info;
 
 /* --- Services ----------------------------------------------------------- */
 
@@ -227,12 +271,12 @@ typedef struct lsvc_stats {
  * opts may be NULL for the defaults. On success *out holds the service;
  * on failure *out is left untouched and nothing is allocated.
  * Returns EINVAL (out, cls or cls->run_once NULL; name NULL, empty or
- * holding a control character; an
- * interval that is NaN, infinite, negative or above LSVC_MAX_SECONDS, in
- * the class or the options; an initial delay out of that range; an unknown
- * missed policy; a stack below PTHREAD_STACK_MIN; a priority out of the
- * policy's range or an unknown policy; a negative slack; a lease without
- * acquire), ENOTSUP (cpu_mask
+ * holding a control character; an interval that is NaN, -infinity,
+ * negative, under 1 ns or finite and above LSVC_MAX_SECONDS, in the class
+ * or the options; an initial delay NaN, infinite, negative or above
+ * LSVC_MAX_SECONDS; an unknown missed policy; a stack below
+ * PTHREAD_STACK_MIN; a priority out of the policy's range or an unknown
+ * policy; a negative slack; a lease without acquire), ENOTSUP (cpu_mask
  * on a platform without affinity), or ENOMEM, EAGAIN or ENOSPC when the
  * system is out of memory, locks or semaphores.
  */
@@ -260,9 +304,10 @@ LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
  * wake the thread (a sleeping service wakes at once; in precise mode
  * within 100 ms), and with block, wait for it to end and reap it. A run in
  * progress is never interrupted: the service finishes it, runs on_stop, and
- * ends. The wait is bounded by the largest of: the interval; 100 ms (200
- * ms in precise mode, where a sleeping service takes up to 100 ms to see
- * the stop); and twice the longest run seen so far (lsvc_stats.max_run_ns).
+ * ends. The wait is bounded by the largest of: the interval (left out for
+ * LSVC_NEVER); 100 ms (200 ms in precise mode, where a sleeping service
+ * takes up to 100 ms to see the stop); and twice the longest run seen so
+ * far (lsvc_stats.max_run_ns).
  * When it passes, a WARNING is logged, ETIMEDOUT is returned, and the
  * service can still be joined later.
  * Without block it requests the stop and returns 0 at once: the way a
@@ -302,7 +347,8 @@ LSVC_API int lsvc_destroy(lsvc *svc);
 /* The service's name, or NULL for a NULL svc. Valid until lsvc_destroy. */
 LSVC_API const char *lsvc_name(const lsvc *svc);
 
-/* The effective interval in seconds, or 0 for a NULL svc. */
+/* The effective interval in seconds (LSVC_NEVER for never), or 0 for a
+ * NULL svc. */
 LSVC_API double lsvc_loop_seconds(const lsvc *svc);
 
 /* Whether the service's thread is alive: started, and not yet past
@@ -320,6 +366,130 @@ LSVC_API int lsvc_get_stats(const lsvc *svc, lsvc_stats *out);
  * yet.
  */
 LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
+
+/* --- Runtime control ------------------------------------------------------
+ *
+ * For loops that are not a fixed period: a run that picks its next delay,
+ * other threads that ask for a run, a long run that looks for a stop, a
+ * chore paused while someone else touches what it touches. Every call
+ * here may be made from any thread, run_once included, and on a service
+ * that is stopped or was never started it returns 0 and changes nothing
+ * (lsvc_set_loop_seconds aside, which sets the interval for later starts).
+ */
+
+/*
+ * Whether a stop of the service was requested: for a long run_once, which
+ * a stop never interrupts, to finish early. false for a NULL svc, and
+ * again once the service is started anew.
+ */
+LSVC_API bool lsvc_should_stop(const lsvc *svc);
+
+/*
+ * Sleeps `seconds` (0 to LSVC_MAX_SECONDS) on the calling thread, meant
+ * for a pause between the batches of one run: returns 0 after the full
+ * time, or ECANCELED as soon as a stop or a pause of svc is requested
+ * (already requested: at once). A wake does not end it, so that a sleep
+ * that paces the work is not cut short by the very wakes it paces.
+ * Returns EINVAL (svc NULL; seconds NaN, negative or too large).
+ */
+LSVC_API int lsvc_sleep(lsvc *svc, double seconds);
+
+/*
+ * Wakes the service: a run is due now. It cuts short any delay the
+ * service is in: its interval, lsvc_next_run_in, a hibernation or
+ * LSVC_NEVER. The wake is remembered until a run begins, and every run
+ * that begins takes all the wakes remembered so far: several wakes before
+ * a run give one run, and a wake during a run gives exactly one more run
+ * right after it, even when that run set a later next run. A wake while
+ * paused is kept, for one run at lsvc_resume. Such a run is not late:
+ * its lateness counts from the wake. On a periodic service it does not
+ * move the grid: the run after it is due where it was due before, unless
+ * the run set its own next time (lsvc_next_run_in) or the service has
+ * fixed_delay. In precise mode a wake takes effect within the 100 ms
+ * precise step, as a stop does. lsvc_wake(svc) is lsvc_run_within(svc,
+ * 0). Returns EINVAL (svc NULL).
+ */
+LSVC_API int lsvc_wake(lsvc *svc);
+
+/*
+ * lsvc_wake, which also hands `bits` to the run it causes
+ * (lsvc_run_info.wake_bits), OR-merged with those of every other wake
+ * that run takes: a reason, for a run that serves several kinds of
+ * request. Returns EINVAL (svc NULL).
+ */
+LSVC_API int lsvc_wake_bits(lsvc *svc, unsigned bits);
+
+/*
+ * Asks for a run no later than `seconds` from now (0 to
+ * LSVC_MAX_SECONDS), as a wake that takes effect then: the earliest
+ * request wins, a later one never postpones it, and a request made
+ * during a run survives that run (the run's own lsvc_next_run_in cannot
+ * push it later). Any run that begins before then fulfils it. For other
+ * threads that want the work done "soon": a deferred collection, an
+ * earlier expiry. The run it causes is a woken run (LSVC_RUN_WOKEN), with
+ * the rules of lsvc_wake. Returns EINVAL (svc NULL; seconds NaN,
+ * negative, infinite or too large).
+ */
+LSVC_API int lsvc_run_within(lsvc *svc, double seconds);
+
+/*
+ * Makes the next run, and only it, due `seconds` from now: 0 at once,
+ * up to LSVC_MAX_SECONDS, or INFINITY for not until woken (a
+ * hibernation). It replaces the next due point, earlier or later; the
+ * schedule then goes on from that run (its grid counts from it). Meant
+ * for a run that sets its own pace: called during a run, it applies to
+ * the next. A wake, or lsvc_run_within, still comes first. The run it
+ * makes due is a timer run (LSVC_RUN_TIMER). Returns EINVAL (svc NULL;
+ * seconds NaN, negative, or finite and too large).
+ */
+LSVC_API int lsvc_next_run_in(lsvc *svc, double seconds);
+
+/*
+ * Sets the service's interval for good, as if the code had said so:
+ * `seconds` as lsvc_create takes it, LSVC_NEVER included; lsvc_loop_seconds
+ * returns it. On a running service the next run is then due the new
+ * interval after the last run began (with fixed_delay: after it ended;
+ * for a run in progress, once it has ended), and the missed policy
+ * applies if that is past. With no run yet, the first run
+ * keeps its time, unless it waited for a wake (LSVC_NEVER): it is then
+ * due one interval from now. The environment's LOOPSVC_<NAME>_LOOP_SECONDS
+ * (lsvc_group_set_environment), read at each group start, overrides this
+ * value for that run of the group, as it overrides the code's. Returns
+ * EINVAL (svc NULL; seconds NaN, not positive, or finite and above
+ * LSVC_MAX_SECONDS).
+ */
+LSVC_API int lsvc_set_loop_seconds(lsvc *svc, double seconds);
+
+/*
+ * Pauses the service: it keeps its thread and starts no run until
+ * lsvc_resume. Returns once no run is in progress, so that the caller may
+ * touch what the service touches; the wait is bounded by the service's
+ * stop bound (lsvc_stop), after which it returns ETIMEDOUT with the pause
+ * still in force. Called from the service's own run it returns 0 at once
+ * and takes effect when the run ends. Due points that pass while paused
+ * are not missed: they are not counted, and they do not run at resume.
+ * A stop works while paused, and ends the pause. Idempotent. Returns
+ * EINVAL or ETIMEDOUT.
+ */
+LSVC_API int lsvc_pause(lsvc *svc);
+
+/*
+ * Ends a pause. Wakes that came while paused run at once; otherwise, under
+ * LSVC_MISSED_DELAY (and with fixed_delay), a run runs at once if a due
+ * point passed during the pause, and under LSVC_MISSED_SKIP and
+ * LSVC_MISSED_BURST the service goes on at its next grid point. That
+ * first run carries LSVC_RUN_RESUMED. 0 when not paused. Returns EINVAL.
+ */
+LSVC_API int lsvc_resume(lsvc *svc);
+
+/*
+ * Copies what the run in progress knows about itself into *out: why it
+ * happens, the wake bits it received, when it was due, when it and the
+ * run before it began, and its number. Meant for run_once; another
+ * thread gets the same while a run is in progress. Returns EINVAL, or
+ * EAGAIN when no run is in progress.
+ */
+LSVC_API int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out);
 
 /* --- Groups and signals ------------------------------------------------- */
 

@@ -127,14 +127,17 @@ struct lsvc {
     char *logger;         /* "loopsvc." + name in lower case */
     char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
     char *env_loop_seconds; /* "LOOPSVC_<NAME>_LOOP_SECONDS", same block */
-    int64_t code_interval_ns; /* from the class and options */
     int64_t initial_delay_ns;
     lsvc_options opts;
 
-    /* code_interval_ns, or the environment's while a group runs the
-     * service. Set by a group start before the thread starts, and reset
-     * when the group releases the service or, for a thread still running
-     * then, when that thread ends; read by any thread: atomic. */
+    /* Intervals in ns; LSVC_FOREVER is LSVC_NEVER. Read by any thread:
+     * atomic. code_interval_ns is the class's or the options', until
+     * lsvc_set_loop_seconds sets it. interval_ns is the one in force: the
+     * code's, or the environment's while a group runs the service (set
+     * by a group start before the thread starts, and reset when the group
+     * releases the service or, for a thread still running then, when that
+     * thread ends). */
+    _Atomic int64_t code_interval_ns;
     _Atomic int64_t interval_ns;
 
     /* Posted when a stop is requested: what a service sleeps on where
@@ -161,6 +164,27 @@ struct lsvc {
     int64_t due_ns;           /* scheduled start of the current run; 0 =
                                * none yet */
     int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
+    /* What other threads ask of the schedule (control.c), and what the
+     * service thread tells them; reset at each start. */
+    int64_t asked_ns;         /* earliest run asked for by a wake or
+                               * lsvc_run_within; LSVC_FOREVER = none */
+    unsigned wake_bits;       /* OR of the bits of those wakes */
+    bool has_next;            /* lsvc_next_run_in: next_ns replaces the
+                               * next due point */
+    int64_t next_ns;
+    bool rescheduled;         /* lsvc_set_loop_seconds between runs */
+    bool paused;
+    int64_t resumed_ns;       /* when a pause ended; 0 = no resume to
+                               * apply */
+    bool sleeping;            /* the thread sleeps, or is about to: a
+                               * change must wake it (lsvc__unlock_kick) */
+    unsigned pausers;         /* threads in lsvc_pause, waiting for the
+                               * run in progress to end */
+    bool in_run;              /* run_once is in progress; info is its */
+    lsvc_run_info info;
+    uint64_t runs_begun;      /* across starts: the next run's number - 1 */
+    int64_t last_start_ns;    /* start of the last run; 0 = none */
+    int64_t last_end_ns;      /* end of the last run; 0 = none */
 
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
@@ -185,15 +209,24 @@ static inline struct timespec lsvc__timespec(int64_t ns)
 
 /* schedule.c: seconds at the edge, and when the next run is due. */
 LSVC_HIDDEN int lsvc__seconds_to_ns(double seconds, bool zero_ok, int64_t *out);
+/* An interval: seconds_to_ns's range without 0, or INFINITY (LSVC_NEVER)
+ * as LSVC_FOREVER. */
+LSVC_HIDDEN int lsvc__interval_to_ns(double seconds, int64_t *out);
 LSVC_HIDDEN int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
                                    int64_t interval_ns, int64_t now_ns,
                                    uint64_t *skipped);
 LSVC_HIDDEN int64_t lsvc__run_base(lsvc_missed policy, int64_t due_ns,
                                    int64_t begin_ns, int64_t interval_ns);
 LSVC_HIDDEN int64_t lsvc__add_ns(int64_t a, int64_t b);
+LSVC_HIDDEN int64_t lsvc__grid_point(int64_t due_ns, int64_t interval_ns,
+                                     int64_t at_ns);
 
-/* loop.c: the body of a service thread. */
+/* loop.c: the body of a service thread, and its sleep. */
 LSVC_HIDDEN void *lsvc__service_main(void *arg);
+LSVC_HIDDEN void lsvc__unlock_kick(lsvc *svc, bool changed);
+
+/* control.c: what other threads ask of a running service. */
+LSVC_HIDDEN void lsvc__control_reset(lsvc *svc);
 
 /* service.c: stop requests and waits, shared with the group. */
 LSVC_HIDDEN int lsvc__start(lsvc *svc, uint64_t loops, bool by_group);
@@ -221,7 +254,7 @@ LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
 
 /* stats.c: what a run leaves in the counters. */
 LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
-                                       int64_t begin_ns);
+                                       int64_t begin_ns, bool woken);
 LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);

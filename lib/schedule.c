@@ -23,6 +23,15 @@ int lsvc__seconds_to_ns(double seconds, bool zero_ok, int64_t *out)
     return 0;
 }
 
+int lsvc__interval_to_ns(double seconds, int64_t *out)
+{
+    if (seconds == INFINITY) {
+        *out = LSVC_FOREVER;
+        return 0;
+    }
+    return lsvc__seconds_to_ns(seconds, false, out);
+}
+
 /* Saturates instead of overflowing, so "forever" stays forever. */
 int64_t lsvc__add_ns(int64_t a, int64_t b)
 {
@@ -49,24 +58,32 @@ int64_t lsvc__run_base(lsvc_missed policy, int64_t due_ns, int64_t begin_ns,
     return due_ns;
 }
 
+/* The first point of the grid due_ns + k * interval_ns (k >= 0) at or
+ * after at_ns. */
+int64_t lsvc__grid_point(int64_t due_ns, int64_t interval_ns, int64_t at_ns)
+{
+    if (due_ns >= at_ns)
+        return due_ns;
+    uint64_t behind = (uint64_t)(at_ns - due_ns);
+    uint64_t step = (uint64_t)interval_ns;
+    uint64_t steps = (behind + step - 1) / step;
+    return lsvc__add_ns(due_ns, (int64_t)(steps * step));
+}
+
 int64_t lsvc__next_due(lsvc_missed policy, int64_t due_ns,
                        int64_t interval_ns, int64_t now_ns, uint64_t *skipped)
 {
-    int64_t next = due_ns + interval_ns;
+    int64_t next = lsvc__add_ns(due_ns, interval_ns);
 
     *skipped = 0;
     switch (policy) {
     case LSVC_MISSED_BURST:
         return next;
-    case LSVC_MISSED_SKIP:
-        if (next >= now_ns)
-            return next;
-        /* The first grid point at or after now. */
-        uint64_t behind = (uint64_t)(now_ns - next);
-        uint64_t step = (uint64_t)interval_ns;
-        uint64_t steps = (behind + step - 1) / step;
-        *skipped = steps;
-        return next + (int64_t)steps * interval_ns;
+    case LSVC_MISSED_SKIP: {
+        int64_t at = lsvc__grid_point(next, interval_ns, now_ns);
+        *skipped = (uint64_t)((at - next) / interval_ns);
+        return at;
+    }
     case LSVC_MISSED_DELAY:
     default:
         return next > now_ns ? next : now_ns;

@@ -38,18 +38,18 @@
 static int resolve_interval(const lsvc_class *cls, const lsvc_options *opts,
                             int64_t *out)
 {
-    int64_t cls_ns = 0;
-    int rc = lsvc__seconds_to_ns(cls->loop_seconds, true, &cls_ns);
+    int64_t cls_ns = (int64_t)(LSVC_DEFAULT_LOOP_SECONDS * 1e9);
+    int rc;
 
-    if (rc != 0)
-        return rc;
-    if (cls->loop_seconds != 0 && cls_ns == 0)
-        return EINVAL; /* under 1 ns: not the same as "unset" */
     /* The class's value is checked even when the options override it: a
-     * class is shared, and a bad one should be found at its first use. */
+     * class is shared, and a bad one should be found at its first use.
+     * Under 1 ns is an error, not the same as 0 ("unset"). */
+    if (cls->loop_seconds != 0 &&
+        (rc = lsvc__interval_to_ns(cls->loop_seconds, &cls_ns)) != 0)
+        return rc;
     if (opts->loop_seconds != 0)
-        return lsvc__seconds_to_ns(opts->loop_seconds, false, out);
-    *out = cls_ns != 0 ? cls_ns : (int64_t)(LSVC_DEFAULT_LOOP_SECONDS * 1e9);
+        return lsvc__interval_to_ns(opts->loop_seconds, out);
+    *out = cls_ns;
     return 0;
 }
 
@@ -135,7 +135,7 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
 
     svc->cls = cls;
     svc->arg = arg;
-    svc->code_interval_ns = interval_ns;
+    atomic_init(&svc->code_interval_ns, interval_ns);
     atomic_init(&svc->interval_ns, interval_ns);
     svc->initial_delay_ns = delay_ns;
     svc->opts = *opts;
@@ -266,6 +266,7 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     svc->stop_requested = false;
     svc->stop_deadline_ns = LSVC_FOREVER;
     svc->loops_wanted = loops;
+    lsvc__control_reset(svc);
     rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
     if (rc == 0) {
         svc->state = LSVC_THREAD_RUNNING;
@@ -356,8 +357,9 @@ int lsvc__wait_and_reap(lsvc *svc, uint64_t generation, int64_t deadline_ns,
     return 0;
 }
 
-/* The largest of: the interval; 100 ms, plus a precise step in precise
- * mode, the longest a sleeping service may take to see the stop; and
+/* The largest of: the interval (unless never); 100 ms, plus a precise
+ * step in precise mode, the longest a sleeping service may take to see
+ * the stop; and
  * twice the longest run so far, which a stop may have to wait out. */
 int64_t lsvc__stop_bound_ns(lsvc *svc)
 {
@@ -366,7 +368,7 @@ int64_t lsvc__stop_bound_ns(lsvc *svc)
 
     if (svc->opts.precise)
         bound += LSVC_PRECISE_STEP_NS;
-    if (interval > bound)
+    if (interval > bound && interval != LSVC_FOREVER)
         bound = interval;
     lsvc__lock(&svc->lock);
     int64_t runs = lsvc__add_ns(svc->stats.max_run_ns, svc->stats.max_run_ns);
@@ -479,7 +481,10 @@ const char *lsvc_name(const lsvc *svc)
 
 double lsvc_loop_seconds(const lsvc *svc)
 {
-    return svc != NULL ? (double)svc->interval_ns / 1e9 : 0.0;
+    if (svc == NULL)
+        return 0.0;
+    int64_t ns = atomic_load(&svc->interval_ns);
+    return ns == LSVC_FOREVER ? LSVC_NEVER : (double)ns / 1e9;
 }
 
 bool lsvc_is_running(const lsvc *svc)

@@ -11,11 +11,13 @@
 #include <errno.h>
 
 /* Called with the lock held, just before run_once. */
-void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
+void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns,
+                           bool woken)
 {
     int64_t late = begin_ns - due_ns;
 
     lsvc__assert_held(&svc->lock);
+    svc->stats.wakes += woken;
     svc->due_ns = due_ns;
     svc->run_begin_ns = begin_ns;
     svc->stats.last_lateness_ns = late;
@@ -23,10 +25,11 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns)
         svc->stats.max_lateness_ns = late;
 }
 
+/* Called with the lock held, as run_once has returned. */
 void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
                          uint64_t skipped)
 {
-    lsvc__lock(&svc->lock);
+    lsvc__assert_held(&svc->lock);
     svc->run_begin_ns = 0;
     svc->stats.loops++;
     svc->stats.errors += failed;
@@ -35,17 +38,15 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
     svc->stats.last_run_ns = run_ns;
     if (run_ns > svc->stats.max_run_ns)
         svc->stats.max_run_ns = run_ns;
-    lsvc__unlock(&svc->lock);
 }
 
-/* A due run not made: another replica holds the lease. */
+/* A due run not made: another replica holds the lease. Lock held. */
 void lsvc__stats_skip_run(lsvc *svc, uint64_t missed)
 {
-    lsvc__lock(&svc->lock);
+    lsvc__assert_held(&svc->lock);
     svc->run_begin_ns = 0;
     svc->stats.skipped_not_leader++;
     svc->stats.missed += missed;
-    lsvc__unlock(&svc->lock);
 }
 
 /* This replica gained (held) or lost the lease at now_ns. */
@@ -82,6 +83,7 @@ int lsvc_get_stats(const lsvc *svc, lsvc_stats *out)
     lsvc__lock(&s->lock);
     *out = s->stats;
     out->running = s->state == LSVC_THREAD_RUNNING;
+    out->paused = out->running && s->paused;
     lsvc__unlock(&s->lock);
     return 0;
 }
