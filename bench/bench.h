@@ -229,6 +229,7 @@ int bench_jitter(const struct bench_opts *o);
 int bench_stop(const struct bench_opts *o);
 int bench_scale(const struct bench_opts *o);
 int bench_drift(const struct bench_opts *o);
+int bench_wake(const struct bench_opts *o);
 int rss_probe(const struct bench_opts *o);
 int bench_soak(const struct bench_opts *o);
 int bench_lease(const struct bench_opts *o);

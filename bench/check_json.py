@@ -2,7 +2,7 @@
 """Checks the shape of `loopsvc-bench all --quick --json` read on stdin.
 
 The input is JSON Lines: one object per subcommand (jitter, stop, scale,
-drift). Only the shape is checked: keys, types, non-empty results and
+drift, wake). Only the shape is checked: keys, types, non-empty results and
 sample counts above zero. Timings are never judged here; machines differ.
 Exits 0 when the shape is right, 1 with a message naming the first fault.
 """
@@ -14,19 +14,21 @@ RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
 IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
          "timerfd", "posix_timer", "libuv", "rebase-on-start", "loopsvc-burst",
-         "raw-wake-join", "loopsvc-stalled"}
+         "raw-wake-join", "loopsvc-stalled", "raw-cond-signal"}
 PER_BENCH_RESULT = {
     "jitter": (),
     "stop": (),
     "scale": ("services", "cpu_ns_per_wake", "start_ns"),
     "drift": ("loops", "period_error_ppm", "period_error_measured_ppm",
               "final_lateness_ns", "min_gap_ns", "close_starts"),
+    "wake": (),
 }
 PER_BENCH_TOP = {
     "jitter": (),
     "stop": ("stop_p50_ns", "stop_p99_ns", "group_stop_ns", "start_ns"),
     "scale": ("start_ns", "cpu_ns_per_wake", "rss_bytes_per_service"),
     "drift": (),
+    "wake": (),
 }
 
 

@@ -48,7 +48,11 @@ static const char *const usage[] = {
 "          keeps the grid) and as loopsvc-stalled (late wakes injected);\n"
 "          clock_nanosleep, rebase-on-start (next = actual start + I) and\n"
 "          libuv at L.\n"
-"  all     jitter, stop, scale and drift in turn (about 1 minute; with --quick\n"
+"  wake    lsvc_wake(svc) on a sleeping LSVC_NEVER service, after a random\n"
+"          0..2 ms: from the call to run_once entered, 2000 samples in 10\n"
+"          alternating blocks (--quick: 200), next to raw-cond-signal, a\n"
+"          thread in pthread_cond_timedwait signalled under its mutex.\n"
+"  all     jitter, stop, scale, drift and wake in turn (about 1 minute; with --quick\n"
 "          about 20 s). With --json: JSON Lines, one object per subcommand in\n"
 "          that order.\n"
 "  soak    --services N (default 100) services at --interval-us (default\n"
@@ -233,7 +237,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, const char **
     }
     if (optind != argc - 1) {
         fprintf(stderr, "loopsvc-bench: %s\nTry 'loopsvc-bench --help'.\n",
-                optind >= argc ? "which subcommand? jitter, stop, scale, drift or all"
+                optind >= argc ? "which subcommand? jitter, stop, scale, drift, wake or all"
                                : "one subcommand at a time");
         return 2;
     }
@@ -249,6 +253,7 @@ static const struct {
     { "stop", bench_stop },
     { "scale", bench_scale },
     { "drift", bench_drift },
+    { "wake", bench_wake },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
