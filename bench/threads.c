@@ -36,15 +36,15 @@ void die(const char *fmt, ...)
     _exit(1);
 }
 
-/* The stack of a service thread, so that baselines pay the same. */
+/* A thread as a service's is made: the system's default stack, the
+ * priority and the CPU, so that baselines pay the same. */
 int thread_attr_for(pthread_attr_t *attr, int prio, int cpu)
 {
     int rc = pthread_attr_init(attr);
 
     if (rc != 0)
         return rc;
-    rc = pthread_attr_setstacksize(attr, LSVC_DEFAULT_STACK_SIZE);
-    if (rc == 0 && prio > 0) {
+    if (prio > 0) {
         struct sched_param param = { .sched_priority = prio };
 
         rc = pthread_attr_setinheritsched(attr, PTHREAD_EXPLICIT_SCHED);

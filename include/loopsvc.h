@@ -63,9 +63,6 @@ extern "C" {
  * and lsvc_set_loop_seconds. */
 #define LSVC_NEVER ((double)INFINITY)
 
-/* Stack size of a service thread when lsvc_options.stack_size is 0. */
-#define LSVC_DEFAULT_STACK_SIZE (256u * 1024u)
-
 typedef struct lsvc lsvc;             /* one service */
 typedef struct lsvc_group lsvc_group; /* services that stop together */
 
@@ -175,8 +172,11 @@ typedef struct lsvc_options {
      * absolute due time, as cyclictest does, in steps of at most 100 ms;
      * a stop then takes effect within 100 ms. */
     bool precise;
-    /* Thread stack size in bytes; 0 = LSVC_DEFAULT_STACK_SIZE. Must be at
-     * least PTHREAD_STACK_MIN. */
+    /* Thread stack size in bytes; 0 = the size the system gives a new
+     * thread (RLIMIT_STACK on Linux, often 8 MiB of address space, of which
+     * only the pages touched take memory). Must be at least
+     * PTHREAD_STACK_MIN. For thousands of services, 64 to 256 KiB each
+     * keeps the address space small, if run_once needs no more. */
     size_t stack_size;
     /* 0 = inherit the creating thread's scheduling. 1..99 (the range
      * sched_get_priority_min/max give): real-time priority under
@@ -552,11 +552,13 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
 LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
 
 /*
- * Whether the group speaks systemd's notify protocol (the default) or
- * not. With `enable`, and NOTIFY_SOCKET set in the environment to an
- * absolute path or an abstract socket ("@name"), lsvc_group_start sends
- * READY=1 once it has started the thread of every enabled service (their
- * on_start hooks may still be running), just before it returns 0; the
+ * Whether the group speaks systemd's notify protocol or not (the
+ * default: a library must not tell systemd that the process is ready
+ * before the server's own listeners are). With `enable`, and
+ * NOTIFY_SOCKET set in the environment to an absolute path or an abstract
+ * socket ("@name"), lsvc_group_start sends READY=1 once every enabled
+ * service has started and its on_start has returned, just before it
+ * returns 0; the
  * group sends STOPPING=1 when a signal or lsvc_group_stop stops it (a stop
  * during lsvc_group_start is told after READY=1), and not when its
  * services merely end by themselves: systemd takes STOPPING=1 as the
@@ -693,7 +695,9 @@ LSVC_API void lsvc_set_logger(lsvc_log_fn fn, void *ctx);
 
 /*
  * Drops messages below `level`, any int (above LSVC_LOG_ERROR: no
- * message). The default is LSVC_LOG_INFO, or the environment's
+ * message). The default is LSVC_LOG_WARNING, so that a library inside a
+ * server says nothing while all is well (the INFO lines at each start and
+ * stop are the application's choice), or the environment's
  * LOOPSVC_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR, in any case) when it
  * is set, read once, at the first message or call here; any other value
  * is ignored with one WARNING. This call overrides both.

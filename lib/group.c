@@ -95,7 +95,7 @@ int lsvc_group_create(lsvc_group **out)
     sigaddset(&g->signals, SIGTERM);
     g->wake_signal = SIGTERM;
     g->use_environment = true;
-    g->use_notify = true;
+    g->use_notify = false;
     g->stuck_after = 10;
     g->notifier.fd = -1;
     *out = g;

@@ -27,7 +27,7 @@ static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static lsvc_log_fn sink_fn = stderr_sink;
 static void *sink_ctx;
 
-static atomic_int log_level = LSVC_LOG_INFO;
+static atomic_int log_level = LSVC_LOG_WARNING;
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 static int env_level_rejected; /* set once by read_env_level */
 

@@ -108,13 +108,12 @@ int lsvc__check_thread_options(const lsvc_options *opts)
 
 int lsvc__thread_attr(pthread_attr_t *attr, const lsvc_options *opts)
 {
-    size_t stack =
-        opts->stack_size ? opts->stack_size : LSVC_DEFAULT_STACK_SIZE;
     int rc = pthread_attr_init(attr);
 
     if (rc != 0)
         return rc;
-    rc = pthread_attr_setstacksize(attr, stack);
+    if (opts->stack_size != 0)
+        rc = pthread_attr_setstacksize(attr, opts->stack_size);
     if (rc == 0 && opts->sched_priority > 0) {
         struct sched_param param = { .sched_priority = opts->sched_priority };
         int policy = opts->sched_policy != 0 ? opts->sched_policy : SCHED_FIFO;

@@ -869,6 +869,8 @@ int main(int argc, char **argv)
     /* First, before any thread exists: threads inherit the mask, so only
      * the group's signal thread can take SIGINT and SIGTERM. */
     lsvc_block_signals();
+    /* The stats line, and a line as each chore starts and stops. */
+    lsvc_set_log_level(LSVC_LOG_INFO);
 
     if (argc != 2 || !parse_port(argv[1], &port)) {
         fprintf(stderr, "usage: kvserver PORT    (0: any free port)\n");
