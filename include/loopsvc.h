@@ -19,7 +19,7 @@
  *    exits the process.
  *  - The layout of the public structs is part of the ABI: a release that
  *    changes one changes the soname (while the major version is 0, the
- *    soname carries major.minor: libloopsvc.so.0.3).
+ *    soname carries major.minor: libloopsvc.so.0.4).
  */
 #ifndef LOOPSVC_H
 #define LOOPSVC_H
@@ -48,7 +48,7 @@ extern "C" {
 /* The version of this header; the library's soname follows it (see the
  * conventions above). */
 #define LSVC_VERSION_MAJOR 0
-#define LSVC_VERSION_MINOR 3
+#define LSVC_VERSION_MINOR 4
 #define LSVC_VERSION_PATCH 0
 
 /* The longest interval, initial delay or wait accepted: 365 days. */
@@ -86,9 +86,12 @@ typedef struct lsvc_class {
      * lsvc_stats.errors, and the loop goes on. */
     int (*run_once)(lsvc *svc, void *arg);
     /* Optional. Runs on the service thread once per start, before the
-     * first run. A nonzero return is logged at ERROR and counted in
-     * lsvc_stats.errors; then no run happens, on_stop does not run, and the
-     * thread ends (lsvc_join reaps it as usual). */
+     * first run; lsvc_start returns once it has returned. A nonzero return
+     * is logged at ERROR and counted in lsvc_stats.errors; then no run
+     * happens, on_stop does not run, the thread ends, and lsvc_start (or
+     * lsvc_group_start) returns ECANCELED. So a hanging on_start holds up
+     * the start: slow initialisation belongs in the first run, which
+     * lsvc_get_run_info tells by LSVC_RUN_FIRST. */
     int (*on_start)(lsvc *svc, void *arg);
     /* Optional. Runs on the service thread once per start whose on_start
      * succeeded, after the last run, also when the service was stopped
@@ -211,6 +214,39 @@ typedef struct lsvc_options {
      * two passes, or a chore that must leave the resource alone for a
      * while. */
     bool fixed_delay;
+    /* Seconds, 0 to the interval: each run due by the interval starts a
+     * uniformly random 0..jitter_seconds after its due point, so that
+     * replicas or services due together spread out. The grid stays on the
+     * unjittered points (lsvc_scheduled_start reports them), under every
+     * missed policy; a run's lateness (in the stats, and for DELAY's
+     * tolerance) is measured from its jittered start. 0 = none. */
+    double jitter_seconds;
+    /* true: due points are n * interval + offset_seconds after the Unix
+     * epoch on CLOCK_REALTIME (an hourly service with offset 0 runs at
+     * every :00, with offset 90 at every :01:30), the same on every
+     * replica whose clock is right. Each point is turned into a
+     * CLOCK_MONOTONIC deadline when it is computed, and the service looks
+     * at the wall clock again at least once a second while it sleeps, so
+     * that a step of the wall clock moves the next point within 1 s. A
+     * run that ends past its next point goes on at the first point after
+     * now (BURST: at once); DELAY's re-base does not apply. Needs a finite
+     * interval; offset_seconds must be in [0, interval). */
+    bool align_to_clock;
+    double offset_seconds;
+    /* Seconds; 0 = off, else at least the interval. After k consecutive
+     * failed runs (run_once returned nonzero, k counting the one just
+     * ended), the next run is due min(interval * 2^k, this) after the
+     * failed run's start; the first success returns to the interval,
+     * counted from that run. A wake still runs at once. */
+    double error_backoff_max_seconds;
+    /* true: no WARNING when a run takes longer than the interval (the run
+     * is still counted in lsvc_stats.overruns). */
+    bool quiet_overruns;
+    /* Seconds, 0 to LSVC_MAX_SECONDS: a run caused by a wake or by
+     * lsvc_run_within starts no sooner than this after the previous run
+     * began (the wake is kept, not dropped), so that a storm of requests
+     * cannot make the service run back to back. 0 = none. */
+    double min_wake_gap_seconds;
 } lsvc_options;
 
 /* A consistent snapshot of a service's counters, across all its starts. */
@@ -236,6 +272,8 @@ typedef struct lsvc_stats {
     int64_t lease_since_ns;  /* CLOCK_MONOTONIC time it gained it; 0 = not
                               * held */
     uint64_t wakes;          /* runs that a wake or lsvc_run_within caused */
+    uint64_t consecutive_failures; /* runs that failed in a row, up to the
+                                    * last run; 0 after a success */
     bool paused;             /* paused (lsvc_pause), and running */
 } lsvc_stats;
 
@@ -276,26 +314,32 @@ typedef struct lsvc_run_info {
  * or the options; an initial delay NaN, infinite, negative or above
  * LSVC_MAX_SECONDS; an unknown missed policy; a stack below
  * PTHREAD_STACK_MIN; a priority out of the policy's range or an unknown
- * policy; a negative slack; a lease without acquire), ENOTSUP (cpu_mask
- * on a platform without affinity), or ENOMEM, EAGAIN or ENOSPC when the
- * system is out of memory, locks or semaphores.
+ * policy; a negative slack; a lease without acquire; jitter negative, NaN
+ * or above the interval; align_to_clock with LSVC_NEVER, or an
+ * offset_seconds outside [0, interval) or set without align_to_clock; a
+ * backoff maximum NaN, negative, above LSVC_MAX_SECONDS or below the
+ * interval; a wake gap NaN, negative or above LSVC_MAX_SECONDS),
+ * ENOTSUP (cpu_mask on a platform without affinity), or ENOMEM, EAGAIN
+ * or ENOSPC when the system is out of memory, locks or semaphores.
  */
 LSVC_API int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
                 const lsvc_options *opts);
 
 /*
- * Starts the service on a new thread: on_start, then runs until stopped,
- * or exactly `loops` runs when loops > 0, after which the thread ends by
- * itself (reap it with lsvc_join). The thread blocks every asynchronous
- * signal and is named after the service. The first run is due at once,
- * or after the initial delay. A service that ended or was stopped can be
- * started again; its stats go on counting. A thread that ended but was not
- * yet joined is reaped here.
+ * Starts the service on a new thread and returns once its on_start has
+ * returned (at once without one); then it runs until stopped, or exactly
+ * `loops` runs when loops > 0, after which the thread ends by itself
+ * (reap it with lsvc_join). The thread blocks every asynchronous signal
+ * and is named after the service. The first run is due at once, or after
+ * the initial delay. A service that ended or was stopped can be started
+ * again; its stats go on counting. A thread that ended but was not yet
+ * joined is reaped here. Not from the service's own thread.
  * Returns EINVAL, EBUSY (its thread is still running, or its group is
- * started: the group then starts and stops it), EPERM (the real-time
- * priority is not permitted), ENOTSUP (real-time scheduling unsupported)
- * or EAGAIN/ENOMEM (no thread could be made). On failure no thread is
- * left behind and the service can be started again.
+ * started: the group then starts and stops it), ECANCELED (on_start
+ * returned nonzero: the thread has ended and been reaped), EPERM (the
+ * real-time priority is not permitted), ENOTSUP (real-time scheduling
+ * unsupported) or EAGAIN/ENOMEM (no thread could be made). On failure no
+ * thread is left behind and the service can be started again.
  */
 LSVC_API int lsvc_start(lsvc *svc, uint64_t loops);
 
@@ -456,7 +500,8 @@ LSVC_API int lsvc_next_run_in(lsvc *svc, double seconds);
  * (lsvc_group_set_environment), read at each group start, overrides this
  * value for that run of the group, as it overrides the code's. Returns
  * EINVAL (svc NULL; seconds NaN, not positive, or finite and above
- * LSVC_MAX_SECONDS).
+ * LSVC_MAX_SECONDS; or an interval the service's jitter, clock alignment
+ * or backoff maximum does not allow, as at lsvc_create).
  */
 LSVC_API int lsvc_set_loop_seconds(lsvc *svc, double seconds);
 
@@ -536,7 +581,8 @@ LSVC_API int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds);
  *                                line says so.
  *   LOOPSVC_<NAME>_LOOP_SECONDS  the interval in seconds, a decimal number
  *                                (exponent allowed, no sign, no spaces) in
- *                                the range lsvc_create accepts. It overrides
+ *                                the range lsvc_create accepts for this
+ *                                service's options. It overrides
  *                                the class's and the options' interval for
  *                                that start of the group, and an INFO line
  *                                says so.
@@ -584,6 +630,38 @@ LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
 LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
 
 /*
+ * Puts svc, a service of the group, in stop stage `stage` (any int; 0 by
+ * default). When the group stops, its stages stop in increasing order:
+ * every service of a stage is asked to stop and waited for (within the
+ * group's bound, lsvc_group_set_stop_timeout, counted from when that
+ * stage was asked) before the next stage is asked; the services of one
+ * stage stop together. lsvc_group_stop asks the first stage at once; each
+ * later stage is asked by lsvc_group_wait as the one before it ends, so a
+ * staged group needs a waiter, as every group does. For chores that must
+ * stop in an order: one that pauses the others first, collectors before
+ * the thread they feed. Returns EINVAL (svc not in the group) or EBUSY
+ * (started).
+ */
+LSVC_API int lsvc_group_set_stage(lsvc_group *g, lsvc *svc, int stage);
+
+/*
+ * Makes the group's signal thread also wait for `signo` and, when it
+ * comes, wake svc, a service of the group, with `bits` (lsvc_wake_bits)
+ * instead of stopping anything: a configuration reload as a service, on
+ * SIGHUP. The group's signal rule applies to signo too: it must be
+ * blocked in every thread (lsvc_block_signals blocks only SIGINT and
+ * SIGTERM; block signo likewise, first in main()); lsvc_group_start
+ * blocks it in the calling thread. Several signals may wake one service,
+ * but a signal wakes one service only: a second call for the same signo
+ * replaces the first. Returns EINVAL (svc not in the group; signo one of
+ * the group's stop signals, or one that lsvc_group_set_signals refuses)
+ * or EBUSY (started). lsvc_group_set_signals in turn refuses a set that
+ * holds a signal given here.
+ */
+LSVC_API int lsvc_group_wake_on_signal(lsvc_group *g, int signo, lsvc *svc,
+                                       unsigned bits);
+
+/*
  * Starts the group without blocking: reads each service's settings from
  * the environment (lsvc_group_set_environment), blocks the group's signals
  * in the calling thread, starts the signal thread, and the watchdog thread
@@ -609,7 +687,8 @@ LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
  * on one of them is EBUSY (lsvc_stop, lsvc_join and the rest still work).
  *
  * Returns EINVAL (g NULL, or the group is empty), EBUSY (already started, or
- * a service is running), or what lsvc_start or pthread_create returned; on
+ * a service is running), ECANCELED (a service's on_start returned
+ * nonzero), or what lsvc_start or pthread_create returned; on
  * failure every service started is stopped again and waited for, each at
  * most its stop bound as in lsvc_group_wait (a stuck one is left running
  * and logged), the group's threads ended and the caller's mask restored.

@@ -28,6 +28,8 @@ void lsvc__control_reset(lsvc *svc)
     svc->resumed_ns = 0;
     svc->sleeping = false;
     svc->in_run = false;
+    svc->start_done = false;
+    svc->start_rc = 0;
 }
 
 /* Locks svc when its thread runs; false, unlocked, when it does not. */
@@ -126,7 +128,8 @@ int lsvc_set_loop_seconds(lsvc *svc, double seconds)
 {
     int64_t ns;
 
-    if (svc == NULL || lsvc__interval_to_ns(seconds, &ns) != 0)
+    if (svc == NULL || lsvc__interval_to_ns(seconds, &ns) != 0 ||
+        !lsvc__interval_fits(svc, ns))
         return EINVAL;
     lsvc__lock(&svc->lock);
     atomic_store(&svc->code_interval_ns, ns);

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,8 +30,12 @@ struct lsvc_group {
     struct lsvc_lock lock;
     struct lsvc_member *members;
     size_t count, cap;
-    sigset_t signals;
-    int wake_signal;          /* a member of `signals`; 0 = handle none */
+    sigset_t signals;         /* the stop signals */
+    struct wake_on_signal *wakes; /* signals that wake a service */
+    size_t nwakes;
+    sigset_t waited;          /* signals and the wakes' signals, at start */
+    int quit_signal;          /* a member of `waited` that ends the signal
+                               * thread; 0 = no signal thread */
     int64_t stop_timeout_ns;  /* 0 = each service's lsvc_stop bound */
     bool use_environment;     /* read LOOPSVC_<NAME>_* at start */
     bool use_notify;          /* speak NOTIFY_SOCKET's protocol */
@@ -38,7 +43,11 @@ struct lsvc_group {
 
     enum { GROUP_IDLE, GROUP_STARTING, GROUP_STARTED } state;
     bool stopping, waiting;
-    int64_t stop_at_ns;       /* when the stop began */
+    int stage_asked;          /* the stages up to this one are asked to
+                               * stop; INT_MIN: none */
+    int64_t stage_at_ns;      /* when the last was asked */
+    int stage_reached;        /* lsvc_group_wait waits for this stage: the
+                               * ones before it have ended */
     bool quit;                /* tells the signal thread to end */
     bool has_signal_thread;
     pthread_t signal_thread;
@@ -54,6 +63,13 @@ struct lsvc_group {
     bool stopping_sent;
     bool has_watchdog;
     struct lsvc_watchdog watchdog;
+};
+
+/* A signal that wakes a service instead of stopping the group. */
+struct wake_on_signal {
+    int signo;
+    lsvc *svc;
+    unsigned bits;
 };
 
 #ifdef SIGRTMAX
@@ -93,7 +109,6 @@ int lsvc_group_create(lsvc_group **out)
     sigemptyset(&g->signals);
     sigaddset(&g->signals, SIGINT);
     sigaddset(&g->signals, SIGTERM);
-    g->wake_signal = SIGTERM;
     g->use_environment = true;
     g->use_notify = false;
     g->stuck_after = 10;
@@ -145,32 +160,100 @@ static int lock_idle(lsvc_group *g)
     return EBUSY;
 }
 
+/* Whether a group may wait for sig at all. */
+static bool waitable(int sig)
+{
+    return sig != SIGKILL && sig != SIGSTOP && !lsvc__is_fault_signal(sig) &&
+           lsvc__is_usable_signal(sig);
+}
+
+/* The entry of a signal that wakes a service; NULL when none. Group lock
+ * held. */
+static struct wake_on_signal *wake_entry(const lsvc_group *g, int sig)
+{
+    for (size_t i = 0; i < g->nwakes; i++)
+        if (g->wakes[i].signo == sig)
+            return &g->wakes[i];
+    return NULL;
+}
+
 int lsvc_group_set_signals(lsvc_group *g, const sigset_t *set)
 {
-    int wake = 0;
+    sigset_t none;
+    int rc;
 
     if (g == NULL)
         return EINVAL;
-    if (set != NULL) {
-        for (int sig = LSVC_SIG_LAST; sig >= 1; sig--) {
-            if (sigismember(set, sig) != 1)
-                continue;
-            if (sig == SIGKILL || sig == SIGSTOP ||
-                lsvc__is_fault_signal(sig) || !lsvc__is_usable_signal(sig))
-                return EINVAL;
-            wake = sig;
+    if (set == NULL) {
+        sigemptyset(&none);
+        set = &none;
+    }
+    for (int sig = 1; sig <= LSVC_SIG_LAST; sig++)
+        if (sigismember(set, sig) == 1 && !waitable(sig))
+            return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    for (size_t i = 0; i < g->nwakes; i++)
+        if (sigismember(set, g->wakes[i].signo) == 1)
+            rc = EINVAL;
+    if (rc == 0)
+        g->signals = *set;
+    lsvc__unlock(&g->lock);
+    return rc;
+}
+
+/* The index of svc in the group, or -1. Group lock held. */
+static long member_index(const lsvc_group *g, const lsvc *svc)
+{
+    for (size_t i = 0; i < g->count; i++)
+        if (g->members[i].svc == svc)
+            return (long)i;
+    return -1;
+}
+
+int lsvc_group_wake_on_signal(lsvc_group *g, int signo, lsvc *svc,
+                              unsigned bits)
+{
+    int rc;
+
+    if (g == NULL || svc == NULL || signo < 1 || signo > LSVC_SIG_LAST ||
+        !waitable(signo))
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    struct wake_on_signal *w = wake_entry(g, signo);
+    if (member_index(g, svc) < 0 || sigismember(&g->signals, signo) == 1) {
+        rc = EINVAL;
+    } else if (w == NULL) {
+        w = realloc(g->wakes, (g->nwakes + 1) * sizeof *w);
+        if (w == NULL) {
+            rc = ENOMEM;
+        } else {
+            g->wakes = w;
+            w = &g->wakes[g->nwakes++];
         }
     }
-    int rc = lock_idle(g);
-    if (rc != 0)
-        return rc;
-    if (set != NULL)
-        g->signals = *set;
-    else
-        sigemptyset(&g->signals);
-    g->wake_signal = wake;
+    if (rc == 0)
+        *w = (struct wake_on_signal){ signo, svc, bits };
     lsvc__unlock(&g->lock);
-    return 0;
+    return rc;
+}
+
+int lsvc_group_set_stage(lsvc_group *g, lsvc *svc, int stage)
+{
+    int rc;
+
+    if (g == NULL || svc == NULL)
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    long i = member_index(g, svc);
+    if (i < 0)
+        rc = EINVAL;
+    else
+        g->members[i].stage = stage;
+    lsvc__unlock(&g->lock);
+    return rc;
 }
 
 int lsvc_group_set_stop_timeout(lsvc_group *g, double seconds)
@@ -262,10 +345,39 @@ static void send_stopping(lsvc_group *g)
     lsvc__notify(&g->notifier, state);
 }
 
+/* The lowest stop stage above `above` among the members; INT_MAX when
+ * there is none. */
+static int stage_after(const lsvc_group *g, int above)
+{
+    int next = INT_MAX;
+
+    for (size_t i = 0; i < g->count; i++)
+        if (g->members[i].stage > above && g->members[i].stage < next)
+            next = g->members[i].stage;
+    return next;
+}
+
+/* Asks every member of the stages up to `stage` to stop, each within its
+ * bound from now. Group lock held: a caller from any thread must not see
+ * the group end and be freed halfway through; requests take only each
+ * service's lock, briefly. */
+static void ask_stages(lsvc_group *g, int stage)
+{
+    int64_t at = lsvc__now_ns();
+
+    lsvc__assert_held(&g->lock);
+    g->stage_asked = stage;
+    g->stage_at_ns = at;
+    for (size_t i = 0; i < g->count; i++) {
+        lsvc *svc = g->members[i].svc;
+
+        if (g->members[i].stage <= stage)
+            lsvc__request_stop(svc, lsvc__add_ns(at, stop_bound_ns(g, svc)));
+    }
+}
+
 int lsvc_group_stop(lsvc_group *g)
 {
-    int64_t stop_at;
-
     if (g == NULL)
         return EINVAL;
     lsvc__lock(&g->lock);
@@ -274,16 +386,11 @@ int lsvc_group_stop(lsvc_group *g)
         return 0;
     }
     g->stopping = true;
-    g->stop_at_ns = stop_at = lsvc__now_ns();
-    /* Request every stop before any wait, so all services wind down at
-     * once and the slowest bounds the whole. Under the group's lock: a
-     * caller from any thread must not see the group end and be freed
-     * halfway through; requests take only each service's lock, briefly. */
-    for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->members[i].svc;
-
-        lsvc__request_stop(svc, lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
-    }
+    /* The first stage, or the one a wait has reached, all at once, so
+     * that the slowest of a stage bounds the stage; later stages are
+     * asked by lsvc_group_wait as each one ends. */
+    int first = stage_after(g, INT_MIN);
+    ask_stages(g, g->stage_reached > first ? g->stage_reached : first);
     /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
     if (g->state == GROUP_STARTED)
         send_stopping(g);
@@ -322,7 +429,7 @@ static bool taken_instead_of_wake_up(const lsvc_group *g, int sig)
 {
     sigset_t pending;
 
-    if (sig != g->wake_signal)
+    if (sig != g->quit_signal)
         return true;
     return sigpending(&pending) == 0 && sigismember(&pending, sig) == 1;
 }
@@ -340,7 +447,7 @@ static void *signal_main(void *arg)
         int sig, rc;
 
         pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-        rc = sigwait(&g->signals, &sig);
+        rc = sigwait(&g->waited, &sig);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         if (rc != 0)
             continue;
@@ -348,15 +455,27 @@ static void *signal_main(void *arg)
         bool quit = g->quit;
         bool first = !g->stopping;
         size_t enabled = g->enabled;
+        struct wake_on_signal *w = wake_entry(g, sig);
+        struct wake_on_signal wake = { 0, NULL, 0 };
+        if (w != NULL)
+            wake = *w;
         lsvc__unlock(&g->lock);
         if (quit) {
-            /* A signal meant for the process that came just before the
-             * wake-up is handed back, pending, to whoever takes it next,
-             * instead of being lost with this thread. Standard signals do
-             * not queue, so handing back one still pending adds none. */
-            if (taken_instead_of_wake_up(g, sig))
+            /* A stop signal meant for the process that came just before
+             * the wake-up is handed back, pending, to whoever takes it
+             * next, instead of being lost with this thread. Standard
+             * signals do not queue, so handing back one still pending
+             * adds none. A wake signal then has nothing left to wake. */
+            if (w == NULL && taken_instead_of_wake_up(g, sig))
                 kill(getpid(), sig);
             return NULL;
+        }
+        if (w != NULL) {
+            lsvc__log(LSVC_LOG_INFO, wake.svc->logger,
+                      "received %s: waking %s.", signal_name(sig),
+                      wake.svc->name);
+            lsvc_wake_bits(wake.svc, wake.bits);
+            continue;
         }
         if (first) {
             lsvc__log(LSVC_LOG_INFO, "loopsvc",
@@ -394,7 +513,7 @@ static void cancel_signal_thread(lsvc_group *g, int err)
     lsvc__strerror(err, why, sizeof why);
     lsvc__log(LSVC_LOG_WARNING, "loopsvc",
               "Could not wake the group's signal thread with %s: %s. "
-              "Cancelling it instead.", signal_name(g->wake_signal), why);
+              "Cancelling it instead.", signal_name(g->quit_signal), why);
     pthread_cancel(g->signal_thread);
 }
 
@@ -405,16 +524,26 @@ static int finish(lsvc_group *g)
 {
     int rc = 0;
 
-    for (size_t i = 0; i < g->count; i++) {
-        lsvc *svc = g->members[i].svc;
+    for (int stage = stage_after(g, INT_MIN); stage != INT_MAX;
+         stage = stage_after(g, stage)) {
+        lsvc__lock(&g->lock);
+        g->stage_reached = stage;
+        if (g->stopping && stage > g->stage_asked)
+            ask_stages(g, stage);
+        lsvc__unlock(&g->lock);
+        for (size_t i = 0; i < g->count; i++) {
+            lsvc *svc = g->members[i].svc;
 
-        if (lsvc__wait_and_reap(svc, 0, LSVC_FOREVER, true) != ETIMEDOUT)
-            continue;
-        rc = ETIMEDOUT;
-        lsvc__log(LSVC_LOG_WARNING, svc->logger,
-                  "%s did not stop within %g seconds of the group's stop. "
-                  "It is left running; join it later with lsvc_join().",
-                  svc->name, (double)stop_bound_ns(g, svc) / 1e9);
+            if (g->members[i].stage != stage ||
+                lsvc__wait_and_reap(svc, 0, LSVC_FOREVER, true) != ETIMEDOUT)
+                continue;
+            rc = ETIMEDOUT;
+            lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                      "%s did not stop within %g seconds of the group's "
+                      "stop. It is left running; join it later with "
+                      "lsvc_join().",
+                      svc->name, (double)stop_bound_ns(g, svc) / 1e9);
+        }
     }
     if (g->has_watchdog)
         lsvc__watchdog_stop(&g->watchdog);
@@ -424,7 +553,7 @@ static int finish(lsvc_group *g)
          * before the thread can see `quit`. */
         lsvc__lock(&g->lock);
         g->quit = true;
-        int err = pthread_kill(g->signal_thread, g->wake_signal);
+        int err = pthread_kill(g->signal_thread, g->quit_signal);
         lsvc__unlock(&g->lock);
         if (err != 0)
             cancel_signal_thread(g, err);
@@ -463,6 +592,21 @@ static void pass_pending_to_process(const sigset_t *signals)
 #endif
 }
 
+/* The signals the signal thread waits for: the stop signals and those
+ * that wake a service; and the one that ends the thread. Returns whether
+ * there are any, that is whether the group needs a signal thread. */
+static bool waited_signals(lsvc_group *g)
+{
+    g->waited = g->signals;
+    for (size_t i = 0; i < g->nwakes; i++)
+        sigaddset(&g->waited, g->wakes[i].signo);
+    g->quit_signal = 0;
+    for (int sig = LSVC_SIG_LAST; sig >= 1; sig--)
+        if (sigismember(&g->waited, sig) == 1)
+            g->quit_signal = sig;
+    return g->quit_signal != 0;
+}
+
 static int start_signal_thread(lsvc_group *g)
 {
     static const lsvc_options defaults;
@@ -471,14 +615,14 @@ static int start_signal_thread(lsvc_group *g)
     sigset_t old;
     int rc;
 
-    rc = pthread_sigmask(SIG_BLOCK, &g->signals, &old);
+    rc = pthread_sigmask(SIG_BLOCK, &g->waited, &old);
     if (rc != 0)
         return rc;
     g->starter = lsvc__thread_token();
-    pass_pending_to_process(&g->signals);
+    pass_pending_to_process(&g->waited);
     sigemptyset(&g->unblock_at_end);
     for (int sig = 1; sig <= LSVC_SIG_LAST; sig++)
-        if (sigismember(&g->signals, sig) == 1 && sigismember(&old, sig) == 0)
+        if (sigismember(&g->waited, sig) == 1 && sigismember(&old, sig) == 0)
             sigaddset(&g->unblock_at_end, sig);
 
     rc = lsvc__thread_attr(&attr, &defaults);
@@ -540,7 +684,10 @@ static int fail_start(lsvc_group *g, const char *what, int rc)
 {
     char why[128];
 
-    lsvc__strerror(rc, why, sizeof why);
+    if (rc == ECANCELED)
+        snprintf(why, sizeof why, "its on_start failed");
+    else
+        lsvc__strerror(rc, why, sizeof why);
     lsvc__log(LSVC_LOG_ERROR, "loopsvc",
               "Could not start %s: %s; stopping the group.", what, why);
     lsvc_group_stop(g);
@@ -563,6 +710,7 @@ int lsvc_group_start(lsvc_group *g)
         /* STARTING lets a signal or lsvc_group_stop in, but not a wait. */
         g->state = GROUP_STARTING;
         g->stopping = g->waiting = g->quit = g->stopping_sent = false;
+        g->stage_asked = g->stage_reached = INT_MIN;
         g->enabled = 0;
     }
     lsvc__unlock(&g->lock);
@@ -572,7 +720,7 @@ int lsvc_group_start(lsvc_group *g)
     apply_settings(g);
     if (g->use_notify)
         lsvc__notifier_open(&g->notifier);
-    if (g->wake_signal != 0 && (rc = start_signal_thread(g)) != 0) {
+    if (waited_signals(g) && (rc = start_signal_thread(g)) != 0) {
         release(g);
         return rc;
     }
@@ -588,12 +736,10 @@ int lsvc_group_start(lsvc_group *g)
             return fail_start(g, svc->name, rc);
         /* A stop that came while this one was not yet running missed it. */
         lsvc__lock(&g->lock);
-        bool stopping = g->stopping;
-        int64_t stop_at = g->stop_at_ns;
+        if (g->stopping && g->members[i].stage <= g->stage_asked)
+            lsvc__request_stop(svc, lsvc__add_ns(g->stage_at_ns,
+                                                 stop_bound_ns(g, svc)));
         lsvc__unlock(&g->lock);
-        if (stopping)
-            lsvc__request_stop(svc,
-                               lsvc__add_ns(stop_at, stop_bound_ns(g, svc)));
     }
     char state[64];
 
@@ -661,6 +807,7 @@ int lsvc_group_destroy(lsvc_group *g)
     lsvc__unlock(&g->lock);
     pthread_mutex_destroy(&g->lock.mutex);
     free(g->members);
+    free(g->wakes);
     free(g);
     return 0;
 }

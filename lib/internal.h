@@ -128,6 +128,10 @@ struct lsvc {
     char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
     char *env_loop_seconds; /* "LOOPSVC_<NAME>_LOOP_SECONDS", same block */
     int64_t initial_delay_ns;
+    int64_t jitter_ns;        /* the options' seconds, in ns */
+    int64_t offset_ns;
+    int64_t backoff_max_ns;
+    int64_t wake_gap_ns;
     lsvc_options opts;
 
     /* Intervals in ns; LSVC_FOREVER is LSVC_NEVER. Read by any thread:
@@ -181,6 +185,8 @@ struct lsvc {
     unsigned pausers;         /* threads in lsvc_pause, waiting for the
                                * run in progress to end */
     bool in_run;              /* run_once is in progress; info is its */
+    bool start_done;          /* on_start has returned, with start_rc */
+    int start_rc;
     lsvc_run_info info;
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */
@@ -221,6 +227,50 @@ LSVC_HIDDEN int64_t lsvc__add_ns(int64_t a, int64_t b);
 LSVC_HIDDEN int64_t lsvc__grid_point(int64_t due_ns, int64_t interval_ns,
                                      int64_t at_ns);
 
+/* With align_to_clock, the service looks at the wall clock at least this
+ * often while it sleeps, so that a step of the clock moves its next point
+ * within this time. */
+#define LSVC_WALL_CHECK_NS LSVC_NS_PER_SEC
+
+/* schedule.c: a service thread's schedule, which only that thread
+ * touches: its next point by the interval, the jitter of that point's
+ * run, and what the options make of failures and of the wall clock. */
+struct lsvc_sched {
+    int64_t due;        /* the next point, CLOCK_MONOTONIC; LSVC_FOREVER:
+                         * none, only a wake or a request runs it */
+    int64_t wall;       /* with align_to_clock, that point on
+                         * CLOCK_REALTIME; 0: due is no wall point */
+    int64_t jitter;     /* how long after due its run starts */
+    uint64_t rng;       /* the jitter's generator */
+    uint64_t failures;  /* runs failed in a row */
+    unsigned reasons;   /* LSVC_RUN_FIRST and _RESUMED for the next run */
+};
+/* A run as the schedule sees it. */
+struct lsvc_point {
+    unsigned reasons;   /* LSVC_RUN_* */
+    int64_t due;        /* its point, or when it was asked for */
+    int64_t jitter;     /* its jitter, when due by the interval */
+    int64_t begin;
+};
+LSVC_HIDDEN void lsvc__sched_init(const lsvc *svc, struct lsvc_sched *sc,
+                                  int64_t now_ns);
+LSVC_HIDDEN int64_t lsvc__sched_target(struct lsvc_sched *sc, int64_t now_ns);
+LSVC_HIDDEN void lsvc__sched_set(struct lsvc_sched *sc, int64_t due_ns);
+LSVC_HIDDEN void lsvc__sched_resume(const lsvc *svc, struct lsvc_sched *sc,
+                                    int64_t resumed_ns);
+LSVC_HIDDEN void lsvc__sched_interval_changed(const lsvc *svc,
+                                              struct lsvc_sched *sc,
+                                              int64_t last_start_ns,
+                                              int64_t last_end_ns,
+                                              int64_t now_ns);
+LSVC_HIDDEN uint64_t lsvc__sched_after_run(const lsvc *svc,
+                                           struct lsvc_sched *sc,
+                                           const struct lsvc_point *run,
+                                           int64_t end_ns, bool failed);
+LSVC_HIDDEN uint64_t lsvc__sched_skip(const lsvc *svc, struct lsvc_sched *sc,
+                                      const struct lsvc_point *run,
+                                      int64_t now_ns);
+
 /* loop.c: the body of a service thread, and its sleep. */
 LSVC_HIDDEN void *lsvc__service_main(void *arg);
 LSVC_HIDDEN void lsvc__unlock_kick(lsvc *svc, bool changed);
@@ -234,6 +284,8 @@ LSVC_HIDDEN uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns);
 LSVC_HIDDEN int lsvc__wait_and_reap(lsvc *svc, uint64_t generation,
                                     int64_t deadline_ns, bool follow_stop);
 LSVC_HIDDEN int64_t lsvc__stop_bound_ns(lsvc *svc);
+/* Whether the service's jitter, offset and backoff allow this interval. */
+LSVC_HIDDEN bool lsvc__interval_fits(const lsvc *svc, int64_t interval_ns);
 LSVC_HIDDEN bool lsvc__is_own_thread(lsvc *svc);
 LSVC_HIDDEN void lsvc__thread_finished(lsvc *svc);
 
@@ -254,7 +306,8 @@ LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
 
 /* stats.c: what a run leaves in the counters. */
 LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
-                                       int64_t begin_ns, bool woken);
+                                       int64_t late_from_ns, int64_t begin_ns,
+                                       bool woken);
 LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
@@ -291,6 +344,7 @@ LSVC_HIDDEN void lsvc__notifier_close(struct lsvc_notifier *n);
 /* A service as its group sees it. */
 struct lsvc_member {
     lsvc *svc;
+    int stage;                /* its stop stage (lsvc_group_set_stage) */
     bool skip;                /* disabled by the environment for this start */
     int64_t stuck_run_ns;     /* run_begin_ns of the run the watchdog
                                * reported stuck; 0 = none */

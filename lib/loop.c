@@ -76,76 +76,67 @@ void lsvc__unlock_kick(lsvc *svc, bool changed)
 #endif
 }
 
-/* The service thread's own view of its schedule. */
-struct sched {
-    int64_t due;        /* the next point by the interval; LSVC_FOREVER:
-                         * none, only a wake or a request runs it */
-    unsigned reasons;   /* LSVC_RUN_FIRST and _RESUMED for the next run */
-};
-
 /* The run about to begin. */
 struct run {
-    int64_t due;        /* its point on the schedule, or when it was asked
-                         * for */
-    int64_t begin;
-    unsigned reasons;   /* LSVC_RUN_* */
+    struct lsvc_point point; /* why, when due, its jitter, when it began */
+    int64_t late_from;  /* what its lateness counts from: its jittered
+                         * point, or when it was asked for */
     unsigned bits;      /* the wake bits it took */
 };
 
 /* Applies what other threads asked of the schedule since the service
  * last looked. Lock held. */
-static void take_requests(lsvc *svc, struct sched *sc, int64_t now)
+static void take_requests(lsvc *svc, struct lsvc_sched *sc, int64_t now)
 {
-    int64_t interval = svc->interval_ns;
-
     if (svc->resumed_ns != 0) {
-        /* Points passed while paused are not missed: DELAY runs at once,
-         * SKIP and BURST go on at their next grid point. */
-        if (sc->due < svc->resumed_ns)
-            sc->due = svc->opts.fixed_delay ||
-                              svc->opts.missed == LSVC_MISSED_DELAY
-                          ? svc->resumed_ns
-                          : lsvc__grid_point(sc->due, interval,
-                                             svc->resumed_ns);
+        lsvc__sched_resume(svc, sc, svc->resumed_ns);
         svc->resumed_ns = 0;
-        sc->reasons |= LSVC_RUN_RESUMED;
     }
     if (svc->rescheduled) {
         svc->rescheduled = false;
-        if (interval == LSVC_FOREVER) {
-            sc->due = LSVC_FOREVER;
-        } else if (sc->reasons & LSVC_RUN_FIRST) {
-            if (sc->due == LSVC_FOREVER)
-                sc->due = lsvc__add_ns(now, interval);
-        } else if (svc->opts.fixed_delay) {
-            sc->due = lsvc__add_ns(svc->last_end_ns, interval);
-        } else {
-            uint64_t skipped;
-            sc->due = lsvc__next_due(svc->opts.missed, svc->last_start_ns,
-                                     interval, now, &skipped);
-        }
+        lsvc__sched_interval_changed(svc, sc, svc->last_start_ns,
+                                     svc->last_end_ns, now);
     }
     if (svc->has_next) {
         svc->has_next = false;
-        sc->due = svc->next_ns;
+        lsvc__sched_set(sc, svc->next_ns);
     }
 }
 
-/* Begins a run at `now`, taking every request made so far. Lock held. */
-static void claim_run(lsvc *svc, struct sched *sc, struct run *run,
-                      int64_t now)
+/* When a run asked for may begin: not sooner than the wake gap after the
+ * previous run began. Lock held. */
+static int64_t asked_target(const lsvc *svc)
 {
-    run->reasons = sc->reasons;
+    int64_t gap_end = svc->last_start_ns != 0
+                          ? lsvc__add_ns(svc->last_start_ns, svc->wake_gap_ns)
+                          : 0;
+
+    if (svc->asked_ns == LSVC_FOREVER || svc->asked_ns >= gap_end)
+        return svc->asked_ns;
+    return gap_end;
+}
+
+/* Begins a run at `now`, taking every request made so far. Lock held. */
+static void claim_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
+                      int64_t timer, int64_t asked, int64_t now)
+{
+    struct lsvc_point *p = &run->point;
+
+    p->reasons = sc->reasons;
     sc->reasons = 0;
-    run->due = svc->asked_ns;
-    if (now >= sc->due) {
-        run->reasons |= LSVC_RUN_TIMER;
-        run->due = sc->due;
+    p->due = svc->asked_ns;
+    p->jitter = 0;
+    run->late_from = asked;
+    if (now >= timer) {
+        p->reasons |= LSVC_RUN_TIMER;
+        p->due = sc->due;
+        p->jitter = sc->jitter;
+        run->late_from = timer;
     }
-    if (now >= svc->asked_ns)
-        run->reasons |= LSVC_RUN_WOKEN;
+    if (now >= asked)
+        p->reasons |= LSVC_RUN_WOKEN;
+    p->begin = now;
     run->bits = svc->wake_bits;
-    run->begin = now;
     svc->wake_bits = 0;
     svc->asked_ns = LSVC_FOREVER;
 }
@@ -153,17 +144,18 @@ static void claim_run(lsvc *svc, struct sched *sc, struct run *run,
 /* The run begins: what other threads may now read of it. Lock held. */
 static void begin_run(lsvc *svc, const struct run *run)
 {
+    const struct lsvc_point *p = &run->point;
     lsvc_run_info *info = &svc->info;
 
-    lsvc__stats_begin_run(svc, run->due, run->begin,
-                          (run->reasons & LSVC_RUN_WOKEN) != 0);
-    info->reasons = run->reasons;
+    lsvc__stats_begin_run(svc, p->due, run->late_from, p->begin,
+                          (p->reasons & LSVC_RUN_WOKEN) != 0);
+    info->reasons = p->reasons;
     info->wake_bits = run->bits;
-    info->due = lsvc__timespec(run->due);
-    info->start = lsvc__timespec(run->begin);
+    info->due = lsvc__timespec(p->due);
+    info->start = lsvc__timespec(p->begin);
     info->prev_start = lsvc__timespec(svc->last_start_ns);
     info->run = ++svc->runs_begun;
-    svc->last_start_ns = run->begin;
+    svc->last_start_ns = p->begin;
     svc->in_run = true;
 }
 
@@ -172,8 +164,8 @@ static void begin_run(lsvc *svc, const struct run *run)
  * their writers take; a change made after that read still ends the sleep
  * step that follows: the semaphore keeps its post, the condvar wait
  * re-reads `sleeping` under the lock, and a precise step is at most
- * 100 ms. */
-static bool wait_for_run(lsvc *svc, struct sched *sc, struct run *run,
+ * 100 ms. A point on the wall clock is looked at again every second. */
+static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
                          sleep_step_fn *sleep_step)
 {
     for (;;) {
@@ -184,9 +176,11 @@ static bool wait_for_run(lsvc *svc, struct sched *sc, struct run *run,
 
         if (!stop && !svc->paused) {
             take_requests(svc, sc, now);
-            until = sc->due < svc->asked_ns ? sc->due : svc->asked_ns;
+            int64_t timer = lsvc__sched_target(sc, now);
+            int64_t asked = asked_target(svc);
+            until = timer < asked ? timer : asked;
             if (now >= until) {
-                claim_run(svc, sc, run, now);
+                claim_run(svc, sc, run, timer, asked, now);
                 /* With a lease the run begins once the lease allows it;
                  * until then the asking is what a pause waits for and
                  * the watchdog sees as the run. */
@@ -197,6 +191,8 @@ static bool wait_for_run(lsvc *svc, struct sched *sc, struct run *run,
                 lsvc__unlock(&svc->lock);
                 return true;
             }
+            if (sc->wall != 0 && until - now > LSVC_WALL_CHECK_NS)
+                until = now + LSVC_WALL_CHECK_NS;
         }
         svc->sleeping = !stop && !svc->opts.precise;
         lsvc__unlock(&svc->lock);
@@ -209,52 +205,37 @@ static bool wait_for_run(lsvc *svc, struct sched *sc, struct run *run,
 /* The lease allowed the run: it begins now, unless a stop or a pause
  * came while the lease was being asked. A pause puts back what the run
  * took, for the run at resume. Returns false for a stop. */
-static bool begin_leased_run(lsvc *svc, struct sched *sc, struct run *run,
-                             bool *paused)
+static bool begin_leased_run(lsvc *svc, struct lsvc_sched *sc,
+                             struct run *run, bool *paused)
 {
+    const struct lsvc_point *p = &run->point;
+
     lsvc__lock(&svc->lock);
     bool stop = svc->stop_requested;
     *paused = !stop && svc->paused;
     if (stop || *paused) {
         svc->run_begin_ns = 0;
-        if (*paused && (run->reasons & LSVC_RUN_WOKEN)) {
-            if (run->due < svc->asked_ns)
-                svc->asked_ns = run->due;
+        if (*paused && (p->reasons & LSVC_RUN_WOKEN)) {
+            if (run->late_from < svc->asked_ns)
+                svc->asked_ns = run->late_from;
             svc->wake_bits |= run->bits;
         }
-        sc->reasons |= run->reasons & (LSVC_RUN_FIRST | LSVC_RUN_RESUMED);
+        sc->reasons |= p->reasons & (LSVC_RUN_FIRST | LSVC_RUN_RESUMED);
         if (svc->pausers > 0)
             pthread_cond_broadcast(&svc->cond);
     } else {
-        run->begin = lsvc__now_ns();
+        run->point.begin = lsvc__now_ns();
         begin_run(svc, run);
     }
     lsvc__unlock(&svc->lock);
     return !stop;
 }
 
-/* The next point by the interval after a run that began as `run` says
- * and ended at end_ns: a run only asked for leaves the grid where it
- * was. */
-static int64_t next_point(const lsvc *svc, const struct sched *sc,
-                          const struct run *run, int64_t interval,
-                          int64_t end_ns, uint64_t *skipped)
-{
-    *skipped = 0;
-    if (svc->opts.fixed_delay)
-        return lsvc__add_ns(end_ns, interval);
-    if (!(run->reasons & LSVC_RUN_TIMER))
-        return sc->due;
-    int64_t base = lsvc__run_base(svc->opts.missed, run->due, run->begin,
-                                  interval);
-    return lsvc__next_due(svc->opts.missed, base, interval, end_ns, skipped);
-}
-
 /* The run has ended: what other threads may now read of it. */
 static void end_run(lsvc *svc, const struct run *run, int64_t end_ns, int rc,
                     int64_t interval, uint64_t skipped)
 {
-    int64_t run_ns = end_ns - run->begin;
+    int64_t run_ns = end_ns - run->point.begin;
 
     lsvc__lock(&svc->lock);
     svc->in_run = false;
@@ -314,13 +295,10 @@ static void log_next_run(lsvc *svc, int64_t due_ns, int64_t now_ns)
 
 /* The lease does not let this replica run: the run is skipped, and a run
  * due by the interval moves on to its next point. */
-static void skip_run(lsvc *svc, struct sched *sc, const struct run *run)
+static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run)
 {
-    uint64_t skipped = 0;
+    uint64_t skipped = lsvc__sched_skip(svc, sc, &run->point, lsvc__now_ns());
 
-    if (run->reasons & LSVC_RUN_TIMER)
-        sc->due = lsvc__next_due(svc->opts.missed, run->due, svc->interval_ns,
-                                 lsvc__now_ns(), &skipped);
     lsvc__lock(&svc->lock);
     lsvc__stats_skip_run(svc, skipped);
     if (svc->pausers > 0)
@@ -333,16 +311,11 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
 {
     sleep_step_fn *sleep_step =
         svc->opts.precise ? sleep_precise : sleep_wakeable;
-    int64_t interval = svc->interval_ns;
-    struct sched sc = {
-        .due = interval == LSVC_FOREVER
-                   ? LSVC_FOREVER
-                   : lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns),
-        .reasons = LSVC_RUN_FIRST,
-    };
+    struct lsvc_sched sc;
     struct run run;
     uint64_t done = 0;
 
+    lsvc__sched_init(svc, &sc, lsvc__now_ns());
     while (wait_for_run(svc, &sc, &run, sleep_step)) {
         if (svc->opts.lease != NULL) {
             bool paused;
@@ -359,24 +332,25 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
-        uint64_t skipped;
+        int64_t interval = svc->interval_ns;
+        int64_t run_ns = end - run.point.begin;
+        uint64_t skipped =
+            lsvc__sched_after_run(svc, &sc, &run.point, end, rc != 0);
 
-        interval = svc->interval_ns;
-        sc.due = next_point(svc, &sc, &run, interval, end, &skipped);
         end_run(svc, &run, end, rc, interval, skipped);
         if (rc != 0)
             lsvc__log(LSVC_LOG_ERROR, svc->logger,
                       "Unexpected error in %s: run_once returned %d.",
                       svc->name, rc);
-        if (end - run.begin > interval)
-            warn_overrun(svc, end, end - run.begin, interval);
+        if (run_ns > interval && !svc->opts.quiet_overruns)
+            warn_overrun(svc, end, run_ns, interval);
         if (++done == wanted) {
             lsvc__log(LSVC_LOG_DEBUG, svc->logger,
                       "%s exiting after %llu loop(s).", svc->name,
                       (unsigned long long)done);
             break;
         }
-        log_next_run(svc, sc.due, end);
+        log_next_run(svc, lsvc__sched_target(&sc, end), end);
     }
     return done;
 }
@@ -402,6 +376,11 @@ void *lsvc__service_main(void *arg)
 
     if (cls->on_start != NULL)
         rc = cls->on_start(svc, svc->arg);
+    lsvc__lock(&svc->lock);
+    svc->start_done = true;
+    svc->start_rc = rc;
+    pthread_cond_broadcast(&svc->cond);
+    lsvc__unlock(&svc->lock);
     if (rc != 0) {
         lsvc__stats_start_failed(svc);
         lsvc__log(LSVC_LOG_ERROR, svc->logger,

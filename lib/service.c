@@ -91,11 +91,45 @@ static bool name_ok(const char *name)
     return true;
 }
 
+/* The schedule's options, in ns, checked against the interval. */
+struct timing {
+    int64_t jitter, offset, backoff_max, wake_gap;
+};
+
+static int resolve_timing(const lsvc_options *opts, int64_t interval_ns,
+                          struct timing *t)
+{
+    if (lsvc__seconds_to_ns(opts->jitter_seconds, true, &t->jitter) != 0 ||
+        lsvc__seconds_to_ns(opts->offset_seconds, true, &t->offset) != 0 ||
+        lsvc__seconds_to_ns(opts->error_backoff_max_seconds, true,
+                            &t->backoff_max) != 0 ||
+        lsvc__seconds_to_ns(opts->min_wake_gap_seconds, true,
+                            &t->wake_gap) != 0)
+        return EINVAL;
+    if (t->jitter > interval_ns)
+        return EINVAL;
+    if (t->backoff_max != 0 && t->backoff_max < interval_ns)
+        return EINVAL;
+    if (opts->align_to_clock ? interval_ns == LSVC_FOREVER ||
+                                   t->offset >= interval_ns
+                             : t->offset != 0)
+        return EINVAL;
+    return 0;
+}
+
+bool lsvc__interval_fits(const lsvc *svc, int64_t interval_ns)
+{
+    struct timing t;
+
+    return resolve_timing(&svc->opts, interval_ns, &t) == 0;
+}
+
 int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
                 const lsvc_options *opts)
 {
     static const lsvc_options defaults;
     int64_t interval_ns, delay_ns;
+    struct timing timing;
     lsvc *svc;
     int rc;
 
@@ -106,7 +140,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
         opts = &defaults;
     if ((rc = resolve_interval(cls, opts, &interval_ns)) != 0 ||
         (rc = lsvc__seconds_to_ns(opts->initial_delay, true, &delay_ns)) != 0 ||
-        (rc = lsvc__check_thread_options(opts)) != 0)
+        (rc = lsvc__check_thread_options(opts)) != 0 ||
+        (rc = resolve_timing(opts, interval_ns, &timing)) != 0)
         return rc;
     if (opts->missed != LSVC_MISSED_DELAY && opts->missed != LSVC_MISSED_SKIP &&
         opts->missed != LSVC_MISSED_BURST)
@@ -138,6 +173,10 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     atomic_init(&svc->code_interval_ns, interval_ns);
     atomic_init(&svc->interval_ns, interval_ns);
     svc->initial_delay_ns = delay_ns;
+    svc->jitter_ns = timing.jitter;
+    svc->offset_ns = timing.offset;
+    svc->backoff_max_ns = timing.backoff_max;
+    svc->wake_gap_ns = timing.wake_gap;
     svc->opts = *opts;
     svc->state = LSVC_THREAD_NONE;
     *out = svc;
@@ -234,6 +273,22 @@ static pthread_t claim_join(lsvc *svc)
     return svc->thread;
 }
 
+/* Waits until the thread of `generation` has run on_start: ECANCELED,
+ * with the thread reaped, when it failed. No bound: the header says that
+ * a hanging on_start holds up the start. */
+static int await_on_start(lsvc *svc, uint64_t generation)
+{
+    lsvc__lock(&svc->lock);
+    while (svc->generation == generation && !svc->start_done)
+        lsvc__cond_wait(&svc->cond, &svc->lock);
+    bool failed = svc->generation == generation && svc->start_rc != 0;
+    lsvc__unlock(&svc->lock);
+    if (!failed)
+        return 0;
+    lsvc__wait_and_reap(svc, generation, LSVC_FOREVER, false);
+    return ECANCELED;
+}
+
 int lsvc_start(lsvc *svc, uint64_t loops)
 {
     if (svc == NULL)
@@ -272,12 +327,13 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
         svc->state = LSVC_THREAD_RUNNING;
         svc->generation++;
     }
+    uint64_t generation = svc->generation;
     lsvc__unlock(&svc->lock);
 
     pthread_attr_destroy(&attr);
     if (must_reap)
         pthread_join(reap, NULL);
-    return rc;
+    return rc != 0 ? rc : await_on_start(svc, generation);
 }
 
 /* Returns the generation of the service's current or last thread; 0 when

@@ -148,7 +148,8 @@ void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out)
                "the service enabled");
     /* Checked also for a disabled service: the typo should show before
      * someone turns the service back on. */
-    if (seconds != NULL && parse_seconds(seconds, &out->interval_ns) != 0) {
+    if (seconds != NULL && (parse_seconds(seconds, &out->interval_ns) != 0 ||
+                            !lsvc__interval_fits(svc, out->interval_ns))) {
         snprintf(wanted, sizeof wanted,
                  "a number of seconds from 1e-09 to %.0f", LSVC_MAX_SECONDS);
         snprintf(kept, sizeof kept, "its interval of %g s",

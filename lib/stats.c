@@ -11,10 +11,10 @@
 #include <errno.h>
 
 /* Called with the lock held, just before run_once. */
-void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t begin_ns,
-                           bool woken)
+void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t late_from_ns,
+                           int64_t begin_ns, bool woken)
 {
-    int64_t late = begin_ns - due_ns;
+    int64_t late = begin_ns - late_from_ns;
 
     lsvc__assert_held(&svc->lock);
     svc->stats.wakes += woken;
@@ -33,6 +33,8 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
     svc->run_begin_ns = 0;
     svc->stats.loops++;
     svc->stats.errors += failed;
+    svc->stats.consecutive_failures =
+        failed ? svc->stats.consecutive_failures + 1 : 0;
     svc->stats.overruns += overrun;
     svc->stats.missed += skipped;
     svc->stats.last_run_ns = run_ns;
