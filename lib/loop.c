@@ -182,6 +182,8 @@ static bool wait_for_run(lsvc *svc, struct sched *sc, struct run *run,
         int64_t until = LSVC_FOREVER;
         bool stop = svc->stop_requested;
 
+        svc->sleeping = false; /* awake: a change needs no post now */
+
         if (!stop && !svc->paused) {
             take_requests(svc, sc, now);
             until = sc->due < svc->asked_ns ? sc->due : svc->asked_ns;
