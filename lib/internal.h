@@ -181,6 +181,8 @@ struct lsvc {
     unsigned pausers;         /* threads in lsvc_pause, waiting for the
                                * run in progress to end */
     bool in_run;              /* run_once is in progress; info is its */
+    bool started_never;       /* LSVC_NEVER when this thread was started:
+                               * its first run waits for a wake */
     lsvc_run_info info;
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */

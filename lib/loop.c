@@ -335,9 +335,11 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
 {
     sleep_step_fn *sleep_step =
         svc->opts.precise ? sleep_precise : sleep_wakeable;
-    int64_t interval = svc->interval_ns;
+    int64_t interval;
+    /* What the start made of the first run: an interval set since then
+     * is a change for take_requests to apply. */
     struct sched sc = {
-        .due = interval == LSVC_FOREVER
+        .due = svc->started_never
                    ? LSVC_FOREVER
                    : lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns),
         .reasons = LSVC_RUN_FIRST,
