@@ -38,8 +38,7 @@ static struct timespec ns_timespec(int64_t ns)
     return ts;
 }
 
-/* Stands in for the work of a run; never used to wait for an event. */
-static void work_for_ns(int64_t ns)
+void work_for_ns(int64_t ns)
 {
     struct timespec until = ns_timespec(now_ns() + ns);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==

@@ -30,6 +30,11 @@ double seconds_since(int64_t start_ns);
 /* Whether text begins with prefix. */
 bool starts_with(const char *text, const char *prefix);
 
+/* Lets ns pass on the calling thread: it stands in for the work of a run,
+ * or for time that must pass (due points during a pause); never used to
+ * wait for an event. */
+void work_for_ns(int64_t ns);
+
 /* sem_wait with a bound; false when it passed. */
 bool sem_wait_for(sem_t *sem, double seconds);
 
