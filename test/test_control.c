@@ -209,13 +209,6 @@ static void check_no_run_for(struct ctl *c, double seconds,
                   "a run began %s", while_what);
 }
 
-static lsvc_stats stats_of(const lsvc *svc)
-{
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
-    return st;
-}
-
 static double ms(int64_t ns)
 {
     return (double)ns / 1e6;

@@ -610,6 +610,17 @@ static void do_control(struct worker *w, enum op op, int i)
         unexpected(w, op, i, args, rc, seconds_since(t0));
 }
 
+/* Counts a group call's result: in *as_rc when it is rc_counted, in
+ * *as_zero when 0. Whether it was either. */
+static bool counted(int rc, int rc_counted, atomic_uint *as_rc,
+                    atomic_uint *as_zero)
+{
+    if (rc != rc_counted && rc != 0)
+        return false;
+    atomic_fetch_add(rc == 0 ? as_zero : as_rc, 1);
+    return true;
+}
+
 static void do_one(struct worker *w)
 {
     enum op op = pick_op(w);
@@ -699,22 +710,15 @@ static void do_one(struct worker *w)
          * cannot be restarted by other threads while the group is started
          * (lsvc_start is EBUSY then), so the group's bound holds. */
         rc = lsvc_group_wait(race.g);
-        if (rc == ETIMEDOUT)
-            atomic_fetch_add(&race.group_timeouts, 1);
-        else if (rc == 0)
-            atomic_fetch_add(&race.group_waits, 1);
-        else if (rc != EINVAL && rc != EBUSY)
+        if (!counted(rc, ETIMEDOUT, &race.group_timeouts, &race.group_waits) &&
+            rc != EINVAL && rc != EBUSY)
             unexpected(w, op, -1, args, rc, seconds_since(t0));
         break;
     case OP_GROUP_START:
         /* EBUSY: already started, or a member was running (then the start
          * is undone, with an ERROR naming the member). */
         rc = lsvc_group_start(race.g);
-        if (rc == EBUSY)
-            atomic_fetch_add(&race.group_start_busy, 1);
-        else if (rc == 0)
-            atomic_fetch_add(&race.group_starts, 1);
-        else
+        if (!counted(rc, EBUSY, &race.group_start_busy, &race.group_starts))
             unexpected(w, op, -1, args, rc, seconds_since(t0));
         break;
     default:
@@ -935,10 +939,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("race");
-    TCase *tc = timed_tcase("stress");
+    TCase *tc = add_tests(s, "stress", (const TTest *[]){
+        test_random_concurrent_calls_keep_every_contract, NULL});
     double seconds = stress_seconds();
     tcase_set_timeout(tc, (seconds > 0 ? seconds : 0) + 90);
-    tcase_add_test(tc, test_random_concurrent_calls_keep_every_contract);
-    suite_add_tcase(s, tc);
     return run_suite(s);
 }
