@@ -416,9 +416,12 @@ LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
  * For loops that are not a fixed period: a run that picks its next delay,
  * other threads that ask for a run, a long run that looks for a stop, a
  * chore paused while someone else touches what it touches. Every call
- * here may be made from any thread, run_once included, and on a service
- * that is stopped or was never started it returns 0 and changes nothing
- * (lsvc_set_loop_seconds aside, which sets the interval for later starts).
+ * here may be made from any thread, run_once included. On a service that
+ * is stopped or was never started, a call that asks something of the
+ * schedule returns 0 and changes nothing (lsvc_set_loop_seconds aside,
+ * which sets the interval for later starts); lsvc_should_stop and
+ * lsvc_sleep answer as they say, a stop staying requested until the next
+ * start.
  */
 
 /*
@@ -494,9 +497,10 @@ LSVC_API int lsvc_next_run_in(lsvc *svc, double seconds);
  * returns it. On a running service the next run is then due the new
  * interval after the last run began (with fixed_delay: after it ended;
  * for a run in progress, once it has ended), and the missed policy
- * applies if that is past. With no run yet, the first run
- * keeps its time, unless it waited for a wake (LSVC_NEVER): it is then
- * due one interval from now. The environment's LOOPSVC_<NAME>_LOOP_SECONDS
+ * applies if that is past. With no run yet, the first run keeps its
+ * time, unless it waited for a wake (the service was started with
+ * LSVC_NEVER): it is then due one interval from now; and LSVC_NEVER
+ * cancels a first run not yet made, which then waits for a wake. The environment's LOOPSVC_<NAME>_LOOP_SECONDS
  * (lsvc_group_set_environment), read at each group start, overrides this
  * value for that run of the group, as it overrides the code's. Returns
  * EINVAL (svc NULL; seconds NaN, not positive, or finite and above

@@ -187,6 +187,8 @@ struct lsvc {
     bool in_run;              /* run_once is in progress; info is its */
     bool start_done;          /* on_start has returned, with start_rc */
     int start_rc;
+    bool started_never;       /* LSVC_NEVER when this thread was started:
+                               * its first run waits for a wake */
     lsvc_run_info info;
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */

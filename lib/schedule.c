@@ -152,7 +152,9 @@ void lsvc__sched_init(const lsvc *svc, struct lsvc_sched *sc, int64_t now_ns)
         .reasons = LSVC_RUN_FIRST,
     };
     sc->rng |= 1;
-    if (svc->interval_ns == LSVC_FOREVER)
+    /* What the start made of the first run: an interval set since then
+     * is a change that lsvc__sched_interval_changed applies. */
+    if (svc->started_never)
         set_point(svc, sc, LSVC_FOREVER, false);
     else if (svc->opts.align_to_clock)
         set_wall_point(svc, sc, aligned_point(svc, lsvc__add_ns(

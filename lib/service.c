@@ -322,6 +322,7 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     svc->stop_deadline_ns = LSVC_FOREVER;
     svc->loops_wanted = loops;
     lsvc__control_reset(svc);
+    svc->started_never = atomic_load(&svc->interval_ns) == LSVC_FOREVER;
     rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
     if (rc == 0) {
         svc->state = LSVC_THREAD_RUNNING;

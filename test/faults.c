@@ -15,55 +15,16 @@
 #include <string.h>
 #include <time.h>
 
-/* The real functions, as the linker names them. */
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *ptr, size_t size);
-char *__real_strdup(const char *s);
-void __real_free(void *ptr);
-int __real_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
-                          void *(*start)(void *), void *arg);
-int __real_pthread_attr_init(pthread_attr_t *attr);
-int __real_pthread_attr_setstacksize(pthread_attr_t *attr, size_t size);
-int __real_pthread_attr_setinheritsched(pthread_attr_t *attr, int inherit);
-int __real_pthread_attr_setschedpolicy(pthread_attr_t *attr, int policy);
-int __real_pthread_attr_setschedparam(pthread_attr_t *attr,
-                                      const struct sched_param *param);
-int __real_pthread_attr_setaffinity_np(pthread_attr_t *attr, size_t size,
-                                       const cpu_set_t *set);
-int __real_pthread_sigmask(int how, const sigset_t *set, sigset_t *old);
-int __real_pthread_mutex_init(pthread_mutex_t *m,
-                              const pthread_mutexattr_t *attr);
-int __real_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
-int __real_pthread_condattr_init(pthread_condattr_t *attr);
-int __real_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
-int __real_sem_init(sem_t *sem, int pshared, unsigned value);
-int __real_pthread_kill(pthread_t thread, int sig);
+/* X itself, as the linker names it, and what it calls in its place. */
+#define DECLARE_WRAPPED(RET, NAME, PARAMS)                                  \
+    RET __real_##NAME PARAMS;                                               \
+    RET __wrap_##NAME PARAMS
 
-/* What the linker calls in their place. */
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *ptr, size_t size);
-char *__wrap_strdup(const char *s);
-void __wrap_free(void *ptr);
-int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
-                          void *(*start)(void *), void *arg);
-int __wrap_pthread_attr_init(pthread_attr_t *attr);
-int __wrap_pthread_attr_setstacksize(pthread_attr_t *attr, size_t size);
-int __wrap_pthread_attr_setinheritsched(pthread_attr_t *attr, int inherit);
-int __wrap_pthread_attr_setschedpolicy(pthread_attr_t *attr, int policy);
-int __wrap_pthread_attr_setschedparam(pthread_attr_t *attr,
-                                      const struct sched_param *param);
-int __wrap_pthread_attr_setaffinity_np(pthread_attr_t *attr, size_t size,
-                                       const cpu_set_t *set);
-int __wrap_pthread_sigmask(int how, const sigset_t *set, sigset_t *old);
-int __wrap_pthread_mutex_init(pthread_mutex_t *m,
-                              const pthread_mutexattr_t *attr);
-int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr);
-int __wrap_pthread_condattr_init(pthread_condattr_t *attr);
-int __wrap_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock);
-int __wrap_sem_init(sem_t *sem, int pshared, unsigned value);
-int __wrap_pthread_kill(pthread_t thread, int sig);
+DECLARE_WRAPPED(void *, realloc, (void *ptr, size_t size));
+DECLARE_WRAPPED(void, free, (void *ptr));
+DECLARE_WRAPPED(int, pthread_sigmask,
+                (int how, const sigset_t *set, sigset_t *old));
+DECLARE_WRAPPED(int, sem_init, (sem_t *sem, int pshared, unsigned value));
 
 /* --- The armed window -------------------------------------------------- */
 
@@ -225,29 +186,25 @@ static bool take_fault(const char *name, int usual, int *error)
 
 /* --- Allocation ---------------------------------------------------------- */
 
-void *__wrap_malloc(size_t size)
-{
-    int error;
-    if (take_fault("malloc", ENOMEM, &error)) {
-        errno = error;
-        return NULL;
+/* An allocator that fails as malloc does: NULL, with errno. The blocks it
+ * gives in the window are tracked. */
+#define WRAP_ALLOCATOR(RET, NAME, PARAMS, ARGS)                             \
+    DECLARE_WRAPPED(RET, NAME, PARAMS);                                     \
+    RET __wrap_##NAME PARAMS                                                \
+    {                                                                       \
+        int error;                                                          \
+        if (take_fault(#NAME, ENOMEM, &error)) {                            \
+            errno = error;                                                  \
+            return NULL;                                                    \
+        }                                                                   \
+        RET p = __real_##NAME ARGS;                                         \
+        track_new(p);                                                       \
+        return p;                                                           \
     }
-    void *p = __real_malloc(size);
-    track_new(p);
-    return p;
-}
 
-void *__wrap_calloc(size_t n, size_t size)
-{
-    int error;
-    if (take_fault("calloc", ENOMEM, &error)) {
-        errno = error;
-        return NULL;
-    }
-    void *p = __real_calloc(n, size);
-    track_new(p);
-    return p;
-}
+WRAP_ALLOCATOR(void *, malloc, (size_t size), (size))
+WRAP_ALLOCATOR(void *, calloc, (size_t n, size_t size), (n, size))
+WRAP_ALLOCATOR(char *, strdup, (const char *s), (s))
 
 /* A failed realloc leaves the old block as it was. A successful one may
  * move it: a block tracked before stays tracked under its new address. */
@@ -268,18 +225,6 @@ void *__wrap_realloc(void *ptr, size_t size)
     return p;
 }
 
-char *__wrap_strdup(const char *s)
-{
-    int error;
-    if (take_fault("strdup", ENOMEM, &error)) {
-        errno = error;
-        return NULL;
-    }
-    char *p = __real_strdup(s);
-    track_new(p);
-    return p;
-}
-
 /* Never fails: wrapped only to see which blocks of the window are freed. */
 void __wrap_free(void *ptr)
 {
@@ -287,66 +232,51 @@ void __wrap_free(void *ptr)
     __real_free(ptr);
 }
 
-/* --- Threads ------------------------------------------------------------- */
+/* --- Threads and synchronisation ------------------------------------------- */
 
-int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr,
-                          void *(*start)(void *), void *arg)
-{
-    int error;
-    if (take_fault("pthread_create", EAGAIN, &error))
-        return error;
-    return __real_pthread_create(thread, attr, start, arg);
-}
+/* A call that returns an error number, `USUAL` when it fails here. */
+#define WRAP_RETURNING_ERROR(NAME, USUAL, PARAMS, ARGS)                     \
+    DECLARE_WRAPPED(int, NAME, PARAMS);                                     \
+    int __wrap_##NAME PARAMS                                                \
+    {                                                                       \
+        int error;                                                          \
+        if (take_fault(#NAME, USUAL, &error))                               \
+            return error;                                                   \
+        return __real_##NAME ARGS;                                          \
+    }
 
-int __wrap_pthread_attr_init(pthread_attr_t *attr)
-{
-    int error;
-    if (take_fault("pthread_attr_init", ENOMEM, &error))
-        return error;
-    return __real_pthread_attr_init(attr);
-}
-
-int __wrap_pthread_attr_setstacksize(pthread_attr_t *attr, size_t size)
-{
-    int error;
-    if (take_fault("pthread_attr_setstacksize", EINVAL, &error))
-        return error;
-    return __real_pthread_attr_setstacksize(attr, size);
-}
-
-int __wrap_pthread_attr_setinheritsched(pthread_attr_t *attr, int inherit)
-{
-    int error;
-    if (take_fault("pthread_attr_setinheritsched", EINVAL, &error))
-        return error;
-    return __real_pthread_attr_setinheritsched(attr, inherit);
-}
-
-int __wrap_pthread_attr_setschedpolicy(pthread_attr_t *attr, int policy)
-{
-    int error;
-    if (take_fault("pthread_attr_setschedpolicy", EINVAL, &error))
-        return error;
-    return __real_pthread_attr_setschedpolicy(attr, policy);
-}
-
-int __wrap_pthread_attr_setschedparam(pthread_attr_t *attr,
-                                      const struct sched_param *param)
-{
-    int error;
-    if (take_fault("pthread_attr_setschedparam", EINVAL, &error))
-        return error;
-    return __real_pthread_attr_setschedparam(attr, param);
-}
-
-int __wrap_pthread_attr_setaffinity_np(pthread_attr_t *attr, size_t size,
-                                       const cpu_set_t *set)
-{
-    int error;
-    if (take_fault("pthread_attr_setaffinity_np", EINVAL, &error))
-        return error;
-    return __real_pthread_attr_setaffinity_np(attr, size, set);
-}
+WRAP_RETURNING_ERROR(pthread_create, EAGAIN,
+                     (pthread_t *thread, const pthread_attr_t *attr,
+                      void *(*start)(void *), void *arg),
+                     (thread, attr, start, arg))
+WRAP_RETURNING_ERROR(pthread_attr_init, ENOMEM, (pthread_attr_t *attr),
+                     (attr))
+WRAP_RETURNING_ERROR(pthread_attr_setstacksize, EINVAL,
+                     (pthread_attr_t *attr, size_t size), (attr, size))
+WRAP_RETURNING_ERROR(pthread_attr_setinheritsched, EINVAL,
+                     (pthread_attr_t *attr, int inherit), (attr, inherit))
+WRAP_RETURNING_ERROR(pthread_attr_setschedpolicy, EINVAL,
+                     (pthread_attr_t *attr, int policy), (attr, policy))
+WRAP_RETURNING_ERROR(pthread_attr_setschedparam, EINVAL,
+                     (pthread_attr_t *attr, const struct sched_param *param),
+                     (attr, param))
+WRAP_RETURNING_ERROR(pthread_attr_setaffinity_np, EINVAL,
+                     (pthread_attr_t *attr, size_t size, const cpu_set_t *set),
+                     (attr, size, set))
+WRAP_RETURNING_ERROR(pthread_mutex_init, ENOMEM,
+                     (pthread_mutex_t *m, const pthread_mutexattr_t *attr),
+                     (m, attr))
+WRAP_RETURNING_ERROR(pthread_cond_init, ENOMEM,
+                     (pthread_cond_t *c, const pthread_condattr_t *attr),
+                     (c, attr))
+WRAP_RETURNING_ERROR(pthread_condattr_init, ENOMEM, (pthread_condattr_t *attr),
+                     (attr))
+WRAP_RETURNING_ERROR(pthread_condattr_setclock, EINVAL,
+                     (pthread_condattr_t *attr, clockid_t clock),
+                     (attr, clock))
+/* EINVAL is the error POSIX gives pthread_kill (a signal it cannot send). */
+WRAP_RETURNING_ERROR(pthread_kill, EINVAL, (pthread_t thread, int sig),
+                     (thread, sig))
 
 /* Named with `how`, which tells a block from a restore in a trace. */
 int __wrap_pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
@@ -361,41 +291,6 @@ int __wrap_pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
     return __real_pthread_sigmask(how, set, old);
 }
 
-/* --- Synchronisation ----------------------------------------------------- */
-
-int __wrap_pthread_mutex_init(pthread_mutex_t *m,
-                              const pthread_mutexattr_t *attr)
-{
-    int error;
-    if (take_fault("pthread_mutex_init", ENOMEM, &error))
-        return error;
-    return __real_pthread_mutex_init(m, attr);
-}
-
-int __wrap_pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *attr)
-{
-    int error;
-    if (take_fault("pthread_cond_init", ENOMEM, &error))
-        return error;
-    return __real_pthread_cond_init(c, attr);
-}
-
-int __wrap_pthread_condattr_init(pthread_condattr_t *attr)
-{
-    int error;
-    if (take_fault("pthread_condattr_init", ENOMEM, &error))
-        return error;
-    return __real_pthread_condattr_init(attr);
-}
-
-int __wrap_pthread_condattr_setclock(pthread_condattr_t *attr, clockid_t clock)
-{
-    int error;
-    if (take_fault("pthread_condattr_setclock", EINVAL, &error))
-        return error;
-    return __real_pthread_condattr_setclock(attr, clock);
-}
-
 /* The one error glibc's sem_init has; it reports it through errno. */
 int __wrap_sem_init(sem_t *sem, int pshared, unsigned value)
 {
@@ -405,15 +300,4 @@ int __wrap_sem_init(sem_t *sem, int pshared, unsigned value)
         return -1;
     }
     return __real_sem_init(sem, pshared, value);
-}
-
-/* --- Signals -------------------------------------------------------------- */
-
-/* EINVAL is the error POSIX gives pthread_kill (a signal it cannot send). */
-int __wrap_pthread_kill(pthread_t thread, int sig)
-{
-    int error;
-    if (take_fault("pthread_kill", EINVAL, &error))
-        return error;
-    return __real_pthread_kill(thread, sig);
 }

@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +40,7 @@ static struct timespec ns_timespec(int64_t ns)
     return ts;
 }
 
-/* Stands in for the work of a run; never used to wait for an event. */
-static void work_for_ns(int64_t ns)
+void work_for_ns(int64_t ns)
 {
     struct timespec until = ns_timespec(now_ns() + ns);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==
@@ -61,6 +62,41 @@ bool sem_wait_for(sem_t *sem, double seconds)
     while ((rc = sem_timedwait(sem, &ts)) == -1 && errno == EINTR) {
     }
     return rc == 0;
+}
+
+void sems_init(int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        sem_init(va_arg(ap, sem_t *), 0, 0);
+    va_end(ap);
+}
+
+void sems_destroy(int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        sem_destroy(va_arg(ap, sem_t *));
+    va_end(ap);
+}
+
+bool sem_wait_n(sem_t *sem, uint64_t n, double seconds)
+{
+    int64_t deadline = now_ns() + (int64_t)(seconds * 1e9);
+    for (uint64_t i = 0; i < n; i++) {
+        double left = (double)(deadline - now_ns()) / 1e9;
+        if (left < 0 || !sem_wait_for(sem, left))
+            return false;
+    }
+    return true;
+}
+
+void sem_drain(sem_t *sem)
+{
+    while (sem_trywait(sem) == 0) {
+    }
 }
 
 /* --- Log capture ------------------------------------------------------------ */
@@ -174,19 +210,13 @@ bool log_wait(size_t from, int level, const char *text, double seconds,
 void probe_init(struct probe *p)
 {
     memset(p, 0, sizeof(*p));
-    sem_init(&p->entered, 0, 0);
-    sem_init(&p->ran, 0, 0);
-    sem_init(&p->started, 0, 0);
-    sem_init(&p->release, 0, 0);
+    sems_init(4, &p->entered, &p->ran, &p->started, &p->release);
     pthread_mutex_init(&p->lock, NULL);
 }
 
 void probe_destroy(struct probe *p)
 {
-    sem_destroy(&p->entered);
-    sem_destroy(&p->ran);
-    sem_destroy(&p->started);
-    sem_destroy(&p->release);
+    sems_destroy(4, &p->entered, &p->ran, &p->started, &p->release);
     pthread_mutex_destroy(&p->lock);
 }
 
@@ -238,14 +268,20 @@ int probe_run_once(lsvc *svc, void *arg)
     return p->run_code;
 }
 
+/* Records a hook: which thread ran it, and its event. */
+static void note_hook(struct probe *p, pthread_t *thread, char event)
+{
+    pthread_mutex_lock(&p->lock);
+    *thread = pthread_self();
+    add_event(p, event);
+    pthread_mutex_unlock(&p->lock);
+}
+
 int probe_on_start(lsvc *svc, void *arg)
 {
     struct probe *p = arg;
     (void)svc;
-    pthread_mutex_lock(&p->lock);
-    p->start_thread = pthread_self();
-    add_event(p, 'S');
-    pthread_mutex_unlock(&p->lock);
+    note_hook(p, &p->start_thread, 'S');
     sem_post(&p->started);
     return p->start_code;
 }
@@ -254,9 +290,13 @@ void probe_on_stop(lsvc *svc, void *arg)
 {
     struct probe *p = arg;
     (void)svc;
+    note_hook(p, &p->stop_thread, 'T');
+}
+
+void probe_note(struct probe *p, char event)
+{
     pthread_mutex_lock(&p->lock);
-    p->stop_thread = pthread_self();
-    add_event(p, 'T');
+    add_event(p, event);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -275,6 +315,13 @@ void probe_release(struct probe *p)
     sem_post(&p->release);
 }
 
+void stop_at_second_run(lsvc *svc, struct probe *p, uint64_t run)
+{
+    (void)p;
+    if (run == 1)
+        lsvc_stop(svc, false);
+}
+
 uint64_t probe_runs(struct probe *p)
 {
     pthread_mutex_lock(&p->lock);
@@ -285,13 +332,7 @@ uint64_t probe_runs(struct probe *p)
 
 bool probe_wait_runs(struct probe *p, uint64_t n, double seconds)
 {
-    int64_t deadline = now_ns() + (int64_t)(seconds * 1e9);
-    for (uint64_t i = 0; i < n; i++) {
-        double left = (double)(deadline - now_ns()) / 1e9;
-        if (left < 0 || !sem_wait_for(&p->ran, left))
-            return false;
-    }
-    return true;
+    return sem_wait_n(&p->ran, n, seconds);
 }
 
 lsvc *make_service(const lsvc_class *cls, struct probe *p,
@@ -302,6 +343,223 @@ lsvc *make_service(const lsvc_class *cls, struct probe *p,
     ck_assert_msg(rc == 0, "lsvc_create(%s) returned %d", cls->name, rc);
     ck_assert_ptr_nonnull(svc);
     return svc;
+}
+
+lsvc_stats stats_of(const lsvc *svc)
+{
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    return st;
+}
+
+bool ended_with_on_stop(const char *events)
+{
+    size_t n = strlen(events);
+    return n > 0 && events[n - 1] == 'T';
+}
+
+/* --- Fixtures ----------------------------------------------------------------- */
+
+#define TEARDOWNS_MAX 256
+
+/* Fresh in each test's forked child. */
+static struct {
+    void (*fn)(void *arg);
+    void *arg;
+} teardowns[TEARDOWNS_MAX];
+static int n_teardowns;
+
+void at_teardown(void (*fn)(void *arg), void *arg)
+{
+    ck_assert_int_lt(n_teardowns, TEARDOWNS_MAX);
+    teardowns[n_teardowns].fn = fn;
+    teardowns[n_teardowns].arg = arg;
+    n_teardowns++;
+}
+
+void run_teardowns(void)
+{
+    while (n_teardowns > 0) {
+        n_teardowns--;
+        teardowns[n_teardowns].fn(teardowns[n_teardowns].arg);
+    }
+}
+
+static void *zalloc(size_t size)
+{
+    void *p = calloc(1, size);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+void *test_alloc(size_t size)
+{
+    void *p = zalloc(size);
+    at_teardown(free, p);
+    return p;
+}
+
+/* Ends what the test left of f, then frees it. */
+static void fx_teardown(void *arg)
+{
+    struct fx *f = arg;
+    if (f->svc != NULL)
+        fx_end(f);
+    free(f);
+}
+
+static void fx_create(struct fx *f, const lsvc_class *cls,
+                      const lsvc_options *opts)
+{
+    f->cls = *cls;
+    probe_init(&f->p);
+    f->svc = make_service(&f->cls, &f->p, opts);
+}
+
+struct fx *fx_new_class(const lsvc_class *cls, const lsvc_options *opts)
+{
+    struct fx *f = zalloc(sizeof(*f));
+    fx_create(f, cls, opts);
+    at_teardown(fx_teardown, f);
+    return f;
+}
+
+struct fx *fx_new(const char *name, double seconds, const lsvc_options *opts)
+{
+    const lsvc_class cls = PROBE_CLASS(name, seconds);
+    return fx_new_class(&cls, opts);
+}
+
+void fx_start(struct fx *f, uint64_t loops)
+{
+    int rc = lsvc_start(f->svc, loops);
+    ck_assert_msg(rc == 0, "lsvc_start(%s, %llu) returned %d", f->cls.name,
+                  (unsigned long long)loops, rc);
+}
+
+void fx_wait_entered(struct fx *f)
+{
+    ck_assert_msg(sem_wait_for(&f->p.entered, 5), "no run of %s began",
+                  f->cls.name);
+}
+
+void fx_start_held(struct fx *f)
+{
+    probe_hold(&f->p);
+    fx_start(f, 0);
+    fx_wait_entered(f);
+}
+
+void fx_run(struct fx *f, uint64_t loops)
+{
+    fx_start(f, loops);
+    ck_assert_int_eq(lsvc_join(f->svc, 10), 0);
+}
+
+void fx_stop(struct fx *f)
+{
+    int rc = lsvc_stop(f->svc, true);
+    ck_assert_msg(rc == 0, "lsvc_stop(%s, true) returned %d", f->cls.name, rc);
+}
+
+void fx_release_and_join(struct fx *f)
+{
+    probe_release(&f->p);
+    ck_assert_int_eq(lsvc_join(f->svc, 10), 0);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_str_eq(f->p.events, "SRT");
+}
+
+void fx_free(struct fx *f)
+{
+    int rc = lsvc_destroy(f->svc);
+    ck_assert_msg(rc == 0, "lsvc_destroy(%s) returned %d", f->cls.name, rc);
+    f->svc = NULL;
+    probe_destroy(&f->p);
+}
+
+void fx_end(struct fx *f)
+{
+    fx_stop(f);
+    fx_free(f);
+}
+
+static void gfx_teardown(void *arg)
+{
+    struct gfx *g = arg;
+    if (g->g != NULL)
+        gfx_free(g);
+    free(g);
+}
+
+struct gfx *gfx_new(void)
+{
+    struct gfx *g = zalloc(sizeof(*g));
+    g->limit = 5.0;
+    ck_assert_int_eq(lsvc_group_create(&g->g), 0);
+    at_teardown(gfx_teardown, g);
+    return g;
+}
+
+int gfx_add_class(struct gfx *g, const lsvc_class *cls,
+                  const lsvc_options *opts)
+{
+    ck_assert_int_lt(g->n, GFX_MAX);
+    int i = g->n++;
+    fx_create(&g->m[i], cls, opts);
+    ck_assert_int_eq(lsvc_group_add(g->g, g->m[i].svc), 0);
+    return i;
+}
+
+int gfx_add(struct gfx *g, const char *name, double seconds,
+            const lsvc_options *opts)
+{
+    const lsvc_class cls = PROBE_CLASS(name, seconds);
+    return gfx_add_class(g, &cls, opts);
+}
+
+void gfx_start(struct gfx *g)
+{
+    ck_assert_int_eq(lsvc_group_start(g->g), 0);
+}
+
+void gfx_wait_first_runs(struct gfx *g)
+{
+    for (int i = 0; i < g->n; i++)
+        ck_assert_msg(sem_wait_for(&g->m[i].p.entered, g->limit),
+                      "%s did not run", g->m[i].cls.name);
+}
+
+/* lsvc_group_wait, which must return 0 within g->limit of t0. */
+static void gfx_wait_since(struct gfx *g, int64_t t0)
+{
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
+    ck_assert_msg(seconds_since(t0) < g->limit,
+                  "the group took %.3f s to stop", seconds_since(t0));
+    for (int i = 0; i < g->n; i++)
+        ck_assert_msg(!lsvc_is_running(g->m[i].svc), "%s still runs",
+                      g->m[i].cls.name);
+}
+
+void gfx_wait(struct gfx *g)
+{
+    gfx_wait_since(g, now_ns());
+}
+
+void gfx_stop(struct gfx *g)
+{
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    gfx_wait_since(g, t0);
+}
+
+void gfx_free(struct gfx *g)
+{
+    ck_assert_int_eq(lsvc_group_destroy(g->g), 0);
+    g->g = NULL;
+    for (int i = 0; i < g->n; i++)
+        if (g->m[i].svc != NULL)
+            fx_free(&g->m[i]);
 }
 
 /* --- Threads and signals ------------------------------------------------- */
@@ -368,6 +626,14 @@ bool wait_not_running(const lsvc *svc, double seconds)
     return true;
 }
 
+sigset_t signal_set_of(int sig)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    return set;
+}
+
 bool signal_blocked(int sig)
 {
     sigset_t set;
@@ -385,15 +651,28 @@ void unblock_stop_signals(void)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
-void default_signal_actions(void)
+static void default_action(int sig)
 {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
-    sigaction(SIGINT, &dfl, NULL);
-    sigaction(SIGTERM, &dfl, NULL);
-    sigaction(SIGUSR1, &dfl, NULL);
+    sigaction(sig, &dfl, NULL);
+}
+
+void default_signal_actions(void)
+{
+    default_action(SIGINT);
+    default_action(SIGTERM);
+    default_action(SIGUSR1);
+}
+
+void alarm_after(unsigned seconds)
+{
+    default_action(SIGALRM);
+    const sigset_t alrm = signal_set_of(SIGALRM);
+    pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
+    alarm(seconds);
 }
 
 void drop_realtime_permission(void)
@@ -408,12 +687,81 @@ void drop_realtime_permission(void)
     }
 }
 
+/* --- Child processes ------------------------------------------------------- */
+
+void child_spawn(struct child *c, const char *path, const char *arg, int out)
+{
+    pid_t parent = getpid();
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    memset(c, 0, sizeof(*c));
+    c->pid = fork();
+    ck_assert_int_ge(c->pid, 0);
+    if (c->pid == 0) {
+        /* A failed test must not leave its child running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        /* The program sets up its own mask, as one started from a shell
+         * must. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        dup2(fds[1], out);
+        close(fds[0]);
+        close(fds[1]);
+        execl(path, path, arg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    c->fd = fds[0];
+}
+
+bool child_read_until(struct child *c,
+                      bool (*done)(const char *text, const void *ctx),
+                      const void *ctx, double seconds)
+{
+    int64_t start = now_ns();
+    for (;;) {
+        if (done != NULL ? done(c->text, ctx) : c->eof)
+            return true;
+        int left_ms = (int)((seconds - seconds_since(start)) * 1000);
+        if (c->eof || left_ms <= 0)
+            return false;
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int rc = poll(&pfd, 1, left_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return false;
+        ssize_t n = read(c->fd, c->text + c->len, sizeof(c->text) - 1 - c->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            c->eof = true;
+        } else {
+            c->len += (size_t)n;
+            c->text[c->len] = '\0';
+        }
+    }
+}
+
 /* --- Suites ---------------------------------------------------------------- */
 
 TCase *timed_tcase(const char *name)
 {
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, NULL, run_teardowns);
+    return tc;
+}
+
+TCase *add_tests(Suite *s, const char *name, const TTest *const *tests)
+{
+    TCase *tc = timed_tcase(name);
+    for (; *tests != NULL; tests++)
+        tcase_add_test(tc, *tests);
+    suite_add_tcase(s, tc);
     return tc;
 }
 

@@ -73,121 +73,94 @@ static void set_var(const char *name, const char *value)
     ck_assert_int_eq(setenv(name, value, 1), 0);
 }
 
-/* An INFO record whose message names the service or its variable. */
-static bool info_names(const char *name, const char *var)
-{
-    return log_find(0, LSVC_LOG_INFO, name, NULL) ||
-           log_find(0, LSVC_LOG_INFO, var, NULL);
-}
-
-static bool ended_with_on_stop(const char *events)
-{
-    size_t n = strlen(events);
-    return n > 0 && events[n - 1] == 'T';
-}
-
 /* --- Fixture: services in one group ---------------------------------------- */
 
-#define MAX_SERVICES 3
-
-struct fixture {
-    int n;
-    lsvc_class cls[MAX_SERVICES];
-    struct probe p[MAX_SERVICES];
-    lsvc *svc[MAX_SERVICES];
-    lsvc_group *g;
-};
-
-static void fixture_init(struct fixture *f)
+/* Starts the group and waits for the first run of member i. */
+static void start_and_wait_first_run(struct gfx *g, int i)
 {
-    memset(f, 0, sizeof(*f));
-    ck_assert_int_eq(lsvc_group_create(&f->g), 0);
+    gfx_start(g);
+    ck_assert_msg(sem_wait_for(&g->m[i].p.entered, EVENT_LIMIT_S),
+                  "%s did not run", g->m[i].cls.name);
 }
 
-/* Adds a probe service; name must outlive the fixture. */
-static int fixture_add(struct fixture *f, const char *name, double seconds,
-                       const lsvc_options *opts)
+/* env_setup(var), the variable set to `value`, and a group with the
+ * service `name` in it at CODE_SECONDS, started: its index in *s. */
+static struct gfx *run_with(const char *var, const char *value,
+                            const char *name, int *s)
 {
-    ck_assert_int_lt(f->n, MAX_SERVICES);
-    int i = f->n++;
-    f->cls[i] = (lsvc_class)PROBE_CLASS(name, seconds);
-    probe_init(&f->p[i]);
-    f->svc[i] = make_service(&f->cls[i], &f->p[i], opts);
-    ck_assert_int_eq(lsvc_group_add(f->g, f->svc[i]), 0);
-    return i;
+    env_setup(var);
+    set_var(var, value);
+    struct gfx *g = gfx_new();
+    *s = gfx_add(g, name, CODE_SECONDS, NULL);
+    start_and_wait_first_run(g, *s);
+    return g;
 }
 
-static void fixture_stop(struct fixture *f)
+/* The service's interval is `seconds`. */
+static void check_interval(const struct fx *f, double seconds)
 {
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_stop(f->g), 0);
-    ck_assert_int_eq(lsvc_group_wait(f->g), 0);
-    ck_assert_msg(seconds_since(t0) < EVENT_LIMIT_S,
-                  "the group took %.3f s to stop", seconds_since(t0));
-    for (int i = 0; i < f->n; i++)
-        ck_assert(!lsvc_is_running(f->svc[i]));
-}
-
-static void fixture_free(struct fixture *f)
-{
-    ck_assert_int_eq(lsvc_group_destroy(f->g), 0);
-    for (int i = 0; i < f->n; i++) {
-        ck_assert_int_eq(lsvc_destroy(f->svc[i]), 0);
-        probe_destroy(&f->p[i]);
-    }
-}
-
-/* Starts the group and waits for the first run of service i. */
-static void start_and_wait_first_run(struct fixture *f, int i)
-{
-    ck_assert_int_eq(lsvc_group_start(f->g), 0);
-    ck_assert_msg(sem_wait_for(&f->p[i].entered, EVENT_LIMIT_S),
-                  "%s did not run", f->cls[i].name);
+    ck_assert_msg(fabs(lsvc_loop_seconds(f->svc) - seconds) < 1e-9,
+                  "%s runs every %.9g s, want %.9g s", f->cls.name,
+                  lsvc_loop_seconds(f->svc), seconds);
 }
 
 /*
- * Runs a group of the service `name`, with the given variable set to
- * "0", next to a witness service, and checks that the service was left
- * out: the mapping of name to variable is what this exercises.
+ * Runs a group of the service `name`, disabled by the variable `var` set
+ * to `value`, next to a witness service, and checks that the service was
+ * left out. Returns the group, stopped, with the service first.
  */
-static void check_disabled_by(const char *name, const char *var)
+static struct gfx *run_disabled(const char *name, const char *var,
+                                const char *value)
 {
     env_setup(var);
-    set_var(var, "0");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, name, CODE_SECONDS, NULL);
-    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, w);
-    ck_assert_msg(!lsvc_is_running(f.svc[s]), "%s runs despite %s=0", name,
-                  var);
-    fixture_stop(&f);
+    set_var(var, value);
+    struct gfx *g = gfx_new();
+    gfx_add(g, name, CODE_SECONDS, NULL);
+    int w = gfx_add(g, "Witness", CODE_SECONDS, NULL);
+    start_and_wait_first_run(g, w);
+    ck_assert_msg(!lsvc_is_running(g->m[0].svc), "%s runs despite %s=\"%s\"",
+                  name, var, value);
+    gfx_stop(g);
     /* A service the group started, however briefly, ran its on_start. */
-    ck_assert_msg(strcmp(f.p[s].events, "") == 0,
-                  "%s was started despite %s=0: its hooks ran as \"%s\"",
-                  name, var, f.p[s].events);
+    ck_assert_msg(strcmp(g->m[0].p.events, "") == 0,
+                  "%s was started despite %s=\"%s\": its hooks ran as \"%s\"",
+                  name, var, value, g->m[0].p.events);
+    ck_assert_uint_eq(probe_runs(&g->m[0].p), 0);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    fixture_free(&f);
+    return g;
+}
+
+/* A group of the service `name`, disabled by its variable, and a
+ * witness. */
+static struct gfx *disabled_and_witness(const char *name, const char *var)
+{
+    env_setup(NULL);
+    set_var(var, "0");
+    struct gfx *g = gfx_new();
+    gfx_add(g, name, CODE_SECONDS, NULL);
+    gfx_add(g, "Witness", CODE_SECONDS, NULL);
+    return g;
 }
 
 /* --- Name mapping ------------------------------------------------------------ */
 
+/* The mapping of name to variable is what these exercise. */
 START_TEST(test_punctuation_in_name_becomes_underscore)
 {
-    check_disabled_by("cache-expiry.v2", "LOOPSVC_CACHE_EXPIRY_V2_ENABLED");
+    run_disabled("cache-expiry.v2", "LOOPSVC_CACHE_EXPIRY_V2_ENABLED", "0");
 }
 END_TEST
 
 START_TEST(test_lower_case_letters_are_upper_cased)
 {
-    check_disabled_by("nightlyVacuum", "LOOPSVC_NIGHTLYVACUUM_ENABLED");
+    run_disabled("nightlyVacuum", "LOOPSVC_NIGHTLYVACUUM_ENABLED", "0");
 }
 END_TEST
 
 START_TEST(test_each_non_ascii_byte_becomes_underscore)
 {
     /* "café-sweep" in UTF-8: é is two bytes, each its own '_'. */
-    check_disabled_by("caf\xc3\xa9-sweep", "LOOPSVC_CAF___SWEEP_ENABLED");
+    run_disabled("caf\xc3\xa9-sweep", "LOOPSVC_CAF___SWEEP_ENABLED", "0");
 }
 END_TEST
 
@@ -195,27 +168,23 @@ END_TEST
  * name, or services that share their first 15 bytes would share it. */
 START_TEST(test_long_name_is_mapped_in_full)
 {
-    char name[301], var[400];
+    static char name[301], var[400];
     memset(name, 'q', 296);
     strcpy(name + 296, "Tail");
     strcpy(var, "LOOPSVC_");
     memset(var + 8, 'Q', 296);
     strcpy(var + 8 + 296, "TAIL_ENABLED");
-    check_disabled_by(name, var);
+    run_disabled(name, var, "0");
 }
 END_TEST
 
 START_TEST(test_loop_seconds_variable_uses_the_mapped_name)
 {
-    env_setup("LOOPSVC_MIXED_CASE_NAME_LOOP_SECONDS");
-    set_var("LOOPSVC_MIXED_CASE_NAME_LOOP_SECONDS", "0.05");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Mixed.case-Name", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 0.05, 1e-9);
-    fixture_stop(&f);
-    fixture_free(&f);
+    int s;
+    struct gfx *g = run_with("LOOPSVC_MIXED_CASE_NAME_LOOP_SECONDS", "0.05",
+                             "Mixed.case-Name", &s);
+    check_interval(&g->m[s], 0.05);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -228,111 +197,99 @@ static const char *const true_values[] = {"1", "true", "True", "TRUE"};
 START_TEST(test_false_values_disable_the_service)
 {
     const char *var = "LOOPSVC_SWITCHED_ENABLED";
-    env_setup(var);
-    set_var(var, false_values[_i]);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Switched", CODE_SECONDS, NULL);
-    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, w);
-    ck_assert_msg(!lsvc_is_running(f.svc[s]), "running with %s=\"%s\"", var,
-                  false_values[_i]);
-    ck_assert_msg(info_names("Switched", var),
+    run_disabled("Switched", var, false_values[_i]);
+    ck_assert_msg(log_find(0, LSVC_LOG_INFO, "Switched", NULL) ||
+                      log_find(0, LSVC_LOG_INFO, var, NULL),
                   "no INFO record names the disabled service");
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "");
-    ck_assert_uint_eq(probe_runs(&f.p[s]), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    fixture_free(&f);
 }
 END_TEST
 
 /* A typo in the interval shows before someone turns the service back on. */
 START_TEST(test_bad_loop_seconds_of_a_disabled_service_warns)
 {
-    env_setup("LOOPSVC_SWITCHED_ENABLED");
-    set_var("LOOPSVC_SWITCHED_ENABLED", "0");
+    struct gfx *g = disabled_and_witness("Switched", "LOOPSVC_SWITCHED_ENABLED");
     set_var("LOOPSVC_SWITCHED_LOOP_SECONDS", "5s");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Switched", CODE_SECONDS, NULL);
-    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, w);
-    ck_assert(!lsvc_is_running(f.svc[s]));
+    start_and_wait_first_run(g, 1);
+    ck_assert(!lsvc_is_running(g->m[0].svc));
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "LOOPSVC_SWITCHED_LOOP_SECONDS"), 1);
-    fixture_stop(&f);
+    gfx_stop(g);
     unsetenv("LOOPSVC_SWITCHED_LOOP_SECONDS");
-    fixture_free(&f);
 }
 END_TEST
+
+/* The service runs and ends as usual, and nothing is warned about. */
+static void check_kept_without_warning(struct gfx *g, int s, const char *var,
+                                       const char *value)
+{
+    ck_assert(lsvc_is_running(g->m[s].svc));
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[s].p.events, "SRT");
+    /* What tells a valid value from an ignored one. */
+    ck_assert_msg(log_count(LSVC_LOG_WARNING, NULL) == 0,
+                  "%s=\"%s\" was warned about", var, value);
+}
 
 START_TEST(test_true_values_keep_the_service_without_warning)
 {
     const char *var = "LOOPSVC_SWITCHED_ENABLED";
-    env_setup(var);
-    set_var(var, true_values[_i]);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Switched", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert(lsvc_is_running(f.svc[s]));
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "SRT");
-    /* What tells a valid value from an ignored one. */
-    ck_assert_msg(log_count(LSVC_LOG_WARNING, NULL) == 0,
-                  "%s=\"%s\" was warned about", var, true_values[_i]);
-    fixture_free(&f);
+    int s;
+    struct gfx *g = run_with(var, true_values[_i], "Switched", &s);
+    check_kept_without_warning(g, s, var, true_values[_i]);
 }
 END_TEST
+
+/* A group whose first service, Skipped, LOOPSVC_SKIPPED_ENABLED=value
+ * disables: where a start or a wait in order of addition would meet it. */
+static struct gfx *skipped_first(const char *value)
+{
+    env_setup(NULL);
+    set_var("LOOPSVC_SKIPPED_ENABLED", value);
+    struct gfx *g = gfx_new();
+    gfx_add(g, "Skipped", CODE_SECONDS, NULL);
+    return g;
+}
 
 START_TEST(test_disabled_service_does_not_hold_up_the_others)
 {
-    env_setup(NULL);
-    set_var("LOOPSVC_SKIPPED_ENABLED", "false");
-    struct fixture f;
-    fixture_init(&f);
-    /* First and in the middle: where a start or a wait in order of
-     * addition would meet it. */
-    int a = fixture_add(&f, "Skipped", CODE_SECONDS, NULL);
-    int b = fixture_add(&f, "Busy1", 0.01, NULL);
-    int c = fixture_add(&f, "Busy2", 0.01, NULL);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(probe_wait_runs(&f.p[b], 3, EVENT_LIMIT_S));
-    ck_assert(probe_wait_runs(&f.p[c], 3, EVENT_LIMIT_S));
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[a].events, "");
-    ck_assert_msg(ended_with_on_stop(f.p[b].events), "%s", f.p[b].events);
-    ck_assert_msg(ended_with_on_stop(f.p[c].events), "%s", f.p[c].events);
-    fixture_free(&f);
+    struct gfx *g = skipped_first("false");
+    /* And in the middle. */
+    int a = 0;
+    gfx_add(g, "Busy1", 0.01, NULL);
+    gfx_add(g, "Busy2", 0.01, NULL);
+    gfx_start(g);
+    for (int i = 1; i <= 2; i++)
+        ck_assert(probe_wait_runs(&g->m[i].p, 3, EVENT_LIMIT_S));
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[a].p.events, "");
+    for (int i = 1; i <= 2; i++)
+        ck_assert_msg(ended_with_on_stop(g->m[i].p.events), "%s",
+                      g->m[i].p.events);
 }
 END_TEST
-
-static void stop_self_at_second_run(lsvc *svc, struct probe *p, uint64_t run)
-{
-    (void)p;
-    if (run == 1)
-        lsvc_stop(svc, false);
-}
 
 START_TEST(test_group_wait_returns_when_the_enabled_services_end)
 {
-    env_setup(NULL);
-    set_var("LOOPSVC_SKIPPED_ENABLED", "0");
-    struct fixture f;
-    fixture_init(&f);
-    int a = fixture_add(&f, "Skipped", CODE_SECONDS, NULL);
-    int b = fixture_add(&f, "SelfEnding", 0.01, NULL);
-    f.p[b].during = stop_self_at_second_run;
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_wait(f.g), 0);
-    ck_assert_msg(seconds_since(t0) < EVENT_LIMIT_S,
-                  "lsvc_group_wait took %.3f s", seconds_since(t0));
-    ck_assert_str_eq(f.p[a].events, "");
-    ck_assert_uint_eq(probe_runs(&f.p[b]), 2);
-    fixture_free(&f);
+    struct gfx *g = skipped_first("0");
+    int a = 0;
+    int b = gfx_add(g, "SelfEnding", 0.01, NULL);
+    g->m[b].p.during = stop_at_second_run;
+    gfx_start(g);
+    gfx_wait(g);
+    ck_assert_str_eq(g->m[a].p.events, "");
+    ck_assert_uint_eq(probe_runs(&g->m[b].p), 2);
 }
 END_TEST
+
+/* Runs the service "Hostile" with `var` set to a value it must refuse,
+ * and checks the WARNING that names the variable; returns the group,
+ * still running, and the service's index in *s. */
+static struct gfx *run_refused(const char *var, const char *value, int *s)
+{
+    struct gfx *g = run_with(var, value, "Hostile", s);
+    ck_assert_msg(sem_wait_for(&watched_warned, EVENT_LIMIT_S),
+                  "no WARNING names %s for the value \"%.40s\"", var, value);
+    return g;
+}
 
 /* Not 0, 1, false or true in any case. */
 static const char *const hostile_enabled[] = {
@@ -342,79 +299,67 @@ static const char *const hostile_enabled[] = {
 
 START_TEST(test_hostile_enabled_values_warn_and_keep_the_service)
 {
-    const char *var = "LOOPSVC_HOSTILE_ENABLED";
-    env_setup(var);
-    set_var(var, hostile_enabled[_i]);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Hostile", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert_msg(sem_wait_for(&watched_warned, EVENT_LIMIT_S),
-                  "no WARNING names %s for the value at index %d", var, _i);
-    ck_assert(lsvc_is_running(f.svc[s]));
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "SRT");
+    int s;
+    struct gfx *g = run_refused("LOOPSVC_HOSTILE_ENABLED", hostile_enabled[_i],
+                                &s);
+    ck_assert(lsvc_is_running(g->m[s].svc));
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[s].p.events, "SRT");
     ck_assert_int_eq(atomic_load(&messages_with_newline), 0);
-    fixture_free(&f);
 }
 END_TEST
 
 /* A 10 KB value, read in full or cut, must still be refused. */
 START_TEST(test_10_kb_enabled_value_warns_and_keeps_the_service)
 {
-    const char *var = "LOOPSVC_HOSTILE_ENABLED";
     static char value[10 * 1024 + 1];
     memset(value, '1', sizeof(value) - 1);
-    env_setup(var);
-    set_var(var, value);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Hostile", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert_msg(sem_wait_for(&watched_warned, EVENT_LIMIT_S),
-                  "no WARNING names %s", var);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "SRT");
-    fixture_free(&f);
+    int s;
+    struct gfx *g = run_refused("LOOPSVC_HOSTILE_ENABLED", value, &s);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[s].p.events, "SRT");
 }
 END_TEST
 
 /* --- LOOP_SECONDS ------------------------------------------------------------ */
 
-START_TEST(test_loop_seconds_overrides_class_and_options_interval)
+/* env_setup(var), var set to 0.05, and a group with the service "Fast" of
+ * options {.loop_seconds = 30} and class interval 60 s: its index in *s. */
+static struct gfx *fast_group(const char *var, int *s)
 {
-    const char *var = "LOOPSVC_FAST_LOOP_SECONDS";
+    static const lsvc_options opts = {.loop_seconds = 30};
     env_setup(var);
     set_var(var, "0.05");
-    struct fixture f;
-    fixture_init(&f);
-    const lsvc_options opts = {.loop_seconds = 30};
-    int s = fixture_add(&f, "Fast", 60, &opts);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 0.05, 1e-9);
+    struct gfx *g = gfx_new();
+    *s = gfx_add(g, "Fast", 60, &opts);
+    return g;
+}
+
+START_TEST(test_loop_seconds_overrides_class_and_options_interval)
+{
+    int s;
+    struct gfx *g = fast_group("LOOPSVC_FAST_LOOP_SECONDS", &s);
+    struct probe *p = &g->m[s].p;
+    gfx_start(g);
+    check_interval(&g->m[s], 0.05);
     /* With the code's 30 s only the first run would come. */
-    ck_assert_msg(probe_wait_runs(&f.p[s], 5, 10.0), "%llu runs in 10 s",
-                  (unsigned long long)probe_runs(&f.p[s]));
+    ck_assert_msg(probe_wait_runs(p, 5, 10.0), "%llu runs in 10 s",
+                  (unsigned long long)probe_runs(p));
     /* Each run is due at least one interval after the one before, however
      * late the runs themselves start on a loaded machine. */
-    double spread = (double)(f.p[s].sched_ns[4] - f.p[s].sched_ns[0]) / 1e9;
+    double spread = (double)(p->sched_ns[4] - p->sched_ns[0]) / 1e9;
     ck_assert_msg(spread >= 0.2 - 1e-6, "five runs due within %.3f s", spread);
-    fixture_stop(&f);
+    gfx_stop(g);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    fixture_free(&f);
 }
 END_TEST
 
 START_TEST(test_loop_seconds_override_is_logged_at_info)
 {
     const char *var = "LOOPSVC_FAST_LOOP_SECONDS";
-    env_setup(var);
-    set_var(var, "0.05");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Fast", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    fixture_stop(&f);
+    int s;
+    struct gfx *g = run_with(var, "0.05", "Fast", &s);
+    gfx_stop(g);
     /* The usual "Fast started: runs every 0.05 s." line says neither. */
     struct log_record r;
     bool named = log_find(0, LSVC_LOG_INFO, var, &r);
@@ -422,24 +367,18 @@ START_TEST(test_loop_seconds_override_is_logged_at_info)
          from++)
         named = strstr(r.message, "environment") != NULL;
     ck_assert_msg(named, "no INFO record says that %s set the interval", var);
-    fixture_free(&f);
 }
 END_TEST
 
 START_TEST(test_code_interval_returns_after_group_wait)
 {
-    env_setup("LOOPSVC_FAST_LOOP_SECONDS");
-    set_var("LOOPSVC_FAST_LOOP_SECONDS", "0.05");
-    struct fixture f;
-    fixture_init(&f);
-    const lsvc_options opts = {.loop_seconds = 30};
-    int s = fixture_add(&f, "Fast", 60, &opts);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 30, 1e-9);
-    start_and_wait_first_run(&f, s);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 0.05, 1e-9);
-    fixture_stop(&f);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 30, 1e-9);
-    fixture_free(&f);
+    int s;
+    struct gfx *g = fast_group("LOOPSVC_FAST_LOOP_SECONDS", &s);
+    check_interval(&g->m[s], 30);
+    start_and_wait_first_run(g, s);
+    check_interval(&g->m[s], 0.05);
+    gfx_stop(g);
+    check_interval(&g->m[s], 30);
 }
 END_TEST
 
@@ -454,38 +393,36 @@ START_TEST(test_environment_interval_ends_with_a_service_left_running)
     const char *var = "LOOPSVC_LINGERING_LOOP_SECONDS";
     env_setup(var);
     set_var(var, "0.2");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Lingering", 5, NULL);
-    ck_assert_int_eq(lsvc_group_set_stop_timeout(f.g, 0.05), 0);
-    probe_hold(&f.p[s]);
-    start_and_wait_first_run(&f, s);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[s]), 0.2, 1e-9);
-    ck_assert_int_eq(lsvc_group_stop(f.g), 0);
-    ck_assert_int_eq(lsvc_group_wait(f.g), ETIMEDOUT);
-    ck_assert(lsvc_is_running(f.svc[s]));
-    probe_release(&f.p[s]);
-    ck_assert_int_eq(lsvc_join(f.svc[s], EVENT_LIMIT_S), 0);
-    ck_assert_msg(lsvc_loop_seconds(f.svc[s]) == 5.0,
+    struct gfx *g = gfx_new();
+    struct fx *f = &g->m[gfx_add(g, "Lingering", 5, NULL)];
+    ck_assert_int_eq(lsvc_group_set_stop_timeout(g->g, 0.05), 0);
+    probe_hold(&f->p);
+    start_and_wait_first_run(g, 0);
+    check_interval(f, 0.2);
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    ck_assert_int_eq(lsvc_group_wait(g->g), ETIMEDOUT);
+    ck_assert(lsvc_is_running(f->svc));
+    probe_release(&f->p);
+    ck_assert_int_eq(lsvc_join(f->svc, EVENT_LIMIT_S), 0);
+    ck_assert_msg(lsvc_loop_seconds(f->svc) == 5.0,
                   "the ended service has an interval of %.9g s, its code "
-                  "says 5 s", lsvc_loop_seconds(f.svc[s]));
+                  "says 5 s", lsvc_loop_seconds(f->svc));
 
     /* On its own now: no group, and no variable that one would read. */
     ck_assert_int_eq(unsetenv(var), 0);
-    ck_assert_int_eq(lsvc_group_destroy(f.g), 0);
-    f.g = NULL;
-    ck_assert_int_eq(lsvc_start(f.svc[s], 0), 0);
-    ck_assert(sem_wait_for(&f.p[s].entered, EVENT_LIMIT_S));
-    ck_assert_msg(lsvc_loop_seconds(f.svc[s]) == 5.0,
+    ck_assert_int_eq(lsvc_group_destroy(g->g), 0);
+    g->g = NULL;
+    fx_start(f, 0);
+    ck_assert(sem_wait_for(&f->p.entered, EVENT_LIMIT_S));
+    ck_assert_msg(lsvc_loop_seconds(f->svc) == 5.0,
                   "started alone, it runs every %.9g s",
-                  lsvc_loop_seconds(f.svc[s]));
+                  lsvc_loop_seconds(f->svc));
     /* Every 0.2 s, the second run would have come within 1 s. */
-    ck_assert_msg(!sem_wait_for(&f.p[s].entered, 1.0),
+    ck_assert_msg(!sem_wait_for(&f->p.entered, 1.0),
                   "a second run came within 1 s of the first");
-    ck_assert_int_eq(lsvc_stop(f.svc[s], true), 0);
-    ck_assert_str_eq(f.p[s].events, "SRTSRT");
-    ck_assert_int_eq(lsvc_destroy(f.svc[s]), 0);
-    probe_destroy(&f.p[s]);
+    fx_stop(f);
+    ck_assert_str_eq(f->p.events, "SRTSRT");
+    fx_free(f);
 }
 END_TEST
 
@@ -494,24 +431,21 @@ START_TEST(test_settings_are_read_again_at_every_group_start)
     env_setup(NULL);
     set_var("LOOPSVC_OFFNOW_ENABLED", "0");
     set_var("LOOPSVC_FASTNOW_LOOP_SECONDS", "0.05");
-    struct fixture f;
-    fixture_init(&f);
-    int off = fixture_add(&f, "OffNow", CODE_SECONDS, NULL);
-    int fast = fixture_add(&f, "FastNow", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, fast);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[fast]), 0.05, 1e-9);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[off].events, "");
+    struct gfx *g = gfx_new();
+    int off = gfx_add(g, "OffNow", CODE_SECONDS, NULL);
+    int fast = gfx_add(g, "FastNow", CODE_SECONDS, NULL);
+    start_and_wait_first_run(g, fast);
+    check_interval(&g->m[fast], 0.05);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[off].p.events, "");
 
     /* No thread of the library is left to read the environment. */
     ck_assert_int_eq(unsetenv("LOOPSVC_OFFNOW_ENABLED"), 0);
     ck_assert_int_eq(unsetenv("LOOPSVC_FASTNOW_LOOP_SECONDS"), 0);
-    start_and_wait_first_run(&f, off);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[fast]), CODE_SECONDS,
-                            1e-9);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[off].events, "SRT");
-    fixture_free(&f);
+    start_and_wait_first_run(g, off);
+    check_interval(&g->m[fast], CODE_SECONDS);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[off].p.events, "SRT");
 }
 END_TEST
 
@@ -529,20 +463,10 @@ static const struct valid_seconds valid_forms[] = {
 START_TEST(test_valid_exponent_forms_are_accepted)
 {
     const char *var = "LOOPSVC_EXPONENT_LOOP_SECONDS";
-    env_setup(var);
-    set_var(var, valid_forms[_i].text);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Exponent", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert_msg(fabs(lsvc_loop_seconds(f.svc[s]) - valid_forms[_i].seconds) <
-                      1e-9,
-                  "%s=\"%s\" gave %.9g s", var, valid_forms[_i].text,
-                  lsvc_loop_seconds(f.svc[s]));
-    fixture_stop(&f);
-    ck_assert_msg(log_count(LSVC_LOG_WARNING, NULL) == 0,
-                  "%s=\"%s\" was warned about", var, valid_forms[_i].text);
-    fixture_free(&f);
+    int s;
+    struct gfx *g = run_with(var, valid_forms[_i].text, "Exponent", &s);
+    check_interval(&g->m[s], valid_forms[_i].seconds);
+    check_kept_without_warning(g, s, var, valid_forms[_i].text);
 }
 END_TEST
 
@@ -574,24 +498,17 @@ START_TEST(test_hostile_loop_seconds_warn_and_keep_the_code_interval)
         value = big;
     }
     const char *var = "LOOPSVC_HOSTILE_LOOP_SECONDS";
-    env_setup(var);
-    set_var(var, value);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Hostile", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, s);
-    ck_assert_msg(sem_wait_for(&watched_warned, EVENT_LIMIT_S),
-                  "no WARNING names %s for the value at index %d", var, _i);
-    ck_assert_msg(lsvc_loop_seconds(f.svc[s]) == CODE_SECONDS,
+    int s;
+    struct gfx *g = run_refused(var, value, &s);
+    ck_assert_msg(lsvc_loop_seconds(g->m[s].svc) == CODE_SECONDS,
                   "the value at index %d gave %.9g s", _i,
-                  lsvc_loop_seconds(f.svc[s]));
-    fixture_stop(&f);
+                  lsvc_loop_seconds(g->m[s].svc));
+    gfx_stop(g);
     ck_assert_msg(!log_find(0, LSVC_LOG_INFO, var, NULL),
                   "a refused value was logged as taken");
     /* A log message is one line; a value with a newline must not split
      * it. */
     ck_assert_int_eq(atomic_load(&messages_with_newline), 0);
-    fixture_free(&f);
 }
 END_TEST
 
@@ -604,115 +521,88 @@ START_TEST(test_environment_off_ignores_every_variable)
     set_var("LOOPSVC_IGNORED_LOOP_SECONDS", "0.05");
     set_var("LOOPSVC_GARBLED_ENABLED", "yes");
     set_var("LOOPSVC_GARBLED_LOOP_SECONDS", "nan");
-    struct fixture f;
-    fixture_init(&f);
-    int a = fixture_add(&f, "Ignored", CODE_SECONDS, NULL);
-    int b = fixture_add(&f, "Garbled", CODE_SECONDS, NULL);
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, false), 0);
-    start_and_wait_first_run(&f, a);
-    ck_assert(sem_wait_for(&f.p[b].entered, EVENT_LIMIT_S));
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[a]), CODE_SECONDS, 1e-9);
-    ck_assert_double_eq_tol(lsvc_loop_seconds(f.svc[b]), CODE_SECONDS, 1e-9);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[a].events, "SRT");
-    ck_assert_str_eq(f.p[b].events, "SRT");
+    struct gfx *g = gfx_new();
+    gfx_add(g, "Ignored", CODE_SECONDS, NULL);
+    gfx_add(g, "Garbled", CODE_SECONDS, NULL);
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, false), 0);
+    gfx_start(g);
+    gfx_wait_first_runs(g);
+    for (int i = 0; i < 2; i++)
+        check_interval(&g->m[i], CODE_SECONDS);
+    gfx_stop(g);
+    for (int i = 0; i < 2; i++)
+        ck_assert_str_eq(g->m[i].p.events, "SRT");
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
     ck_assert(!log_find(0, 0, "LOOPSVC_", NULL));
-    fixture_free(&f);
 }
 END_TEST
 
 START_TEST(test_environment_can_be_turned_on_again)
 {
-    env_setup(NULL);
-    set_var("LOOPSVC_TOGGLED_ENABLED", "0");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Toggled", CODE_SECONDS, NULL);
-    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, false), 0);
-    start_and_wait_first_run(&f, s);
-    fixture_stop(&f);
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, true), 0);
-    start_and_wait_first_run(&f, w);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "SRT");
-    fixture_free(&f);
+    struct gfx *g = disabled_and_witness("Toggled", "LOOPSVC_TOGGLED_ENABLED");
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, false), 0);
+    start_and_wait_first_run(g, 0);
+    gfx_stop(g);
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, true), 0);
+    start_and_wait_first_run(g, 1);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[0].p.events, "SRT");
 }
 END_TEST
 
 /* --- Errors ------------------------------------------------------------------ */
 
-START_TEST(test_set_environment_on_null_group_is_einval)
-{
-    ck_assert_int_eq(lsvc_group_set_environment(NULL, true), EINVAL);
-    ck_assert_int_eq(lsvc_group_set_environment(NULL, false), EINVAL);
-}
-END_TEST
-
 START_TEST(test_set_environment_while_started_is_ebusy)
 {
-    env_setup(NULL);
-    set_var("LOOPSVC_STEADY_ENABLED", "0");
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, "Steady", CODE_SECONDS, NULL);
-    int w = fixture_add(&f, "Witness", CODE_SECONDS, NULL);
-    start_and_wait_first_run(&f, w);
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, false), EBUSY);
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, true), EBUSY);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[s].events, "");
+    struct gfx *g = disabled_and_witness("Steady", "LOOPSVC_STEADY_ENABLED");
+    start_and_wait_first_run(g, 1);
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, false), EBUSY);
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, true), EBUSY);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[0].p.events, "");
     /* Idle again once the wait has returned. */
-    ck_assert_int_eq(lsvc_group_set_environment(f.g, false), 0);
-    fixture_free(&f);
+    ck_assert_int_eq(lsvc_group_set_environment(g->g, false), 0);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("environment");
+    add_tests(s, "names", (const TTest *[]){
+        test_punctuation_in_name_becomes_underscore,
+        test_lower_case_letters_are_upper_cased,
+        test_each_non_ascii_byte_becomes_underscore,
+        test_long_name_is_mapped_in_full,
+        test_loop_seconds_variable_uses_the_mapped_name, NULL});
 
-    TCase *names = timed_tcase("names");
-    tcase_add_test(names, test_punctuation_in_name_becomes_underscore);
-    tcase_add_test(names, test_lower_case_letters_are_upper_cased);
-    tcase_add_test(names, test_each_non_ascii_byte_becomes_underscore);
-    tcase_add_test(names, test_long_name_is_mapped_in_full);
-    tcase_add_test(names, test_loop_seconds_variable_uses_the_mapped_name);
-    suite_add_tcase(s, names);
-
-    TCase *enabled = timed_tcase("enabled");
+    TCase *enabled = add_tests(s, "enabled", (const TTest *[]){
+        test_bad_loop_seconds_of_a_disabled_service_warns,
+        test_disabled_service_does_not_hold_up_the_others,
+        test_group_wait_returns_when_the_enabled_services_end,
+        test_10_kb_enabled_value_warns_and_keeps_the_service, NULL});
     tcase_add_loop_test(enabled, test_false_values_disable_the_service, 0,
                         COUNT(false_values));
     tcase_add_loop_test(enabled, test_true_values_keep_the_service_without_warning,
                         0, COUNT(true_values));
-    tcase_add_test(enabled, test_bad_loop_seconds_of_a_disabled_service_warns);
-    tcase_add_test(enabled, test_disabled_service_does_not_hold_up_the_others);
-    tcase_add_test(enabled, test_group_wait_returns_when_the_enabled_services_end);
     tcase_add_loop_test(enabled,
                         test_hostile_enabled_values_warn_and_keep_the_service,
                         0, COUNT(hostile_enabled));
-    tcase_add_test(enabled, test_10_kb_enabled_value_warns_and_keeps_the_service);
-    suite_add_tcase(s, enabled);
 
-    TCase *seconds = timed_tcase("loop seconds");
-    tcase_add_test(seconds, test_loop_seconds_overrides_class_and_options_interval);
-    tcase_add_test(seconds, test_loop_seconds_override_is_logged_at_info);
-    tcase_add_test(seconds, test_code_interval_returns_after_group_wait);
-    tcase_add_test(seconds, test_environment_interval_ends_with_a_service_left_running);
-    tcase_add_test(seconds, test_settings_are_read_again_at_every_group_start);
+    TCase *seconds = add_tests(s, "loop seconds", (const TTest *[]){
+        test_loop_seconds_overrides_class_and_options_interval,
+        test_loop_seconds_override_is_logged_at_info,
+        test_code_interval_returns_after_group_wait,
+        test_environment_interval_ends_with_a_service_left_running,
+        test_settings_are_read_again_at_every_group_start, NULL});
     tcase_add_loop_test(seconds, test_valid_exponent_forms_are_accepted, 0,
                         COUNT(valid_forms));
     tcase_add_loop_test(seconds,
                         test_hostile_loop_seconds_warn_and_keep_the_code_interval,
                         0, COUNT(hostile_seconds));
-    suite_add_tcase(s, seconds);
 
-    TCase *off = timed_tcase("switch and errors");
-    tcase_add_test(off, test_environment_off_ignores_every_variable);
-    tcase_add_test(off, test_environment_can_be_turned_on_again);
-    tcase_add_test(off, test_set_environment_on_null_group_is_einval);
-    tcase_add_test(off, test_set_environment_while_started_is_ebusy);
-    suite_add_tcase(s, off);
+    add_tests(s, "switch and errors", (const TTest *[]){
+        test_environment_off_ignores_every_variable,
+        test_environment_can_be_turned_on_again,
+        test_set_environment_while_started_is_ebusy, NULL});
     return run_suite(s);
 }

@@ -9,45 +9,51 @@
 
 #define OVERRUN_TEXT "which is longer than its loop interval of"
 
+/* Captures the log and runs the service `name` `loops` times: every run
+ * returns run_code, and the first `slow_runs` take slow_ms. */
+static struct fx *run_faulty(const char *name, double seconds, int run_code,
+                             int64_t slow_ms, uint64_t slow_runs,
+                             uint64_t loops)
+{
+    log_capture();
+    struct fx *f = fx_new(name, seconds, NULL);
+    f->p.run_code = run_code;
+    f->p.slow_ns = slow_ms * NS_PER_MS;
+    f->p.slow_runs = slow_runs;
+    fx_run(f, loops);
+    return f;
+}
+
+/* The first record at `level` that contains `text`, which must be there,
+ * from the logger `logger`. */
+static struct log_record record_of(int level, const char *text,
+                                   const char *logger)
+{
+    struct log_record r;
+    ck_assert_msg(log_find(0, level, text, &r),
+                  "no record at level %d says \"%s\"", level, text);
+    ck_assert_str_eq(r.logger, logger);
+    return r;
+}
+
 START_TEST(test_failed_run_is_logged_with_name_and_code)
 {
-    static const lsvc_class cls = PROBE_CLASS("FailSvc", 0.01);
-    struct probe p;
-    probe_init(&p);
-    p.run_code = 173;
-    log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    struct log_record r;
-    ck_assert_msg(log_find(0, LSVC_LOG_ERROR, "FailSvc", &r),
-                  "no ERROR naming the service");
-    ck_assert_str_eq(r.logger, "loopsvc.failsvc");
+    run_faulty("FailSvc", 0.01, 173, 0, 0, 1);
+    struct log_record r = record_of(LSVC_LOG_ERROR, "FailSvc",
+                                    "loopsvc.failsvc");
     ck_assert_msg(strstr(r.message, "173") != NULL,
                   "the ERROR does not give the code: %s", r.message);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_failed_runs_are_counted_and_the_loop_goes_on)
 {
-    static const lsvc_class cls = PROBE_CLASS("FailsOften", 0.01);
-    struct probe p;
-    probe_init(&p);
-    p.run_code = -1;
-    log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 3), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_uint_eq(p.runs, 3);
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    struct fx *f = run_faulty("FailsOften", 0.01, -1, 0, 0, 3);
+    ck_assert_uint_eq(f->p.runs, 3);
+    lsvc_stats st = stats_of(f->svc);
     ck_assert_uint_eq(st.errors, 3);
     ck_assert_uint_eq(st.loops, 3);
     ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "FailsOften"), 3);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
@@ -66,19 +72,9 @@ static double number_after(const char *text, const char *prefix,
 
 START_TEST(test_overrun_logs_warning_with_both_durations)
 {
-    static const lsvc_class cls = PROBE_CLASS("OverSvc", 0.05);
-    struct probe p;
-    probe_init(&p);
-    p.slow_ns = 120 * NS_PER_MS;
-    p.slow_runs = 1;
-    log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 2), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    struct log_record r;
-    ck_assert_msg(log_find(0, LSVC_LOG_WARNING, OVERRUN_TEXT, &r),
-                  "no overrun WARNING");
-    ck_assert_str_eq(r.logger, "loopsvc.oversvc");
+    run_faulty("OverSvc", 0.05, 0, 120, 1, 2);
+    struct log_record r = record_of(LSVC_LOG_WARNING, OVERRUN_TEXT,
+                                    "loopsvc.oversvc");
     const char *rest;
     ck_assert_msg(starts_with(r.message, "OverSvc took "),
                   "unexpected wording: %s", r.message);
@@ -92,39 +88,24 @@ START_TEST(test_overrun_logs_warning_with_both_durations)
                   "interval %g s by the message: %s", interval, r.message);
     ck_assert_msg(starts_with(rest, " seconds."),
                   "unexpected wording: %s", r.message);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_overrun_warning_is_rate_limited)
 {
-    static const lsvc_class cls = PROBE_CLASS("OverOften", 0.01);
-    struct probe p;
-    probe_init(&p);
-    p.slow_ns = 25 * NS_PER_MS;
-    p.slow_runs = UINT64_MAX;
-    log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 5), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
-    ck_assert_uint_eq(st.overruns, 5);
+    struct fx *f = run_faulty("OverOften", 0.01, 0, 25, UINT64_MAX, 5);
+    ck_assert_uint_eq(stats_of(f->svc).overruns, 5);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, OVERRUN_TEXT), 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("errors");
-    TCase *tc = timed_tcase("errors");
-    tcase_add_test(tc, test_failed_run_is_logged_with_name_and_code);
-    tcase_add_test(tc, test_failed_runs_are_counted_and_the_loop_goes_on);
-    tcase_add_test(tc, test_overrun_logs_warning_with_both_durations);
-    tcase_add_test(tc, test_overrun_warning_is_rate_limited);
-    suite_add_tcase(s, tc);
+    add_tests(s, "errors", (const TTest *[]){
+        test_failed_run_is_logged_with_name_and_code,
+        test_failed_runs_are_counted_and_the_loop_goes_on,
+        test_overrun_logs_warning_with_both_durations,
+        test_overrun_warning_is_rate_limited, NULL});
     return run_suite(s);
 }

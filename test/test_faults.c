@@ -157,6 +157,18 @@ static void check_same_calls(const struct fault_case *fc,
                       fc->what, k, i, faults_call(i), ok->name[i - 1]);
 }
 
+/* The caller's signal mask is `mask` again, and no thread is left that
+ * was not there `before`. */
+static void check_as_before(const sigset_t *mask, const struct threads *before,
+                            const char *at)
+{
+    sigset_t now = current_mask();
+    ck_assert_msg(mask_difference(mask, &now) == 0, "%s: the caller's mask "
+                  "of signal %d changed", at, mask_difference(mask, &now));
+    ck_assert_msg(wait_threads_back_to(before, 5), "%s: %d threads left", at,
+                  threads_added(before));
+}
+
 /*
  * Runs fc without a fault, then with each of its wrapped calls failing in
  * turn, then without a fault again after each. `ok_rc` is what the call
@@ -192,12 +204,7 @@ static struct trace every_fault(const struct fault_case *fc, int ok_rc)
                           "its doc comment does not list", at, rc);
             ck_assert_msg(faults_live() == 0, "%s: %zu blocks left "
                           "allocated", at, faults_live());
-            sigset_t now = current_mask();
-            ck_assert_msg(mask_difference(&mask, &now) == 0, "%s: the "
-                          "caller's mask of signal %d changed", at,
-                          mask_difference(&mask, &now));
-            ck_assert_msg(wait_threads_back_to(&before, 5), "%s: %d threads "
-                          "left", at, threads_added(&before));
+            check_as_before(&mask, &before, at);
             fc->check_failed(fc->ctx, at);
         }
 
@@ -205,12 +212,9 @@ static struct trace every_fault(const struct fault_case *fc, int ok_rc)
         ck_assert_msg(rc == ok_rc, "%s, retried without it: returned %d",
                       at, rc);
         fc->undo(fc->ctx);
-        sigset_t now = current_mask();
-        ck_assert_msg(mask_difference(&mask, &now) == 0, "%s, retried: the "
-                      "caller's mask of signal %d changed", at,
-                      mask_difference(&mask, &now));
-        ck_assert_msg(wait_threads_back_to(&before, 5), "%s, retried: %d "
-                      "threads left", at, threads_added(&before));
+        size_t len = strlen(at);
+        snprintf(at + len, sizeof(at) - len, ", retried");
+        check_as_before(&mask, &before, at);
     }
     return ok;
 }
@@ -299,7 +303,7 @@ static const int create_errors[] = {EINVAL, ENOTSUP, ENOMEM, 0};
 static const int start_errors[] = {EINVAL, EBUSY, EPERM, EAGAIN, ENOMEM, 0};
 
 /* Marks *out as untouched by a failed create. */
-static lsvc *const SENTINEL = (lsvc *)&create_errors;
+static void *const SENTINEL = (void *)&create_errors;
 
 struct one {
     const lsvc_class *cls;
@@ -355,14 +359,14 @@ static void reset_events(struct probe *p)
 
 static void prepare_start(void *ctx)
 {
-    struct one *o = ctx;
-    reset_events(&o->p);
+    struct fx *f = ctx;
+    reset_events(&f->p);
 }
 
 static int call_start(void *ctx)
 {
-    struct one *o = ctx;
-    return lsvc_start(o->svc, 1);
+    struct fx *f = ctx;
+    return lsvc_start(f->svc, 1);
 }
 
 /* One run, then the thread ends by itself and is reaped here. Also what
@@ -370,38 +374,39 @@ static int call_start(void *ctx)
  * there is no thread to join. */
 static void undo_start(void *ctx)
 {
-    struct one *o = ctx;
-    ck_assert_int_eq(lsvc_join(o->svc, 10), 0);
-    ck_assert(!lsvc_is_running(o->svc));
+    struct fx *f = ctx;
+    ck_assert_int_eq(lsvc_join(f->svc, 10), 0);
+    ck_assert(!lsvc_is_running(f->svc));
 }
 
 static void check_not_started(void *ctx, const char *at)
 {
-    struct one *o = ctx;
-    lsvc_stats st;
-    ck_assert_msg(!lsvc_is_running(o->svc), "%s: reported running", at);
-    ck_assert_int_eq(lsvc_get_stats(o->svc, &st), 0);
-    ck_assert_msg(!st.running, "%s: stats say running", at);
-    ck_assert_msg(o->p.events[0] == '\0', "%s: hooks ran: %s", at,
-                  o->p.events);
+    struct fx *f = ctx;
+    ck_assert_msg(!lsvc_is_running(f->svc), "%s: reported running", at);
+    ck_assert_msg(!stats_of(f->svc).running, "%s: stats say running", at);
+    ck_assert_msg(f->p.events[0] == '\0', "%s: hooks ran: %s", at,
+                  f->p.events);
+}
+
+/* Runs lsvc_start(svc, 1) of the service `name` under every fault, each
+ * start prepared by `prepare`; it returns ok_rc without a fault. */
+static struct trace check_start_faults(const char *what, struct fx *f,
+                                       void (*prepare)(void *ctx), int ok_rc)
+{
+    struct fault_case fc = {
+        .what = what, .call = call_start, .ctx = f, .errors = start_errors,
+        .prepare = prepare, .undo = undo_start,
+        .check_failed = check_not_started,
+    };
+    return every_fault(&fc, ok_rc);
 }
 
 START_TEST(test_start_fails_cleanly_at_every_wrapped_call)
 {
-    static const lsvc_class cls = PROBE_CLASS("Faulty", 60);
     capture_log_outside_faults();
-    struct one o = {.cls = &cls};
-    probe_init(&o.p);
-    o.svc = make_service(&cls, &o.p, NULL);
-    struct fault_case fc = {
-        .what = "lsvc_start", .call = call_start, .ctx = &o,
-        .errors = start_errors, .prepare = prepare_start,
-        .undo = undo_start, .check_failed = check_not_started,
-    };
-    struct trace ok = every_fault(&fc, 0);
+    struct fx *f = fx_new("Faulty", 60, NULL);
+    struct trace ok = check_start_faults("lsvc_start", f, prepare_start, 0);
     ck_assert(trace_has(&ok, "pthread_create"));
-    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
-    probe_destroy(&o.p);
 }
 END_TEST
 
@@ -409,27 +414,17 @@ END_TEST
  * was not joined; ThreadSanitizer reports a thread never joined. */
 static void prepare_ended(void *ctx)
 {
-    struct one *o = ctx;
-    ck_assert_int_eq(lsvc_start(o->svc, 1), 0);
-    ck_assert(wait_not_running(o->svc, 10));
-    reset_events(&o->p);
+    struct fx *f = ctx;
+    fx_start(f, 1);
+    ck_assert(wait_not_running(f->svc, 10));
+    reset_events(&f->p);
 }
 
 START_TEST(test_failed_restart_leaves_the_ended_thread_reapable)
 {
-    static const lsvc_class cls = PROBE_CLASS("Restarted", 60);
     capture_log_outside_faults();
-    struct one o = {.cls = &cls};
-    probe_init(&o.p);
-    o.svc = make_service(&cls, &o.p, NULL);
-    struct fault_case fc = {
-        .what = "lsvc_start of an ended service", .call = call_start,
-        .ctx = &o, .errors = start_errors, .prepare = prepare_ended,
-        .undo = undo_start, .check_failed = check_not_started,
-    };
-    every_fault(&fc, 0);
-    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
-    probe_destroy(&o.p);
+    struct fx *f = fx_new("Restarted", 60, NULL);
+    check_start_faults("lsvc_start of an ended service", f, prepare_ended, 0);
 }
 END_TEST
 
@@ -451,32 +446,22 @@ static int first_allowed_cpu(void)
  * after the attributes, and that is what the retries must give. */
 START_TEST(test_start_with_thread_options_fails_cleanly_at_every_wrapped_call)
 {
-    static const lsvc_class cls = PROBE_CLASS("Pinned", 60);
     capture_log_outside_faults();
     int cpu = first_allowed_cpu();
     ck_assert_int_lt(cpu, 64);
-    struct one o = {
-        .cls = &cls,
-        .opts = {.sched_priority = 1, .sched_policy = SCHED_FIFO,
-                 .cpu_mask = UINT64_C(1) << cpu,
-                 .stack_size = 2 * LSVC_DEFAULT_STACK_SIZE},
-    };
-    probe_init(&o.p);
-    o.svc = make_service(&cls, &o.p, &o.opts);
-    int ok_rc = lsvc_start(o.svc, 1);
+    const lsvc_options opts = {
+        .sched_priority = 1, .sched_policy = SCHED_FIFO,
+        .cpu_mask = UINT64_C(1) << cpu,
+        .stack_size = 2 * LSVC_DEFAULT_STACK_SIZE};
+    struct fx *f = fx_new("Pinned", 60, &opts);
+    int ok_rc = lsvc_start(f->svc, 1);
     ck_assert_msg(ok_rc == 0 || ok_rc == EPERM, "lsvc_start returned %d",
                   ok_rc);
-    undo_start(&o);
-    struct fault_case fc = {
-        .what = "lsvc_start with priority and CPU mask", .call = call_start,
-        .ctx = &o, .errors = start_errors, .prepare = prepare_start,
-        .undo = undo_start, .check_failed = check_not_started,
-    };
-    struct trace ok = every_fault(&fc, ok_rc);
+    undo_start(f);
+    struct trace ok = check_start_faults(
+        "lsvc_start with priority and CPU mask", f, prepare_start, ok_rc);
     ck_assert(trace_has(&ok, "pthread_attr_setschedparam"));
     ck_assert(trace_has(&ok, "pthread_attr_setaffinity_np"));
-    ck_assert_int_eq(lsvc_destroy(o.svc), 0);
-    probe_destroy(&o.p);
 }
 END_TEST
 
@@ -488,16 +473,16 @@ static const int group_add_errors[] = {EINVAL, EBUSY, ENOMEM, 0};
 static const int group_start_errors[] = {EINVAL, EBUSY, EPERM, EAGAIN,
                                          ENOMEM, 0};
 
+/* A group and a service to add to it. */
 struct group_case {
     lsvc_group *g;
-    struct probe pa, pb;
-    lsvc *a, *b;
+    struct fx *a;
 };
 
 static int call_group_create(void *ctx)
 {
     struct group_case *c = ctx;
-    c->g = (lsvc_group *)SENTINEL;
+    c->g = SENTINEL;
     return lsvc_group_create(&c->g);
 }
 
@@ -510,7 +495,7 @@ static void undo_group_create(void *ctx)
 static void check_group_create_failed(void *ctx, const char *at)
 {
     struct group_case *c = ctx;
-    ck_assert_msg(c->g == (lsvc_group *)SENTINEL, "%s: *out was changed", at);
+    ck_assert_msg(c->g == SENTINEL, "%s: *out was changed", at);
 }
 
 START_TEST(test_group_create_fails_cleanly_at_every_wrapped_call)
@@ -525,20 +510,17 @@ START_TEST(test_group_create_fails_cleanly_at_every_wrapped_call)
 }
 END_TEST
 
-static const lsvc_class alpha_class = PROBE_CLASS("Alpha", 60);
-static const lsvc_class beta_class = PROBE_CLASS("Beta", 60);
-
 static int call_group_add(void *ctx)
 {
     struct group_case *c = ctx;
-    return lsvc_group_add(c->g, c->a);
+    return lsvc_group_add(c->g, c->a->svc);
 }
 
 /* Out of the group again, by the only way there is: a new group. */
 static void undo_group_add(void *ctx)
 {
     struct group_case *c = ctx;
-    ck_assert_int_eq(lsvc_destroy(c->a), EBUSY);
+    ck_assert_int_eq(lsvc_destroy(c->a->svc), EBUSY);
     ck_assert_int_eq(lsvc_group_destroy(c->g), 0);
     ck_assert_int_eq(lsvc_group_create(&c->g), 0);
 }
@@ -549,8 +531,8 @@ static void check_not_added(void *ctx, const char *at)
     /* Not in the group: another group may take it. */
     lsvc_group *other;
     ck_assert_int_eq(lsvc_group_create(&other), 0);
-    ck_assert_msg(lsvc_group_add(other, c->a) == 0, "%s: the service was "
-                  "left in a group", at);
+    ck_assert_msg(lsvc_group_add(other, c->a->svc) == 0, "%s: the service "
+                  "was left in a group", at);
     ck_assert_int_eq(lsvc_group_destroy(other), 0);
     ck_assert_msg(lsvc_group_start(c->g) == EINVAL, "%s: the group is not "
                   "empty", at);
@@ -558,9 +540,7 @@ static void check_not_added(void *ctx, const char *at)
 
 START_TEST(test_group_add_fails_cleanly_at_every_wrapped_call)
 {
-    struct group_case c = {0};
-    probe_init(&c.pa);
-    c.a = make_service(&alpha_class, &c.pa, NULL);
+    struct group_case c = {.a = fx_new("Alpha", 60, NULL)};
     ck_assert_int_eq(lsvc_group_create(&c.g), 0);
     struct fault_case fc = {
         .what = "lsvc_group_add", .call = call_group_add, .ctx = &c,
@@ -570,8 +550,6 @@ START_TEST(test_group_add_fails_cleanly_at_every_wrapped_call)
     struct trace ok = every_fault(&fc, 0);
     ck_assert(trace_has(&ok, "realloc"));
     ck_assert_int_eq(lsvc_group_destroy(c.g), 0);
-    ck_assert_int_eq(lsvc_destroy(c.a), 0);
-    probe_destroy(&c.pa);
 }
 END_TEST
 
@@ -579,28 +557,24 @@ END_TEST
  * must keep the eight it has. */
 START_TEST(test_group_add_that_cannot_grow_keeps_the_members)
 {
-    static const lsvc_class cls = PROBE_CLASS("Member", 60);
     enum { N = 9 };
-    struct probe p;
-    probe_init(&p);
+    struct gfx *g = gfx_new();
     lsvc *svcs[N];
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
     for (int i = 0; i < N; i++)
-        svcs[i] = make_service(&cls, &p, NULL);
+        svcs[i] = fx_new("Member", 60, NULL)->svc;
     for (int i = 0; i < N - 2; i++)
-        ck_assert_int_eq(lsvc_group_add(g, svcs[i]), 0);
+        ck_assert_int_eq(lsvc_group_add(g->g, svcs[i]), 0);
 
     /* Within its capacity an add needs no memory. */
     faults_arm(0);
-    int rc = lsvc_group_add(g, svcs[N - 2]);
+    int rc = lsvc_group_add(g->g, svcs[N - 2]);
     faults_disarm();
     ck_assert_int_eq(rc, 0);
     ck_assert_msg(faults_count() == 0, "an add that does not grow made %lu "
                   "wrapped calls", faults_count());
 
     faults_arm(1);
-    rc = lsvc_group_add(g, svcs[N - 1]);
+    rc = lsvc_group_add(g->g, svcs[N - 1]);
     faults_disarm();
     ck_assert_str_eq(faults_call(1), "realloc");
     ck_assert_int_eq(rc, ENOMEM);
@@ -608,82 +582,64 @@ START_TEST(test_group_add_that_cannot_grow_keeps_the_members)
     for (int i = 0; i < N - 1; i++)
         ck_assert_msg(lsvc_destroy(svcs[i]) == EBUSY, "member %d was "
                       "dropped", i);
-    ck_assert_int_eq(lsvc_group_add(g, svcs[N - 1]), 0);
-    ck_assert_int_eq(lsvc_group_add(g, svcs[N - 1]), EBUSY);
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    for (int i = 0; i < N; i++)
-        ck_assert_int_eq(lsvc_destroy(svcs[i]), 0);
-    probe_destroy(&p);
+    ck_assert_int_eq(lsvc_group_add(g->g, svcs[N - 1]), 0);
+    ck_assert_int_eq(lsvc_group_add(g->g, svcs[N - 1]), EBUSY);
+    /* The group goes first: then the services are free to go. */
+    ck_assert_int_eq(lsvc_group_destroy(g->g), 0);
+    g->g = NULL;
 }
 END_TEST
 
-/* Two services in a group; Alpha's runs may stop the group. */
-static void group_case_init(struct group_case *c, const sigset_t *signals)
+/* Alpha and Beta in a group with these signals (NULL: the default). */
+static struct gfx *alpha_and_beta(const sigset_t *signals)
 {
-    memset(c, 0, sizeof(*c));
-    probe_init(&c->pa);
-    probe_init(&c->pb);
-    c->pa.user = c;
-    c->a = make_service(&alpha_class, &c->pa, NULL);
-    c->b = make_service(&beta_class, &c->pb, NULL);
-    ck_assert_int_eq(lsvc_group_create(&c->g), 0);
-    ck_assert_int_eq(lsvc_group_add(c->g, c->a), 0);
-    ck_assert_int_eq(lsvc_group_add(c->g, c->b), 0);
+    struct gfx *g = gfx_new();
+    gfx_add(g, "Alpha", 60, NULL);
+    gfx_add(g, "Beta", 60, NULL);
+    g->m[0].p.user = g;
     if (signals != NULL)
-        ck_assert_int_eq(lsvc_group_set_signals(c->g, signals), 0);
-}
-
-static void group_case_free(struct group_case *c)
-{
-    ck_assert_int_eq(lsvc_group_destroy(c->g), 0);
-    ck_assert_int_eq(lsvc_destroy(c->a), 0);
-    ck_assert_int_eq(lsvc_destroy(c->b), 0);
-    probe_destroy(&c->pa);
-    probe_destroy(&c->pb);
+        ck_assert_int_eq(lsvc_group_set_signals(g->g, signals), 0);
+    return g;
 }
 
 static void prepare_group(void *ctx)
 {
-    struct group_case *c = ctx;
-    reset_events(&c->pa);
-    reset_events(&c->pb);
+    struct gfx *g = ctx;
+    reset_events(&g->m[0].p);
+    reset_events(&g->m[1].p);
 }
 
 static int call_group_start(void *ctx)
 {
-    struct group_case *c = ctx;
-    return lsvc_group_start(c->g);
+    struct gfx *g = ctx;
+    return lsvc_group_start(g->g);
 }
 
 static void undo_group_start(void *ctx)
 {
-    struct group_case *c = ctx;
-    ck_assert_int_eq(lsvc_group_stop(c->g), 0);
-    ck_assert_int_eq(lsvc_group_wait(c->g), 0);
-    ck_assert(!lsvc_is_running(c->a));
-    ck_assert(!lsvc_is_running(c->b));
+    struct gfx *g = ctx;
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert(!lsvc_is_running(g->m[i].svc));
 }
 
 /* Never started, or started and stopped again: on_start and on_stop in
- * pairs. */
-static void check_hooks_paired(const struct probe *p, const char *name,
-                               const char *at)
-{
-    const char *ev = p->events;
-    size_t n = strlen(ev);
-    ck_assert_msg(n == 0 || (ev[0] == 'S' && ev[n - 1] == 'T'),
-                  "%s: %s's hooks ran %s", at, name, ev);
-}
-
+ * pairs, and the group not started. */
 static void check_group_not_started(void *ctx, const char *at)
 {
-    struct group_case *c = ctx;
-    ck_assert_msg(!lsvc_is_running(c->a), "%s: Alpha runs", at);
-    ck_assert_msg(!lsvc_is_running(c->b), "%s: Beta runs", at);
-    ck_assert_msg(lsvc_group_wait(c->g) == EINVAL, "%s: the group is still "
+    struct gfx *g = ctx;
+    for (int i = 0; i < 2; i++) {
+        const struct fx *f = &g->m[i];
+        const char *ev = f->p.events;
+        size_t n = strlen(ev);
+        ck_assert_msg(!lsvc_is_running(f->svc), "%s: %s runs", at,
+                      f->cls.name);
+        ck_assert_msg(n == 0 || (ev[0] == 'S' && ev[n - 1] == 'T'),
+                      "%s: %s's hooks ran %s", at, f->cls.name, ev);
+    }
+    ck_assert_msg(lsvc_group_wait(g->g) == EINVAL, "%s: the group is still "
                   "started", at);
-    check_hooks_paired(&c->pa, "Alpha", at);
-    check_hooks_paired(&c->pb, "Beta", at);
 }
 
 /* Returns the threads a successful start made. */
@@ -691,15 +647,13 @@ static unsigned long check_group_start_faults(const sigset_t *signals)
 {
     capture_log_outside_faults();
     unblock_stop_signals();
-    struct group_case c;
-    group_case_init(&c, signals);
+    struct gfx *g = alpha_and_beta(signals);
     struct fault_case fc = {
-        .what = "lsvc_group_start", .call = call_group_start, .ctx = &c,
+        .what = "lsvc_group_start", .call = call_group_start, .ctx = g,
         .errors = group_start_errors, .prepare = prepare_group,
         .undo = undo_group_start, .check_failed = check_group_not_started,
     };
     struct trace ok = every_fault(&fc, 0);
-    group_case_free(&c);
     return trace_count(&ok, "pthread_create");
 }
 
@@ -741,35 +695,29 @@ static void stop_the_group(lsvc *svc, struct probe *p, uint64_t run)
 {
     (void)svc;
     (void)run;
-    struct group_case *c = p->user;
-    lsvc_group_stop(c->g);
+    struct gfx *g = p->user;
+    lsvc_group_stop(g->g);
 }
 
 static int call_group_run(void *ctx)
 {
-    struct group_case *c = ctx;
-    return lsvc_group_run(c->g);
+    struct gfx *g = ctx;
+    return lsvc_group_run(g->g);
 }
 
 static void undo_group_run(void *ctx)
 {
-    struct group_case *c = ctx;
-    ck_assert(!lsvc_is_running(c->a));
-    ck_assert(!lsvc_is_running(c->b));
-    ck_assert_int_eq(lsvc_group_wait(c->g), EINVAL);
-    check_hooks_paired(&c->pa, "Alpha", "lsvc_group_run");
-    check_hooks_paired(&c->pb, "Beta", "lsvc_group_run");
+    check_group_not_started(ctx, "lsvc_group_run");
 }
 
 START_TEST(test_group_run_fails_cleanly_at_every_wrapped_call)
 {
     capture_log_outside_faults();
     unblock_stop_signals();
-    struct group_case c;
-    group_case_init(&c, NULL);
-    c.pa.during = stop_the_group;
+    struct gfx *g = alpha_and_beta(NULL);
+    g->m[0].p.during = stop_the_group;
     struct fault_case fc = {
-        .what = "lsvc_group_run", .call = call_group_run, .ctx = &c,
+        .what = "lsvc_group_run", .call = call_group_run, .ctx = g,
         .errors = group_start_errors, .prepare = prepare_group,
         .undo = undo_group_run, .check_failed = check_group_not_started,
     };
@@ -777,7 +725,6 @@ START_TEST(test_group_run_fails_cleanly_at_every_wrapped_call)
     ck_assert(trace_has(&ok, "pthread_create"));
     /* The wait gives the starter its mask back. */
     ck_assert_str_eq(ok.name[ok.n - 1], "pthread_sigmask(SIG_UNBLOCK)");
-    group_case_free(&c);
 }
 END_TEST
 
@@ -823,12 +770,12 @@ static bool group_wait_within(lsvc_group *g, double seconds, int *rc)
 
 /* Starts and stops the group, and lets both services end: a wait then has
  * nothing left to do but end the group's own threads. */
-static void start_then_stop(struct group_case *c)
+static void start_then_stop(struct gfx *g)
 {
-    ck_assert_int_eq(lsvc_group_start(c->g), 0);
-    ck_assert_int_eq(lsvc_group_stop(c->g), 0);
-    ck_assert(wait_not_running(c->a, 10));
-    ck_assert(wait_not_running(c->b, 10));
+    gfx_start(g);
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert(wait_not_running(g->m[i].svc, 10));
 }
 
 /* lsvc_group_wait wakes its signal thread out of sigwait with a signal.
@@ -840,14 +787,13 @@ START_TEST(test_group_wait_ends_the_signal_thread_when_its_wake_up_fails)
     unblock_stop_signals();
     struct threads before;
     threads_baseline(&before);
-    struct group_case c;
-    group_case_init(&c, NULL);
+    struct gfx *g = alpha_and_beta(NULL);
 
     /* Which wrapped call of such a wait is the wake-up. */
-    start_then_stop(&c);
+    start_then_stop(g);
     int rc = -1;
     faults_arm(0);
-    bool returned = group_wait_within(c.g, 10, &rc);
+    bool returned = group_wait_within(g->g, 10, &rc);
     faults_disarm();
     ck_assert(returned);
     ck_assert_int_eq(rc, 0);
@@ -861,9 +807,9 @@ START_TEST(test_group_wait_ends_the_signal_thread_when_its_wake_up_fails)
     ck_assert(wait_threads_back_to(&before, 5));
 
     /* Now that wake-up fails. */
-    start_then_stop(&c);
+    start_then_stop(g);
     faults_arm(k);
-    returned = group_wait_within(c.g, 5, &rc);
+    returned = group_wait_within(g->g, 5, &rc);
     faults_disarm();
     ck_assert_msg(returned, "lsvc_group_wait has not returned 5 s after its "
                   "pthread_kill failed: the signal thread was never woken");
@@ -872,44 +818,37 @@ START_TEST(test_group_wait_ends_the_signal_thread_when_its_wake_up_fails)
     ck_assert_msg(rc == 0, "lsvc_group_wait returned %d", rc);
     ck_assert_msg(wait_threads_back_to(&before, 5), "%d thread(s) left: the "
                   "signal thread was not ended", threads_added(&before));
-    ck_assert(!lsvc_is_running(c.a));
-    ck_assert(!lsvc_is_running(c.b));
-    ck_assert_int_eq(lsvc_group_wait(c.g), EINVAL);
+    check_group_not_started(g, "after the failed wake-up");
 
     /* And the group starts and stops as usual afterwards. */
-    start_then_stop(&c);
-    ck_assert(group_wait_within(c.g, 10, &rc));
+    start_then_stop(g);
+    ck_assert(group_wait_within(g->g, 10, &rc));
     ck_assert_int_eq(rc, 0);
     ck_assert(wait_threads_back_to(&before, 5));
-    group_case_free(&c);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("faults");
-    TCase *seam = timed_tcase("seam");
-    tcase_add_test(seam, test_armed_fault_fails_only_the_kth_wrapped_call);
-    tcase_add_test(seam, test_failed_pthread_create_is_eagain_and_makes_no_thread);
-    tcase_add_test(seam, test_exempt_calls_are_neither_counted_nor_failed);
-    suite_add_tcase(s, seam);
-
-    TCase *svc = timed_tcase("services");
-    tcase_add_test(svc, test_create_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(svc, test_start_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(svc, test_failed_restart_leaves_the_ended_thread_reapable);
-    tcase_add_test(svc, test_start_with_thread_options_fails_cleanly_at_every_wrapped_call);
-    suite_add_tcase(s, svc);
-
-    TCase *grp = timed_tcase("groups");
-    tcase_add_test(grp, test_group_create_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_add_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_add_that_cannot_grow_keeps_the_members);
-    tcase_add_test(grp, test_group_start_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_start_without_signals_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_start_with_watchdog_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_run_fails_cleanly_at_every_wrapped_call);
-    tcase_add_test(grp, test_group_wait_ends_the_signal_thread_when_its_wake_up_fails);
-    suite_add_tcase(s, grp);
+    add_tests(s, "seam", (const TTest *[]){
+        test_armed_fault_fails_only_the_kth_wrapped_call,
+        test_failed_pthread_create_is_eagain_and_makes_no_thread,
+        test_exempt_calls_are_neither_counted_nor_failed, NULL});
+    add_tests(s, "services", (const TTest *[]){
+        test_create_fails_cleanly_at_every_wrapped_call,
+        test_start_fails_cleanly_at_every_wrapped_call,
+        test_failed_restart_leaves_the_ended_thread_reapable,
+        test_start_with_thread_options_fails_cleanly_at_every_wrapped_call,
+        NULL});
+    add_tests(s, "groups", (const TTest *[]){
+        test_group_create_fails_cleanly_at_every_wrapped_call,
+        test_group_add_fails_cleanly_at_every_wrapped_call,
+        test_group_add_that_cannot_grow_keeps_the_members,
+        test_group_start_fails_cleanly_at_every_wrapped_call,
+        test_group_start_without_signals_fails_cleanly_at_every_wrapped_call,
+        test_group_start_with_watchdog_fails_cleanly_at_every_wrapped_call,
+        test_group_run_fails_cleanly_at_every_wrapped_call,
+        test_group_wait_ends_the_signal_thread_when_its_wake_up_fails, NULL});
     return run_suite(s);
 }

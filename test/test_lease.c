@@ -42,10 +42,7 @@ struct fake_lease {
 static void fake_init(struct fake_lease *f, bool held)
 {
     memset(f, 0, sizeof(*f));
-    sem_init(&f->acquired, 0, 0);
-    sem_init(&f->released, 0, 0);
-    sem_init(&f->blocked, 0, 0);
-    sem_init(&f->gate, 0, 0);
+    sems_init(4, &f->acquired, &f->released, &f->blocked, &f->gate);
     pthread_mutex_init(&f->lock, NULL);
     f->held = held;
     f->stats_rc = -1;
@@ -53,10 +50,7 @@ static void fake_init(struct fake_lease *f, bool held)
 
 static void fake_destroy(struct fake_lease *f)
 {
-    sem_destroy(&f->acquired);
-    sem_destroy(&f->released);
-    sem_destroy(&f->blocked);
-    sem_destroy(&f->gate);
+    sems_destroy(4, &f->acquired, &f->released, &f->blocked, &f->gate);
     pthread_mutex_destroy(&f->lock);
 }
 
@@ -99,14 +93,6 @@ static int fake_acquire(void *ctx, lsvc *svc, bool *held)
     return error;
 }
 
-/* Caller holds p->lock. */
-static void add_probe_event(struct probe *p, char event)
-{
-    size_t n = strlen(p->events);
-    if (n < PROBE_MAX_EVENTS)
-        p->events[n] = event;
-}
-
 static void fake_release(void *ctx, lsvc *svc)
 {
     struct fake_lease *f = ctx;
@@ -117,11 +103,8 @@ static void fake_release(void *ctx, lsvc *svc)
     f->release_thread = pthread_self();
     f->release_svc = svc;
     pthread_mutex_unlock(&f->lock);
-    if (f->probe != NULL) {
-        pthread_mutex_lock(&f->probe->lock);
-        add_probe_event(f->probe, 'L');
-        pthread_mutex_unlock(&f->probe->lock);
-    }
+    if (f->probe != NULL)
+        probe_note(f->probe, 'L');
     sem_post(&f->released);
 }
 
@@ -129,47 +112,22 @@ static const lsvc_lease_ops fake_ops = {
     .acquire = fake_acquire, .release = fake_release};
 static const lsvc_lease_ops fake_ops_no_release = {.acquire = fake_acquire};
 
-static void fake_set_held(struct fake_lease *f, bool held)
+/* Changes what the next acquire answers: held, or the error it gives. */
+static void fake_answer(struct fake_lease *f, bool held, int error)
 {
     pthread_mutex_lock(&f->lock);
     f->held = held;
+    f->error = error;
     pthread_mutex_unlock(&f->lock);
 }
 
-static uint64_t fake_acquires(struct fake_lease *f)
+/* A counter of f, read under its lock. */
+static uint64_t fake_read(struct fake_lease *f, const uint64_t *counter)
 {
     pthread_mutex_lock(&f->lock);
-    uint64_t n = f->acquires;
+    uint64_t n = *counter;
     pthread_mutex_unlock(&f->lock);
     return n;
-}
-
-static uint64_t fake_releases(struct fake_lease *f)
-{
-    pthread_mutex_lock(&f->lock);
-    uint64_t n = f->releases;
-    pthread_mutex_unlock(&f->lock);
-    return n;
-}
-
-/* Waits for n more acquire calls to return. */
-static bool fake_wait_acquires(struct fake_lease *f, uint64_t n,
-                               double seconds)
-{
-    int64_t deadline = now_ns() + (int64_t)(seconds * 1e9);
-    for (uint64_t i = 0; i < n; i++) {
-        double left = (double)(deadline - now_ns()) / 1e9;
-        if (left < 0 || !sem_wait_for(&f->acquired, left))
-            return false;
-    }
-    return true;
-}
-
-/* Forgets earlier posts, so that the next wait counts only new events. */
-static void drain(sem_t *sem)
-{
-    while (sem_trywait(sem) == 0) {
-    }
 }
 
 static lsvc_options lease_options(const lsvc_lease_ops *ops, void *ctx)
@@ -178,77 +136,120 @@ static lsvc_options lease_options(const lsvc_lease_ops *ops, void *ctx)
     return o;
 }
 
-static lsvc_stats stats_of(const lsvc *svc)
+/* --- Fixture: a probe service behind a fake lease -------------------------- */
+
+struct leased {
+    struct fx *x;        /* the service and its probe */
+    struct fake_lease f; /* its lease */
+    lsvc_options o;
+};
+
+static void leased_teardown(void *arg)
 {
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
-    return st;
+    struct leased *t = arg;
+    fake_destroy(&t->f);
+}
+
+/* Captures the log and creates the service `name` behind a fake lease
+ * that answers `held`; nothing is started. The teardown ends the service,
+ * then the lease. */
+static struct leased *leased_new(const char *name, double seconds, bool held,
+                                 const lsvc_lease_ops *ops)
+{
+    struct leased *t = test_alloc(sizeof(*t));
+    log_capture();
+    fake_init(&t->f, held);
+    at_teardown(leased_teardown, t);
+    t->o = lease_options(ops, &t->f);
+    t->x = fx_new(name, seconds, &t->o);
+    return t;
+}
+
+/* leased_new with the usual lease, started. */
+static struct leased *leased_start(const char *name, double seconds,
+                                   bool held)
+{
+    struct leased *t = leased_new(name, seconds, held, &fake_ops);
+    fx_start(t->x, 0);
+    return t;
+}
+
+/* Stops the service, which must have given the lease `releases` times. */
+static void leased_stop(struct leased *t, uint64_t releases)
+{
+    fx_stop(t->x);
+    ck_assert_uint_eq(t->f.releases, releases);
+}
+
+/* Waits for n more acquire calls to return. */
+static bool leased_wait_acquires(struct leased *t, uint64_t n)
+{
+    return sem_wait_n(&t->f.acquired, n, 10);
+}
+
+/* The service does not hold the lease, and shows no time it was gained. */
+static void check_not_held(const lsvc *svc)
+{
+    lsvc_stats st = stats_of(svc);
+    ck_assert(!st.lease_held);
+    ck_assert_int_eq(st.lease_since_ns, 0);
+}
+
+/* The next INFO record from `from` on says `what` of the service `name`. */
+static void check_lease_logged(size_t from, const char *what,
+                               const char *name, const char *logger)
+{
+    struct log_record rec;
+    ck_assert(log_wait(from, LSVC_LOG_INFO, what, 10, &rec));
+    ck_assert_ptr_nonnull(strstr(rec.message, name));
+    ck_assert_str_eq(rec.logger, logger);
 }
 
 /* --- Runs only while held ------------------------------------------------ */
 
 START_TEST(test_run_happens_only_when_held)
 {
-    static const lsvc_class cls = PROBE_CLASS("Follower", 0.02);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, false);
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(fake_wait_acquires(&f, 5, 10));
-    ck_assert_uint_eq(probe_runs(&p), 0);
+    struct leased *t = leased_start("Follower", 0.02, false);
+    ck_assert(leased_wait_acquires(t, 5));
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
 
-    fake_set_held(&f, true);
-    ck_assert(probe_wait_runs(&p, 2, 10));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    lsvc_stats st = stats_of(svc);
-    ck_assert_uint_eq(st.loops, p.runs);
-    ck_assert_uint_eq(st.loops + st.skipped_not_leader, f.acquires);
+    fake_answer(&t->f, true, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    fx_stop(t->x);
+    lsvc_stats st = stats_of(t->x->svc);
+    ck_assert_uint_eq(st.loops, t->x->p.runs);
+    ck_assert_uint_eq(st.loops + st.skipped_not_leader, t->f.acquires);
     ck_assert_uint_ge(st.skipped_not_leader, 5);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_not_held_skips_every_due_run_and_keeps_the_schedule)
 {
-    static const lsvc_class cls = PROBE_CLASS("Standby", 0.02);
     const int64_t interval = 20 * NS_PER_MS;
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, false);
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
+    struct leased *t = leased_new("Standby", 0.02, false, &fake_ops);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
+    fx_start(t->x, 0);
     /* Calls keep coming: a skipped run does not end or stall the loop. */
-    ck_assert(fake_wait_acquires(&f, 12, 20));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
+    ck_assert(sem_wait_n(&t->f.acquired, 12, 20));
+    fx_stop(t->x);
 
-    lsvc_stats st = stats_of(svc);
-    ck_assert_uint_eq(p.runs, 0);
+    lsvc_stats st = stats_of(t->x->svc);
+    ck_assert_uint_eq(t->x->p.runs, 0);
     ck_assert_uint_eq(st.loops, 0);
-    ck_assert_uint_eq(st.skipped_not_leader, f.acquires);
+    ck_assert_uint_eq(st.skipped_not_leader, t->f.acquires);
     /* A skipped run is no run: nothing of it shows as one. */
     struct timespec due;
-    ck_assert_int_eq(lsvc_scheduled_start(svc, &due), EAGAIN);
+    ck_assert_int_eq(lsvc_scheduled_start(t->x->svc, &due), EAGAIN);
     ck_assert_int_eq(st.max_lateness_ns, 0);
     ck_assert_int_eq(st.max_run_ns, 0);
-    ck_assert_uint_ge(f.acquires, 12);
+    ck_assert_uint_ge(t->f.acquires, 12);
     /* Due times lie on a grid from the start, so the k-th call cannot
      * come before t0 + (k - 1) intervals: a loop that asked again at once
      * after a skip would break this. */
-    int64_t span = f.last_acquire_ns - t0;
-    ck_assert_msg(span >= (int64_t)(f.acquires - 1) * interval,
+    int64_t span = t->f.last_acquire_ns - t0;
+    ck_assert_msg(span >= (int64_t)(t->f.acquires - 1) * interval,
                   "%llu acquire calls in %.3f s at a 20 ms interval",
-                  (unsigned long long)f.acquires, (double)span / 1e9);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+                  (unsigned long long)t->f.acquires, (double)span / 1e9);
 }
 END_TEST
 
@@ -256,59 +257,40 @@ END_TEST
 
 START_TEST(test_acquire_and_release_run_on_the_service_thread)
 {
-    static const lsvc_class cls = PROBE_CLASS("OnThread", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 2, 10));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_eq(f.releases, 1);
-    ck_assert(pthread_equal(f.acquire_thread, p.start_thread));
-    ck_assert(pthread_equal(f.acquire_thread, p.run_thread));
-    ck_assert(pthread_equal(f.release_thread, p.start_thread));
-    ck_assert(!pthread_equal(f.acquire_thread, pthread_self()));
-    ck_assert_ptr_eq(f.acquire_svc, svc);
-    ck_assert_ptr_eq(f.release_svc, svc);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    struct leased *t = leased_start("OnThread", 0.01, true);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    leased_stop(t, 1);
+    const struct probe *p = &t->x->p;
+    ck_assert(pthread_equal(t->f.acquire_thread, p->start_thread));
+    ck_assert(pthread_equal(t->f.acquire_thread, p->run_thread));
+    ck_assert(pthread_equal(t->f.release_thread, p->start_thread));
+    ck_assert(!pthread_equal(t->f.acquire_thread, pthread_self()));
+    ck_assert_ptr_eq(t->f.acquire_svc, t->x->svc);
+    ck_assert_ptr_eq(t->f.release_svc, t->x->svc);
 }
 END_TEST
 
 START_TEST(test_lease_is_called_with_no_library_lock_held)
 {
-    static const lsvc_class cls = PROBE_CLASS("Unlocked", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    f.probe_locks = true;
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
+    struct leased *t = leased_new("Unlocked", 0.01, true, &fake_ops);
+    t->f.probe_locks = true;
+    fx_start(t->x, 0);
     /* A lock held around the call would hang the getters, and with them
      * the acquire: the bound turns that into a failure. */
-    ck_assert_msg(fake_wait_acquires(&f, 2, 10),
+    ck_assert_msg(leased_wait_acquires(t, 2),
                   "acquire did not return: a library lock is held around it");
-    pthread_mutex_lock(&f.lock);
-    ck_assert_int_eq(f.stats_rc, 0);
-    ck_assert(f.running_seen);
-    f.stats_rc = -1;
-    pthread_mutex_unlock(&f.lock);
+    pthread_mutex_lock(&t->f.lock);
+    ck_assert_int_eq(t->f.stats_rc, 0);
+    ck_assert(t->f.running_seen);
+    t->f.stats_rc = -1;
+    pthread_mutex_unlock(&t->f.lock);
 
-    ck_assert_int_eq(lsvc_stop(svc, false), 0);
-    ck_assert_msg(sem_wait_for(&f.released, 10),
+    ck_assert_int_eq(lsvc_stop(t->x->svc, false), 0);
+    ck_assert_msg(sem_wait_for(&t->f.released, 10),
                   "release did not return: a library lock is held around it");
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_int_eq(f.stats_rc, 0);
-    ck_assert(f.running_seen);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    ck_assert_int_eq(lsvc_join(t->x->svc, 10), 0);
+    ck_assert_int_eq(t->f.stats_rc, 0);
+    ck_assert(t->f.running_seen);
 }
 END_TEST
 
@@ -351,22 +333,16 @@ static int null_ctx_acquire(void *ctx, lsvc *svc, bool *held)
 
 START_TEST(test_lease_with_null_ctx_gets_null)
 {
-    static const lsvc_class cls = PROBE_CLASS("NullCtx", 0.01);
     static const lsvc_lease_ops ops = {.acquire = null_ctx_acquire};
-    struct probe p;
-    probe_init(&p);
-    /* Not NULL before the call, so that a NULL seen later was passed. */
-    null_ctx_seen.ctx = &p;
     lsvc_options o = lease_options(&ops, NULL);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 2), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_uint_eq(p.runs, 2);
+    struct fx *f = fx_new("NullCtx", 0.01, &o);
+    /* Not NULL before the call, so that a NULL seen later was passed. */
+    null_ctx_seen.ctx = f;
+    fx_run(f, 2);
+    ck_assert_uint_eq(f->p.runs, 2);
     ck_assert(null_ctx_seen.called);
     ck_assert_ptr_null(null_ctx_seen.ctx);
-    ck_assert_ptr_eq(null_ctx_seen.svc, svc);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert_ptr_eq(null_ctx_seen.svc, f->svc);
 }
 END_TEST
 
@@ -374,189 +350,123 @@ END_TEST
 
 START_TEST(test_gain_and_loss_are_logged_once_each)
 {
-    static const lsvc_class cls = PROBE_CLASS("Flipper", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    struct log_record rec;
-    ck_assert(log_wait(0, LSVC_LOG_INFO, "now holds the lease", 10, &rec));
-    ck_assert_ptr_nonnull(strstr(rec.message, "Flipper"));
-    ck_assert_str_eq(rec.logger, "loopsvc.flipper");
+    struct leased *t = leased_start("Flipper", 0.01, true);
+    check_lease_logged(0, "now holds the lease", "Flipper", "loopsvc.flipper");
     /* Confirmations of a lease already held say nothing. */
-    drain(&f.acquired);
-    ck_assert(fake_wait_acquires(&f, 5, 10));
+    sem_drain(&t->f.acquired);
+    ck_assert(leased_wait_acquires(t, 5));
     ck_assert_uint_eq(log_count(LSVC_LOG_INFO, "now holds the lease"), 1);
     ck_assert_uint_eq(log_count(0, "lost the lease"), 0);
 
     size_t mark = log_size();
-    fake_set_held(&f, false);
-    ck_assert(log_wait(mark, LSVC_LOG_INFO, "lost the lease", 10, &rec));
-    ck_assert_ptr_nonnull(strstr(rec.message, "Flipper"));
-    ck_assert_str_eq(rec.logger, "loopsvc.flipper");
-    drain(&f.acquired);
-    ck_assert(fake_wait_acquires(&f, 5, 10));
+    fake_answer(&t->f, false, 0);
+    check_lease_logged(mark, "lost the lease", "Flipper", "loopsvc.flipper");
+    sem_drain(&t->f.acquired);
+    ck_assert(leased_wait_acquires(t, 5));
     ck_assert_uint_eq(log_count(LSVC_LOG_INFO, "lost the lease"), 1);
     ck_assert_uint_eq(log_count(LSVC_LOG_INFO, "now holds the lease"), 1);
-
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
-START_TEST(test_stats_follow_the_lease)
+/* Makes the lease answer "held" (after which the service starts, when
+ * `start`), and checks that the service then says it holds it, since a
+ * time within the change, the lease having changed hands `changes` times. */
+static void check_gained(struct leased *t, bool start, uint64_t changes)
 {
-    static const lsvc_class cls = PROBE_CLASS("Tracked", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    lsvc_stats st = stats_of(svc);
-    ck_assert(!st.lease_held);
-    ck_assert_int_eq(st.lease_since_ns, 0);
-    ck_assert_uint_eq(st.lease_changes, 0);
-
+    size_t mark = log_size();
+    if (start)
+        fake_answer(&t->f, true, 0);
     int64_t before = now_ns();
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(log_wait(0, LSVC_LOG_INFO, "now holds the lease", 10, NULL));
+    if (start)
+        fx_start(t->x, 0);
+    else
+        fake_answer(&t->f, true, 0);
+    ck_assert(log_wait(mark, LSVC_LOG_INFO, "now holds the lease", 10, NULL));
     int64_t after = now_ns();
-    st = stats_of(svc);
+    lsvc_stats st = stats_of(t->x->svc);
     ck_assert(st.lease_held);
     ck_assert_int_ge(st.lease_since_ns, before);
     ck_assert_int_le(st.lease_since_ns, after);
-    ck_assert_uint_eq(st.lease_changes, 1);
+    ck_assert_uint_eq(st.lease_changes, changes);
+}
+
+START_TEST(test_stats_follow_the_lease)
+{
+    struct leased *t = leased_new("Tracked", 0.01, false, &fake_ops);
+    check_not_held(t->x->svc);
+    ck_assert_uint_eq(stats_of(t->x->svc).lease_changes, 0);
+
+    check_gained(t, true, 1);
     /* Confirming it does not move the time it was gained. */
-    int64_t gained = st.lease_since_ns;
-    drain(&p.ran);
-    ck_assert(probe_wait_runs(&p, 3, 10));
-    st = stats_of(svc);
+    int64_t gained = stats_of(t->x->svc).lease_since_ns;
+    sem_drain(&t->x->p.ran);
+    ck_assert(probe_wait_runs(&t->x->p, 3, 10));
+    lsvc_stats st = stats_of(t->x->svc);
     ck_assert_int_eq(st.lease_since_ns, gained);
     ck_assert_uint_eq(st.lease_changes, 1);
 
     size_t mark = log_size();
-    fake_set_held(&f, false);
+    fake_answer(&t->f, false, 0);
     ck_assert(log_wait(mark, LSVC_LOG_INFO, "lost the lease", 10, NULL));
-    st = stats_of(svc);
-    ck_assert(!st.lease_held);
-    ck_assert_int_eq(st.lease_since_ns, 0);
-    ck_assert_uint_eq(st.lease_changes, 2);
+    check_not_held(t->x->svc);
+    ck_assert_uint_eq(stats_of(t->x->svc).lease_changes, 2);
 
-    mark = log_size();
-    before = now_ns();
-    fake_set_held(&f, true);
-    ck_assert(log_wait(mark, LSVC_LOG_INFO, "now holds the lease", 10, NULL));
-    after = now_ns();
-    st = stats_of(svc);
-    ck_assert(st.lease_held);
-    ck_assert_int_ge(st.lease_since_ns, before);
-    ck_assert_int_le(st.lease_since_ns, after);
-    ck_assert_uint_eq(st.lease_changes, 3);
-
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    check_gained(t, false, 3);
 }
 END_TEST
 
 START_TEST(test_acquire_error_skips_the_run_and_warns)
 {
-    static const lsvc_class cls = PROBE_CLASS("Unsure", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
     /* *held says yes, but an error means the store could not tell. */
-    fake_init(&f, true);
-    f.error = EIO;
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
+    struct leased *t = leased_new("Unsure", 0.01, true, &fake_ops);
+    t->f.error = EIO;
+    fx_start(t->x, 0);
     struct log_record rec;
     ck_assert(log_wait(0, LSVC_LOG_WARNING, NULL, 10, &rec));
     ck_assert_ptr_nonnull(strstr(rec.message, "Unsure"));
     ck_assert_str_eq(rec.logger, "loopsvc.unsure");
-    ck_assert(fake_wait_acquires(&f, 3, 10));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
+    ck_assert(leased_wait_acquires(t, 3));
+    leased_stop(t, 0);
 
-    lsvc_stats st = stats_of(svc);
-    ck_assert_uint_eq(p.runs, 0);
+    lsvc_stats st = stats_of(t->x->svc);
+    ck_assert_uint_eq(t->x->p.runs, 0);
     ck_assert_uint_eq(st.loops, 0);
-    ck_assert_uint_eq(st.skipped_not_leader, f.acquires);
+    ck_assert_uint_eq(st.skipped_not_leader, t->f.acquires);
     ck_assert(!st.lease_held);
     ck_assert_uint_eq(st.lease_changes, 0);
     ck_assert_uint_eq(log_count(0, "now holds the lease"), 0);
-    ck_assert_uint_eq(f.releases, 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_acquire_errors_are_rate_limited)
 {
-    static const lsvc_class cls = PROBE_CLASS("Flaky", 0.005);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, false);
-    f.error = EIO;
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(fake_wait_acquires(&f, 30, 20));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_ge(stats_of(svc).skipped_not_leader, 30);
+    struct leased *t = leased_new("Flaky", 0.005, false, &fake_ops);
+    t->f.error = EIO;
+    fx_start(t->x, 0);
+    ck_assert(sem_wait_n(&t->f.acquired, 30, 20));
+    fx_stop(t->x);
+    ck_assert_uint_ge(stats_of(t->x->svc).skipped_not_leader, 30);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 1);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Flaky"), 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_acquire_error_while_held_loses_the_lease)
 {
-    static const lsvc_class cls = PROBE_CLASS("Shaken", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 10));
+    struct leased *t = leased_start("Shaken", 0.01, true);
+    ck_assert(probe_wait_runs(&t->x->p, 1, 10));
 
     size_t mark = log_size();
-    pthread_mutex_lock(&f.lock);
-    f.error = EIO;
-    pthread_mutex_unlock(&f.lock);
+    fake_answer(&t->f, true, EIO);
     ck_assert(log_wait(mark, LSVC_LOG_INFO, "lost the lease", 10, NULL));
     ck_assert(log_find(mark, LSVC_LOG_WARNING, "Shaken", NULL));
-    uint64_t runs = probe_runs(&p);
-    drain(&f.acquired);
-    ck_assert(fake_wait_acquires(&f, 3, 10));
-    ck_assert_uint_eq(probe_runs(&p), runs);
-    lsvc_stats st = stats_of(svc);
-    ck_assert(!st.lease_held);
-    ck_assert_int_eq(st.lease_since_ns, 0);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
+    uint64_t runs = probe_runs(&t->x->p);
+    sem_drain(&t->f.acquired);
+    ck_assert(leased_wait_acquires(t, 3));
+    ck_assert_uint_eq(probe_runs(&t->x->p), runs);
+    check_not_held(t->x->svc);
     /* Lost already: nothing to give back. */
-    ck_assert_uint_eq(f.releases, 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    leased_stop(t, 0);
 }
 END_TEST
 
@@ -564,105 +474,57 @@ END_TEST
 
 START_TEST(test_stop_releases_a_held_lease)
 {
-    static const lsvc_class cls = PROBE_CLASS("Giver", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 2, 10));
-    ck_assert_uint_eq(fake_releases(&f), 0);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_eq(f.releases, 1);
-    lsvc_stats st = stats_of(svc);
-    ck_assert(!st.lease_held);
-    ck_assert_int_eq(st.lease_since_ns, 0);
+    struct leased *t = leased_start("Giver", 0.01, true);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    ck_assert_uint_eq(fake_read(&t->f, &t->f.releases), 0);
+    leased_stop(t, 1);
+    check_not_held(t->x->svc);
     struct log_record rec;
     ck_assert(log_find(0, LSVC_LOG_INFO, "Released the lease", &rec));
     ck_assert_ptr_nonnull(strstr(rec.message, "Giver"));
     ck_assert_uint_eq(log_count(0, "Released the lease"), 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_stop_does_not_release_a_lease_not_held)
 {
-    static const lsvc_class cls = PROBE_CLASS("NeverHeld", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, false);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(fake_wait_acquires(&f, 3, 10));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_eq(f.releases, 0);
-    ck_assert(!stats_of(svc).lease_held);
+    struct leased *t = leased_start("NeverHeld", 0.01, false);
+    ck_assert(leased_wait_acquires(t, 3));
+    leased_stop(t, 0);
+    ck_assert(!stats_of(t->x->svc).lease_held);
     ck_assert_uint_eq(log_count(0, "Released the lease"), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_release_is_optional)
 {
-    static const lsvc_class cls = PROBE_CLASS("Keeper", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops_no_release, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 2, 10));
-    ck_assert(stats_of(svc).lease_held);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    lsvc_stats st = stats_of(svc);
-    ck_assert(!st.lease_held);
-    ck_assert_int_eq(st.lease_since_ns, 0);
+    struct leased *t = leased_new("Keeper", 0.01, true, &fake_ops_no_release);
+    fx_start(t->x, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    ck_assert(stats_of(t->x->svc).lease_held);
+    fx_stop(t->x);
+    check_not_held(t->x->svc);
     ck_assert(log_find(0, LSVC_LOG_INFO, "Released the lease", NULL));
-    ck_assert_str_eq(p.events + strlen(p.events) - 1, "T");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    ck_assert_str_eq(t->x->p.events + strlen(t->x->p.events) - 1, "T");
 }
 END_TEST
 
 START_TEST(test_release_comes_after_the_last_run_and_before_on_stop)
 {
-    static const lsvc_class cls = PROBE_CLASS("Ordered", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, true);
-    f.probe = &p;
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 3), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_str_eq(p.events, "SRRRLT");
+    struct leased *t = leased_new("Ordered", 0.01, true, &fake_ops);
+    struct probe *p = &t->x->p;
+    t->f.probe = p;
+    fx_run(t->x, 3);
+    ck_assert_str_eq(p->events, "SRRRLT");
     /* A stop from outside, as well as the end of `loops`. */
-    drain(&p.ran);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 2, 10));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    size_t n = strlen(p.events);
+    sem_drain(&p->ran);
+    fx_start(t->x, 0);
+    ck_assert(probe_wait_runs(p, 2, 10));
+    leased_stop(t, 2);
+    size_t n = strlen(p->events);
     ck_assert_uint_ge(n, 11);
-    ck_assert(starts_with(p.events, "SRRRLTSRR"));
-    ck_assert_str_eq(p.events + n - 3, "RLT");
-    ck_assert_uint_eq(f.releases, 2);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    ck_assert(starts_with(p->events, "SRRRLTSRR"));
+    ck_assert_str_eq(p->events + n - 3, "RLT");
 }
 END_TEST
 
@@ -670,30 +532,21 @@ END_TEST
 
 START_TEST(test_loops_count_only_runs_made)
 {
-    static const lsvc_class cls = PROBE_CLASS("Counted", 0.01);
-    struct probe p;
-    struct fake_lease f;
-    probe_init(&p);
-    fake_init(&f, false);
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *svc = make_service(&cls, &p, &o);
-    ck_assert_int_eq(lsvc_start(svc, 3), 0);
+    struct leased *t = leased_new("Counted", 0.01, false, &fake_ops);
+    fx_start(t->x, 3);
     /* More skipped due runs than `loops`: they must not count. */
-    ck_assert(fake_wait_acquires(&f, 5, 10));
-    ck_assert(lsvc_is_running(svc));
-    ck_assert_uint_eq(probe_runs(&p), 0);
-    fake_set_held(&f, true);
+    ck_assert(leased_wait_acquires(t, 5));
+    ck_assert(lsvc_is_running(t->x->svc));
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
+    fake_answer(&t->f, true, 0);
     /* No stop: the thread ends by itself after its third run. */
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_uint_eq(p.runs, 3);
-    lsvc_stats st = stats_of(svc);
+    ck_assert_int_eq(lsvc_join(t->x->svc, 10), 0);
+    ck_assert(!lsvc_is_running(t->x->svc));
+    ck_assert_uint_eq(t->x->p.runs, 3);
+    lsvc_stats st = stats_of(t->x->svc);
     ck_assert_uint_eq(st.loops, 3);
     ck_assert_uint_ge(st.skipped_not_leader, 5);
-    ck_assert_uint_eq(st.skipped_not_leader + 3, f.acquires);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&p);
+    ck_assert_uint_eq(st.skipped_not_leader + 3, t->f.acquires);
 }
 END_TEST
 
@@ -701,51 +554,37 @@ END_TEST
 
 START_TEST(test_blocked_acquire_delays_only_its_service)
 {
-    static const lsvc_class slow_cls = PROBE_CLASS("Waiting", 0.02);
-    static const lsvc_class free_cls = PROBE_CLASS("Free", 0.01);
-    struct probe ps, pf;
-    struct fake_lease f;
-    probe_init(&ps);
-    probe_init(&pf);
-    fake_init(&f, true);
-    f.block = true;
-    log_capture();
-    lsvc_options o = lease_options(&fake_ops, &f);
-    lsvc *slow = make_service(&slow_cls, &ps, &o);
-    lsvc *free_svc = make_service(&free_cls, &pf, NULL);
-    ck_assert_int_eq(lsvc_start(slow, 0), 0);
-    ck_assert_int_eq(lsvc_start(free_svc, 0), 0);
-    ck_assert(sem_wait_for(&f.blocked, 10));
-    ck_assert(probe_wait_runs(&pf, 5, 10));
-    ck_assert_uint_eq(probe_runs(&ps), 0);
-    ck_assert_uint_eq(fake_acquires(&f), 1);
+    struct leased *t = leased_new("Waiting", 0.02, true, &fake_ops);
+    struct fx *free_svc = fx_new("Free", 0.01, NULL);
+    t->f.block = true;
+    fx_start(t->x, 0);
+    fx_start(free_svc, 0);
+    ck_assert(sem_wait_for(&t->f.blocked, 10));
+    ck_assert(probe_wait_runs(&free_svc->p, 5, 10));
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
+    ck_assert_uint_eq(fake_read(&t->f, &t->f.acquires), 1);
 
     /* A hung acquire is waited for like a run: the bound passes. */
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_stop_timeout(slow, 0.2), ETIMEDOUT);
+    ck_assert_int_eq(lsvc_stop_timeout(t->x->svc, 0.2), ETIMEDOUT);
     double took = seconds_since(t0);
     ck_assert_msg(took >= 0.2, "ETIMEDOUT after %.3f s", took);
-    ck_assert(lsvc_is_running(slow));
-    ck_assert(lsvc_is_running(free_svc));
-    drain(&pf.ran);
-    ck_assert(probe_wait_runs(&pf, 2, 10));
+    ck_assert(lsvc_is_running(t->x->svc));
+    ck_assert(lsvc_is_running(free_svc->svc));
+    sem_drain(&free_svc->p.ran);
+    ck_assert(probe_wait_runs(&free_svc->p, 2, 10));
 
-    pthread_mutex_lock(&f.lock);
-    f.block = false;
-    pthread_mutex_unlock(&f.lock);
-    sem_post(&f.gate);
-    ck_assert_int_eq(lsvc_join(slow, 10), 0);
-    ck_assert(!lsvc_is_running(slow));
-    ck_assert(lsvc_is_running(free_svc));
+    pthread_mutex_lock(&t->f.lock);
+    t->f.block = false;
+    pthread_mutex_unlock(&t->f.lock);
+    sem_post(&t->f.gate);
+    ck_assert_int_eq(lsvc_join(t->x->svc, 10), 0);
+    ck_assert(!lsvc_is_running(t->x->svc));
+    ck_assert(lsvc_is_running(free_svc->svc));
     /* The stop came while the lease was asked: no run follows it. */
-    ck_assert_uint_eq(probe_runs(&ps), 0);
-    ck_assert_str_eq(ps.events, "ST");
-    ck_assert_int_eq(lsvc_stop(free_svc, true), 0);
-    ck_assert_int_eq(lsvc_destroy(slow), 0);
-    ck_assert_int_eq(lsvc_destroy(free_svc), 0);
-    fake_destroy(&f);
-    probe_destroy(&ps);
-    probe_destroy(&pf);
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
+    ck_assert_str_eq(t->x->p.events, "ST");
+    fx_stop(free_svc);
 }
 END_TEST
 
@@ -761,7 +600,8 @@ struct store {
 
 struct replica {
     struct store *store;
-    struct probe probe;
+    struct fx *x;   /* the service and its probe */
+    lsvc_options o; /* the store as its lease */
     sem_t acquired; /* posted as each acquire returns */
     /* Under store->lock: */
     uint64_t acquires;
@@ -817,121 +657,109 @@ static void check_exclusive(lsvc *svc, struct probe *p, uint64_t run)
     pthread_mutex_unlock(&r->store->lock);
 }
 
-static void replica_init(struct replica *r, struct store *s)
+static void replica_teardown(void *arg)
 {
-    memset(r, 0, sizeof(*r));
-    r->store = s;
-    probe_init(&r->probe);
-    r->probe.during = check_exclusive;
-    r->probe.user = r;
-    sem_init(&r->acquired, 0, 0);
-}
-
-static void replica_destroy(struct replica *r)
-{
+    struct replica *r = arg;
     sem_destroy(&r->acquired);
-    probe_destroy(&r->probe);
 }
 
-static bool replica_wait_acquires(struct replica *r, int n, double seconds)
+/* A service `name` of 20 ms whose lease is the store s; the teardown ends
+ * the service, then the replica. */
+static struct replica *replica_new(struct store *s, const char *name)
 {
-    int64_t deadline = now_ns() + (int64_t)(seconds * 1e9);
-    for (int i = 0; i < n; i++) {
-        double left = (double)(deadline - now_ns()) / 1e9;
-        if (left < 0 || !sem_wait_for(&r->acquired, left))
-            return false;
-    }
-    return true;
+    struct replica *r = test_alloc(sizeof(*r));
+    r->store = s;
+    sem_init(&r->acquired, 0, 0);
+    at_teardown(replica_teardown, r);
+    r->o = lease_options(&store_ops, r);
+    r->x = fx_new(name, 0.02, &r->o);
+    r->x->p.during = check_exclusive;
+    r->x->p.user = r;
+    return r;
+}
+
+/* Whether the replica's service says it holds the lease. */
+static bool replica_holds(const struct replica *r)
+{
+    return stats_of(r->x->svc).lease_held;
 }
 
 START_TEST(test_stopped_holder_hands_over_to_the_other_replica)
 {
-    static const lsvc_class cls_a = PROBE_CLASS("ReplicaA", 0.02);
-    static const lsvc_class cls_b = PROBE_CLASS("ReplicaB", 0.02);
     struct store s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    struct replica a, b;
-    replica_init(&a, &s);
-    replica_init(&b, &s);
     log_capture();
-    lsvc_options oa = lease_options(&store_ops, &a);
-    lsvc_options ob = lease_options(&store_ops, &b);
-    lsvc *sa = make_service(&cls_a, &a.probe, &oa);
-    lsvc *sb = make_service(&cls_b, &b.probe, &ob);
+    struct replica *a = replica_new(&s, "ReplicaA");
+    struct replica *b = replica_new(&s, "ReplicaB");
 
-    ck_assert_int_eq(lsvc_start(sa, 0), 0);
-    ck_assert(probe_wait_runs(&a.probe, 1, 10));
-    ck_assert_int_eq(lsvc_start(sb, 0), 0);
-    ck_assert(replica_wait_acquires(&b, 4, 10));
-    ck_assert_uint_eq(probe_runs(&b.probe), 0);
-    ck_assert(stats_of(sa).lease_held);
-    ck_assert(!stats_of(sb).lease_held);
+    fx_start(a->x, 0);
+    ck_assert(probe_wait_runs(&a->x->p, 1, 10));
+    fx_start(b->x, 0);
+    ck_assert(sem_wait_n(&b->acquired, 4, 10));
+    ck_assert_uint_eq(probe_runs(&b->x->p), 0);
+    ck_assert(replica_holds(a));
+    ck_assert(!replica_holds(b));
 
-    ck_assert_int_eq(lsvc_stop(sa, true), 0);
+    fx_stop(a->x);
     pthread_mutex_lock(&s.lock);
-    uint64_t calls_at_stop = b.acquires;
+    uint64_t calls_at_stop = b->acquires;
     /* B may have taken it already; A must not keep it. */
-    ck_assert(s.owner != &a);
-    ck_assert_uint_eq(a.releases, 1);
+    ck_assert(s.owner != a);
+    ck_assert_uint_eq(a->releases, 1);
     pthread_mutex_unlock(&s.lock);
     int64_t stopped = now_ns();
-    ck_assert(probe_wait_runs(&b.probe, 1, 10));
+    ck_assert(probe_wait_runs(&b->x->p, 1, 10));
     double took = seconds_since(stopped);
     /* Its next due run takes the lease: no waiting for it to lapse. Time
      * is shown only; the call count is the check that holds under load. */
     pthread_mutex_lock(&s.lock);
-    ck_assert_msg(b.first_held_call <= calls_at_stop + 1,
+    ck_assert_msg(b->first_held_call <= calls_at_stop + 1,
                   "took over at call %llu, %llu calls after the release "
-                  "(%.3f s)", (unsigned long long)b.first_held_call,
-                  (unsigned long long)(b.first_held_call - calls_at_stop),
+                  "(%.3f s)", (unsigned long long)b->first_held_call,
+                  (unsigned long long)(b->first_held_call - calls_at_stop),
                   took);
     pthread_mutex_unlock(&s.lock);
-    ck_assert(stats_of(sb).lease_held);
-    ck_assert(!stats_of(sa).lease_held);
+    ck_assert(replica_holds(b));
+    ck_assert(!replica_holds(a));
 
     /* And the other way: a restarted A now stands by. */
-    uint64_t a_runs = probe_runs(&a.probe);
-    drain(&a.acquired);
-    drain(&b.probe.ran);
-    ck_assert_int_eq(lsvc_start(sa, 0), 0);
-    ck_assert(replica_wait_acquires(&a, 4, 10));
-    ck_assert_uint_eq(probe_runs(&a.probe), a_runs);
-    ck_assert(probe_wait_runs(&b.probe, 2, 10));
+    uint64_t a_runs = probe_runs(&a->x->p);
+    sem_drain(&a->acquired);
+    sem_drain(&b->x->p.ran);
+    fx_start(a->x, 0);
+    ck_assert(sem_wait_n(&a->acquired, 4, 10));
+    ck_assert_uint_eq(probe_runs(&a->x->p), a_runs);
+    ck_assert(probe_wait_runs(&b->x->p, 2, 10));
 
-    ck_assert_int_eq(lsvc_stop(sa, true), 0);
-    ck_assert_int_eq(lsvc_stop(sb, true), 0);
+    fx_stop(a->x);
+    fx_stop(b->x);
     ck_assert_int_eq(s.violations, 0);
-    ck_assert_uint_eq(a.releases, 1);
-    ck_assert_uint_eq(b.releases, 1);
+    ck_assert_uint_eq(a->releases, 1);
+    ck_assert_uint_eq(b->releases, 1);
     ck_assert_ptr_null(s.owner);
-    ck_assert_int_eq(lsvc_destroy(sa), 0);
-    ck_assert_int_eq(lsvc_destroy(sb), 0);
-    replica_destroy(&a);
-    replica_destroy(&b);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("lease");
-    TCase *tc = timed_tcase("lease");
-    tcase_add_test(tc, test_run_happens_only_when_held);
-    tcase_add_test(tc, test_not_held_skips_every_due_run_and_keeps_the_schedule);
-    tcase_add_test(tc, test_acquire_and_release_run_on_the_service_thread);
-    tcase_add_test(tc, test_lease_is_called_with_no_library_lock_held);
-    tcase_add_test(tc, test_lease_without_acquire_is_einval);
-    tcase_add_test(tc, test_lease_with_null_ctx_gets_null);
-    tcase_add_test(tc, test_gain_and_loss_are_logged_once_each);
-    tcase_add_test(tc, test_stats_follow_the_lease);
-    tcase_add_test(tc, test_acquire_error_skips_the_run_and_warns);
-    tcase_add_test(tc, test_acquire_errors_are_rate_limited);
-    tcase_add_test(tc, test_acquire_error_while_held_loses_the_lease);
-    tcase_add_test(tc, test_stop_releases_a_held_lease);
-    tcase_add_test(tc, test_stop_does_not_release_a_lease_not_held);
-    tcase_add_test(tc, test_release_is_optional);
-    tcase_add_test(tc, test_release_comes_after_the_last_run_and_before_on_stop);
-    tcase_add_test(tc, test_loops_count_only_runs_made);
-    tcase_add_test(tc, test_blocked_acquire_delays_only_its_service);
-    tcase_add_test(tc, test_stopped_holder_hands_over_to_the_other_replica);
-    suite_add_tcase(s, tc);
+    add_tests(s, "lease", (const TTest *[]){
+        test_run_happens_only_when_held,
+        test_not_held_skips_every_due_run_and_keeps_the_schedule,
+        test_acquire_and_release_run_on_the_service_thread,
+        test_lease_is_called_with_no_library_lock_held,
+        test_lease_without_acquire_is_einval,
+        test_lease_with_null_ctx_gets_null,
+        test_gain_and_loss_are_logged_once_each,
+        test_stats_follow_the_lease,
+        test_acquire_error_skips_the_run_and_warns,
+        test_acquire_errors_are_rate_limited,
+        test_acquire_error_while_held_loses_the_lease,
+        test_stop_releases_a_held_lease,
+        test_stop_does_not_release_a_lease_not_held,
+        test_release_is_optional,
+        test_release_comes_after_the_last_run_and_before_on_stop,
+        test_loops_count_only_runs_made,
+        test_blocked_acquire_delays_only_its_service,
+        test_stopped_holder_hands_over_to_the_other_replica, NULL});
     return run_suite(s);
 }

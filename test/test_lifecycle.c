@@ -26,18 +26,33 @@ struct counter {
     sem_t reached;
 };
 
-static void counter_init(struct counter *c, uint64_t target)
+/* A counted service of `cls` and its counters, which must be created: the
+ * teardown ends them after the test. */
+struct counted {
+    struct counter c;
+    lsvc *svc; /* NULL once destroyed */
+};
+
+static void counted_teardown(void *arg)
 {
-    atomic_init(&c->starts, 0);
-    atomic_init(&c->runs, 0);
-    atomic_init(&c->stops, 0);
-    c->target = target;
-    sem_init(&c->reached, 0, 0);
+    struct counted *t = arg;
+    if (t->svc != NULL)
+        ck_assert_int_eq(lsvc_destroy(t->svc), 0);
+    sem_destroy(&t->c.reached);
 }
 
-static void counter_destroy(struct counter *c)
+static struct counted *counted_new(const lsvc_class *cls, uint64_t target,
+                                   const lsvc_options *opts)
 {
-    sem_destroy(&c->reached);
+    struct counted *t = test_alloc(sizeof(*t));
+    atomic_init(&t->c.starts, 0);
+    atomic_init(&t->c.runs, 0);
+    atomic_init(&t->c.stops, 0);
+    t->c.target = target;
+    sem_init(&t->c.reached, 0, 0);
+    at_teardown(counted_teardown, t);
+    ck_assert_int_eq(lsvc_create(&t->svc, cls, &t->c, opts), 0);
+    return t;
 }
 
 static int count_start(lsvc *svc, void *arg)
@@ -73,8 +88,7 @@ static void count_stop(lsvc *svc, void *arg)
 /* Counters that must agree once the service has ended. */
 static void check_counts_agree(lsvc *svc, struct counter *c)
 {
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    lsvc_stats st = stats_of(svc);
     ck_assert(!st.running);
     ck_assert_uint_eq(st.loops, atomic_load(&c->runs));
     ck_assert_uint_eq(st.errors, 0);
@@ -110,10 +124,9 @@ START_TEST(test_start_and_blocking_stop_in_a_tight_loop)
     uint64_t cycles = cycles_wanted();
     struct threads before;
     threads_baseline(&before);
-    struct counter c;
-    counter_init(&c, 0);
-    lsvc *svc = NULL;
-    ck_assert_int_eq(lsvc_create(&svc, &cls, &c, NULL), 0);
+    struct counted *t = counted_new(&cls, 0, NULL);
+    lsvc *svc = t->svc;
+    struct counter *c = &t->c;
 
     /* Plain checks in the loop: each Check assertion that passes still
      * writes to Check's pipe. */
@@ -133,14 +146,12 @@ START_TEST(test_start_and_blocking_stop_in_a_tight_loop)
 
     /* Every start ran on_start and on_stop once; a stop may come before
      * the first run, so there are at most as many runs as cycles. */
-    ck_assert_uint_eq(atomic_load(&c.starts), cycles);
-    ck_assert_uint_eq(atomic_load(&c.stops), cycles);
-    ck_assert_uint_le(atomic_load(&c.runs), cycles);
-    check_counts_agree(svc, &c);
+    ck_assert_uint_eq(atomic_load(&c->starts), cycles);
+    ck_assert_uint_eq(atomic_load(&c->stops), cycles);
+    ck_assert_uint_le(atomic_load(&c->runs), cycles);
+    check_counts_agree(svc, c);
     ck_assert_msg(wait_threads_back_to(&before, 5), "%d threads left",
                   threads_added(&before));
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    counter_destroy(&c);
 }
 END_TEST
 
@@ -161,23 +172,19 @@ START_TEST(test_zero_length_run_once_keeps_the_interval)
         .name = "Empty", .loop_seconds = 0.02, .run_once = run_nothing,
     };
     enum { RUNS = 10 };
-    lsvc *svc = NULL;
-    ck_assert_int_eq(lsvc_create(&svc, &cls, NULL, NULL), 0);
+    struct fx *f = fx_new_class(&cls, NULL);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_start(svc, RUNS), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
+    fx_run(f, RUNS);
     double took = seconds_since(t0);
     ck_assert_msg(took >= (RUNS - 1) * 0.02,
                   "%d runs 20 ms apart ended after %.3f s", RUNS, took);
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    lsvc_stats st = stats_of(f->svc);
     ck_assert_uint_eq(st.loops, RUNS);
     ck_assert_uint_eq(st.errors, 0);
     ck_assert_uint_eq(st.missed, 0);
     ck_assert_int_ge(st.last_run_ns, 0);
     ck_assert_int_le(st.last_run_ns, st.max_run_ns);
     ck_assert(!st.running);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
 }
 END_TEST
 
@@ -189,27 +196,21 @@ START_TEST(test_interval_of_1_us_runs_many_times_and_stops_cleanly)
     enum { RUNS = 1000 };
     log_capture();
     for (int precise = 0; precise <= 1; precise++) {
-        struct counter c;
-        counter_init(&c, RUNS);
         lsvc_options o = {.precise = precise};
-        lsvc *svc = NULL;
-        ck_assert_int_eq(lsvc_create(&svc, &cls, &c, &o), 0);
-        ck_assert_double_eq_tol(lsvc_loop_seconds(svc), 1e-6, 1e-12);
-        ck_assert_int_eq(lsvc_start(svc, 0), 0);
-        ck_assert_msg(sem_wait_for(&c.reached, 30), "precise=%d: %llu runs",
-                      precise, (unsigned long long)atomic_load(&c.runs));
+        struct counted *t = counted_new(&cls, RUNS, &o);
+        struct counter *c = &t->c;
+        ck_assert_double_eq_tol(lsvc_loop_seconds(t->svc), 1e-6, 1e-12);
+        ck_assert_int_eq(lsvc_start(t->svc, 0), 0);
+        ck_assert_msg(sem_wait_for(&c->reached, 30), "precise=%d: %llu runs",
+                      precise, (unsigned long long)atomic_load(&c->runs));
         /* A wide bound: what matters is that it stops, not how fast a
          * loaded sanitizer build gets there. */
-        ck_assert_int_eq(lsvc_stop_timeout(svc, 10), 0);
-        ck_assert_uint_ge(atomic_load(&c.runs), RUNS);
-        ck_assert_uint_eq(atomic_load(&c.starts), 1);
-        ck_assert_uint_eq(atomic_load(&c.stops), 1);
-        check_counts_agree(svc, &c);
-        lsvc_stats st;
-        ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
-        ck_assert_uint_eq(st.missed, 0);
-        ck_assert_int_eq(lsvc_destroy(svc), 0);
-        counter_destroy(&c);
+        ck_assert_int_eq(lsvc_stop_timeout(t->svc, 10), 0);
+        ck_assert_uint_ge(atomic_load(&c->runs), RUNS);
+        ck_assert_uint_eq(atomic_load(&c->starts), 1);
+        ck_assert_uint_eq(atomic_load(&c->stops), 1);
+        check_counts_agree(t->svc, c);
+        ck_assert_uint_eq(stats_of(t->svc).missed, 0);
     }
 }
 END_TEST
@@ -232,25 +233,22 @@ START_TEST(test_interval_of_days_still_stops_at_once)
         {true, THREE_DAYS, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct probe p;
-        probe_init(&p);
         lsvc_options o = {.precise = cases[i].precise,
                           .initial_delay = cases[i].initial_delay};
-        lsvc *svc = make_service(&cls, &p, &o);
-        ck_assert_double_eq(lsvc_loop_seconds(svc), THREE_DAYS);
-        ck_assert_int_eq(lsvc_start(svc, 0), 0);
+        struct fx *f = fx_new_class(&cls, &o);
+        ck_assert_double_eq(lsvc_loop_seconds(f->svc), THREE_DAYS);
+        fx_start(f, 0);
         if (cases[i].runs > 0)
-            ck_assert(probe_wait_runs(&p, 1, 5));
+            ck_assert(probe_wait_runs(&f->p, 1, 5));
         else
-            ck_assert(sem_wait_for(&p.started, 5));
+            ck_assert(sem_wait_for(&f->p.started, 5));
         int64_t t0 = now_ns();
-        ck_assert_int_eq(lsvc_stop(svc, true), 0);
+        fx_stop(f);
         double took = seconds_since(t0);
         ck_assert_msg(took < 1.0, "case %zu: the stop took %.3f s", i, took);
-        ck_assert_uint_eq(p.runs, cases[i].runs);
-        ck_assert_str_eq(p.events, cases[i].runs ? "SRT" : "ST");
-        ck_assert_int_eq(lsvc_destroy(svc), 0);
-        probe_destroy(&p);
+        ck_assert_uint_eq(f->p.runs, cases[i].runs);
+        ck_assert_str_eq(f->p.events, cases[i].runs ? "SRT" : "ST");
+        fx_free(f);
     }
 }
 END_TEST
@@ -261,23 +259,16 @@ END_TEST
  * three days away. */
 START_TEST(test_one_loop_runs_once_and_ends_by_itself)
 {
-    static const lsvc_class cls = PROBE_CLASS("Once", THREE_DAYS);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
+    struct fx *f = fx_new("Once", THREE_DAYS, NULL);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
+    fx_run(f, 1);
     ck_assert_msg(seconds_since(t0) < 5.0, "one loop took %.3f s",
                   seconds_since(t0));
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_str_eq(p.events, "SRT");
-    lsvc_stats st;
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    ck_assert_uint_eq(f->p.runs, 1);
+    ck_assert_str_eq(f->p.events, "SRT");
+    lsvc_stats st = stats_of(f->svc);
     ck_assert_uint_eq(st.loops, 1);
     ck_assert(!st.running);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
@@ -287,21 +278,17 @@ START_TEST(test_uint64_max_loops_runs_until_stopped)
 {
     static const lsvc_class cls = COUNTER_CLASS("Endless", 0.001);
     enum { RUNS = 50 };
-    struct counter c;
-    counter_init(&c, RUNS);
-    lsvc *svc = NULL;
-    ck_assert_int_eq(lsvc_create(&svc, &cls, &c, NULL), 0);
-    ck_assert_int_eq(lsvc_start(svc, UINT64_MAX), 0);
-    ck_assert_msg(sem_wait_for(&c.reached, 30), "%llu runs",
-                  (unsigned long long)atomic_load(&c.runs));
-    ck_assert(lsvc_is_running(svc));
-    ck_assert_int_eq(lsvc_join(svc, 0.05), ETIMEDOUT);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_ge(atomic_load(&c.runs), RUNS);
-    ck_assert_uint_eq(atomic_load(&c.stops), 1);
-    check_counts_agree(svc, &c);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    counter_destroy(&c);
+    struct counted *t = counted_new(&cls, RUNS, NULL);
+    struct counter *c = &t->c;
+    ck_assert_int_eq(lsvc_start(t->svc, UINT64_MAX), 0);
+    ck_assert_msg(sem_wait_for(&c->reached, 30), "%llu runs",
+                  (unsigned long long)atomic_load(&c->runs));
+    ck_assert(lsvc_is_running(t->svc));
+    ck_assert_int_eq(lsvc_join(t->svc, 0.05), ETIMEDOUT);
+    ck_assert_int_eq(lsvc_stop(t->svc, true), 0);
+    ck_assert_uint_ge(atomic_load(&c->runs), RUNS);
+    ck_assert_uint_eq(atomic_load(&c->stops), 1);
+    check_counts_agree(t->svc, c);
 }
 END_TEST
 
@@ -346,12 +333,7 @@ static int child_runs_its_own_service(void);
 static int child_main(void)
 {
     /* A child that hangs dies of SIGALRM, which the parent reports. */
-    signal(SIGALRM, SIG_DFL);
-    sigset_t alrm;
-    sigemptyset(&alrm);
-    sigaddset(&alrm, SIGALRM);
-    pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
-    alarm(30);
+    alarm_after(30);
 
     if (thread_count() != 1)
         return CHILD_HAS_THREADS;
@@ -407,22 +389,17 @@ START_TEST(test_fork_while_services_run_leaves_the_child_its_own)
 {
     /* Runs far shorter than the interval: the parent's services log
      * nothing while the fork happens, so no log lock is copied held. */
-    static const lsvc_class a_cls = PROBE_CLASS("ParentA", 0.02);
-    static const lsvc_class b_cls = PROBE_CLASS("ParentB", 0.02);
-    struct probe pa, pb;
-    probe_init(&pa);
-    probe_init(&pb);
-    lsvc *a = make_service(&a_cls, &pa, NULL);
-    lsvc *b = make_service(&b_cls, &pb, NULL);
-    inherited[0] = a;
-    inherited[1] = b;
-    ck_assert_int_eq(lsvc_start(a, 0), 0);
-    ck_assert_int_eq(lsvc_start(b, 0), 0);
-    ck_assert(probe_wait_runs(&pa, 2, 5));
-    ck_assert(probe_wait_runs(&pb, 2, 5));
+    struct fx *a = fx_new("ParentA", 0.02, NULL);
+    struct fx *b = fx_new("ParentB", 0.02, NULL);
+    inherited[0] = a->svc;
+    inherited[1] = b->svc;
+    fx_start(a, 0);
+    fx_start(b, 0);
+    ck_assert(probe_wait_runs(&a->p, 2, 5));
+    ck_assert(probe_wait_runs(&b->p, 2, 5));
     ck_assert_int_ge(thread_count(), 3);
 
-    uint64_t runs_at_fork = probe_runs(&pa);
+    uint64_t runs_at_fork = probe_runs(&a->p);
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ne(pid, -1);
@@ -439,38 +416,29 @@ START_TEST(test_fork_while_services_run_leaves_the_child_its_own)
                   "the child exited with %d", WEXITSTATUS(status));
 
     /* The parent's services went on through the fork. */
-    while (probe_runs(&pa) < runs_at_fork + 3)
-        ck_assert(sem_wait_for(&pa.ran, 5));
-    ck_assert(lsvc_is_running(a));
-    ck_assert(lsvc_is_running(b));
-    ck_assert_int_eq(lsvc_stop(a, true), 0);
-    ck_assert_int_eq(lsvc_stop(b, true), 0);
-    ck_assert(!lsvc_is_running(a));
-    ck_assert(!lsvc_is_running(b));
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    probe_destroy(&pa);
-    probe_destroy(&pb);
+    while (probe_runs(&a->p) < runs_at_fork + 3)
+        ck_assert(sem_wait_for(&a->p.ran, 5));
+    struct fx *both[] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        ck_assert(lsvc_is_running(both[i]->svc));
+        fx_stop(both[i]);
+        ck_assert(!lsvc_is_running(both[i]->svc));
+    }
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("lifecycle");
-    TCase *cycles = timed_tcase("cycles");
-    tcase_add_test(cycles, test_start_and_blocking_stop_in_a_tight_loop);
-    suite_add_tcase(s, cycles);
-
-    TCase *edges = timed_tcase("edges");
-    tcase_add_test(edges, test_zero_length_run_once_keeps_the_interval);
-    tcase_add_test(edges, test_interval_of_1_us_runs_many_times_and_stops_cleanly);
-    tcase_add_test(edges, test_interval_of_days_still_stops_at_once);
-    tcase_add_test(edges, test_one_loop_runs_once_and_ends_by_itself);
-    tcase_add_test(edges, test_uint64_max_loops_runs_until_stopped);
-    suite_add_tcase(s, edges);
-
-    TCase *forks = timed_tcase("fork");
-    tcase_add_test(forks, test_fork_while_services_run_leaves_the_child_its_own);
-    suite_add_tcase(s, forks);
+    add_tests(s, "cycles", (const TTest *[]){
+        test_start_and_blocking_stop_in_a_tight_loop, NULL});
+    add_tests(s, "edges", (const TTest *[]){
+        test_zero_length_run_once_keeps_the_interval,
+        test_interval_of_1_us_runs_many_times_and_stops_cleanly,
+        test_interval_of_days_still_stops_at_once,
+        test_one_loop_runs_once_and_ends_by_itself,
+        test_uint64_max_loops_runs_until_stopped, NULL});
+    add_tests(s, "fork", (const TTest *[]){
+        test_fork_while_services_run_leaves_the_child_its_own, NULL});
     return run_suite(s);
 }

@@ -79,18 +79,20 @@ static bool stamped_today(const char *line)
     return strncmp(line, a, 11) == 0 || strncmp(line, b, 11) == 0;
 }
 
-/* Runs a service whose every run fails, `loops` times. */
+/* Runs a service of 10 ms whose every run fails with run_code, `loops`
+ * times, and frees it. */
+static void run_failing_with(const char *name, int run_code, uint64_t loops)
+{
+    struct fx *f = fx_new(name, 0.01, NULL);
+    f->p.run_code = run_code;
+    fx_run(f, loops);
+    fx_free(f);
+}
+
+/* The same with run_code 5. */
 static void run_failing(const char *name, uint64_t loops)
 {
-    lsvc_class cls = PROBE_CLASS(name, 0.01);
-    struct probe p;
-    probe_init(&p);
-    p.run_code = 5;
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, loops), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    run_failing_with(name, 5, loops);
 }
 
 START_TEST(test_default_sink_writes_the_documented_line)
@@ -123,21 +125,16 @@ START_TEST(test_default_sink_lines_never_interleave)
                                          "WriterD"};
     struct stderr_pipe sp;
     stderr_to_pipe(&sp);
-    struct probe p[WRITERS];
-    lsvc_class cls[WRITERS];
-    lsvc *svc[WRITERS];
+    struct fx *f[WRITERS];
     for (int i = 0; i < WRITERS; i++) {
-        cls[i] = (lsvc_class)PROBE_CLASS(names[i], 0.01);
-        probe_init(&p[i]);
-        p[i].run_code = 1;
-        svc[i] = make_service(&cls[i], &p[i], NULL);
+        f[i] = fx_new(names[i], 0.01, NULL);
+        f[i]->p.run_code = 1;
     }
     for (int i = 0; i < WRITERS; i++)
-        ck_assert_int_eq(lsvc_start(svc[i], WRITER_LOOPS), 0);
+        fx_start(f[i], WRITER_LOOPS);
     for (int i = 0; i < WRITERS; i++) {
-        ck_assert_int_eq(lsvc_join(svc[i], 10), 0);
-        ck_assert_int_eq(lsvc_destroy(svc[i]), 0);
-        probe_destroy(&p[i]);
+        ck_assert_int_eq(lsvc_join(f[i]->svc, 10), 0);
+        fx_free(f[i]);
     }
     static char out[60000];
     stderr_restore(&sp, out, sizeof(out));
@@ -202,71 +199,63 @@ START_TEST(test_logger_is_loopsvc_dot_lower_case_name)
 }
 END_TEST
 
-START_TEST(test_group_messages_use_the_loopsvc_logger)
+/* A group of one service, `name`, with signals blocked as a program
+ * blocks them, stopped by a SIGTERM once it runs. Calls before(g, ctx)
+ * once the group is made. */
+static void stop_group_by_sigterm(const char *name,
+                                  void (*before)(lsvc_group *g, lsvc *svc,
+                                                 void *ctx),
+                                  void *ctx)
 {
-    static const lsvc_class cls = PROBE_CLASS("Grouped", 60);
     default_signal_actions();
     ck_assert_int_eq(lsvc_block_signals(), 0);
     log_capture();
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    ck_assert_int_eq(lsvc_group_add(g, svc), 0);
-    ck_assert_int_eq(lsvc_group_start(g), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
+    struct gfx *g = gfx_new();
+    gfx_add(g, name, 60, NULL);
+    if (before != NULL)
+        before(g->g, g->m[0].svc, ctx);
+    gfx_start(g);
+    gfx_wait_first_runs(g);
     ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
+}
+
+START_TEST(test_group_messages_use_the_loopsvc_logger)
+{
+    stop_group_by_sigterm("Grouped", NULL, NULL);
     struct log_record r;
     ck_assert(log_find(0, 0, "received SIGTERM", &r));
     ck_assert_str_eq(r.logger, "loopsvc");
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
 /* --- Levels ----------------------------------------------------------------- */
 
-/* Runs one service twice: its runs fail and the first overruns, so it logs
- * at DEBUG (when enabled), WARNING and ERROR. */
-static void run_noisy(const char *name)
+/* A service of 20 ms whose runs fail with run_code and whose first run
+ * takes 50 ms: an overrun. */
+static struct fx *noisy(const char *name, int run_code)
 {
-    lsvc_class cls = PROBE_CLASS(name, 0.02);
-    struct probe p;
-    probe_init(&p);
-    p.run_code = 9;
-    p.slow_ns = 50 * MS;
-    p.slow_runs = 1;
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 2), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    struct fx *f = fx_new(name, 0.02, NULL);
+    f->p.run_code = run_code;
+    f->p.slow_ns = 50 * MS;
+    f->p.slow_runs = 1;
+    return f;
 }
 
-START_TEST(test_level_defaults_to_info)
+/* Runs a noisy service twice, so that it logs at DEBUG (when enabled),
+ * WARNING and ERROR, and frees it. */
+static void run_noisy(const char *name)
 {
-    unsetenv("LOOPSVC_LOG_LEVEL");
-    log_capture();
-    run_noisy("Quiet");
-    ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, NULL), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "Quiet"), 2);
-    ck_assert_uint_ge(log_count(LSVC_LOG_WARNING, "Quiet"), 1);
+    struct fx *f = noisy(name, 9);
+    fx_run(f, 2);
+    fx_free(f);
 }
-END_TEST
 
 START_TEST(test_debug_lines_mirror_the_seed)
 {
     lsvc_set_log_level(LSVC_LOG_DEBUG);
     log_capture();
-    static const lsvc_class cls = PROBE_CLASS("DbgSvc", 0.01);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 2), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
+    run_failing_with("DbgSvc", 0, 2);
     ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, "About to run DbgSvc..."), 2);
     struct log_record r;
     ck_assert(log_find(0, LSVC_LOG_DEBUG, "About to run", &r));
@@ -277,43 +266,61 @@ START_TEST(test_debug_lines_mirror_the_seed)
                   "unexpected wording: %s", r.message);
     ck_assert(log_find(0, LSVC_LOG_DEBUG, "exiting after", &r));
     ck_assert_str_eq(r.message, "DbgSvc exiting after 2 loop(s).");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
-START_TEST(test_env_log_level_is_read_in_any_case)
-{
-    setenv("LOOPSVC_LOG_LEVEL", "dEbUg", 1);
-    log_capture();
-    run_noisy("EnvDebug");
-    ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, "About to run EnvDebug..."),
-                      2);
-}
-END_TEST
+/* What reaches the sink, by LOOPSVC_LOG_LEVEL (NULL: unset) and a call of
+ * lsvc_set_log_level before the library's first use (0: none): every
+ * level from `lowest` on, and none below. */
+static const struct {
+    const char *what;
+    const char *env;
+    int set;
+    const char *name;
+    int lowest;
+} levels[] = {
+    {"the level defaults to INFO", NULL, 0, "Quiet", LSVC_LOG_INFO},
+    {"LOOPSVC_LOG_LEVEL is read in any case", "dEbUg", 0, "EnvDebug",
+     LSVC_LOG_DEBUG},
+    {"LOOPSVC_LOG_LEVEL drops the lower levels", "ERROR", 0, "EnvError",
+     LSVC_LOG_ERROR},
+    {"lsvc_set_log_level before the first use overrides LOOPSVC_LOG_LEVEL",
+     "DEBUG", LSVC_LOG_WARNING, "SetFirst", LSVC_LOG_WARNING},
+};
 
-START_TEST(test_env_log_level_drops_lower_levels)
+/* The line a run of the service `name` logs at DEBUG. */
+static size_t about_to_run_lines(const char *name)
 {
-    setenv("LOOPSVC_LOG_LEVEL", "ERROR", 1);
-    log_capture();
-    run_noisy("EnvError");
-    ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, NULL), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_INFO, NULL), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "EnvError"), 2);
+    char line[64];
+    snprintf(line, sizeof(line), "About to run %s...", name);
+    return log_count(LSVC_LOG_DEBUG, line);
 }
-END_TEST
 
-START_TEST(test_set_log_level_overrides_env_before_first_use)
+START_TEST(test_log_level_decides_what_reaches_the_sink)
 {
-    setenv("LOOPSVC_LOG_LEVEL", "DEBUG", 1);
-    lsvc_set_log_level(LSVC_LOG_WARNING);
+    const char *name = levels[_i].name;
+    if (levels[_i].env != NULL)
+        setenv("LOOPSVC_LOG_LEVEL", levels[_i].env, 1);
+    else
+        unsetenv("LOOPSVC_LOG_LEVEL");
+    if (levels[_i].set != 0)
+        lsvc_set_log_level(levels[_i].set);
     log_capture();
-    run_noisy("SetFirst");
-    ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, NULL), 0);
-    ck_assert_uint_eq(log_count(LSVC_LOG_INFO, NULL), 0);
-    ck_assert_uint_ge(log_count(LSVC_LOG_WARNING, "SetFirst"), 1);
-    ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "SetFirst"), 2);
+    run_noisy(name);
+    for (int level = LSVC_LOG_DEBUG; level < LSVC_LOG_ERROR; level += 10) {
+        if (level >= levels[_i].lowest)
+            ck_assert_msg(log_count(level, name) >= 1,
+                          "%s: no record of %s at level %d", levels[_i].what,
+                          name, level);
+        else
+            ck_assert_msg(log_count(level, NULL) == 0,
+                          "%s: %zu records at level %d", levels[_i].what,
+                          log_count(level, NULL), level);
+    }
+    ck_assert_uint_eq(about_to_run_lines(name),
+                      levels[_i].lowest == LSVC_LOG_DEBUG ? 2 : 0);
+    /* Its two runs fail. */
+    ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, name), 2);
 }
 END_TEST
 
@@ -325,8 +332,7 @@ START_TEST(test_set_log_level_overrides_env_after_first_use)
     ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, NULL), 0);
     lsvc_set_log_level(LSVC_LOG_DEBUG);
     run_noisy("SetLater");
-    ck_assert_uint_eq(log_count(LSVC_LOG_DEBUG, "About to run SetLater..."),
-                      2);
+    ck_assert_uint_eq(about_to_run_lines("SetLater"), 2);
 }
 END_TEST
 
@@ -399,65 +405,46 @@ static void stop_inside(lsvc *svc, struct probe *p, uint64_t run)
 
 START_TEST(test_sink_may_call_back_into_a_service)
 {
-    static const lsvc_class cls = PROBE_CLASS("Reentry", 0.02);
-    struct reentry re = {0};
+    static struct reentry re;
     lsvc_set_log_level(LSVC_LOG_DEBUG);
     log_capture();
     lsvc_set_logger(reentrant_sink, &re);
-    struct probe p;
-    probe_init(&p);
-    p.run_code = 3;
-    p.slow_ns = 50 * MS;
-    p.slow_runs = 1;
-    p.during = stop_inside;
-    re.svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(re.svc, 0), 0);
-    ck_assert_int_eq(lsvc_join(re.svc, 10), 0);
+    struct fx *f = noisy("Reentry", 3);
+    f->p.during = stop_inside;
+    re.svc = f->svc;
+    fx_run(f, 0);
     ck_assert_uint_ge(log_count(LSVC_LOG_DEBUG, "Reentry"), 1);
     ck_assert_uint_ge(log_count(LSVC_LOG_WARNING, "Reentry"), 2);
     ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "Reentry"), 2);
 
     /* A blocking stop that times out logs from the stopping thread. */
-    p.during = NULL;
-    probe_hold(&p);
-    while (sem_trywait(&p.entered) == 0) {
-    }
-    ck_assert_int_eq(lsvc_start(re.svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
+    f->p.during = NULL;
+    sem_drain(&f->p.entered);
+    fx_start_held(f);
     size_t from = log_size();
     ck_assert_int_eq(lsvc_stop_timeout(re.svc, 0.05), ETIMEDOUT);
     ck_assert(log_find(from, LSVC_LOG_WARNING, "Reentry", NULL));
-    probe_release(&p);
+    probe_release(&f->p);
     ck_assert_int_eq(lsvc_join(re.svc, 10), 0);
-    ck_assert_int_eq(lsvc_destroy(re.svc), 0);
-    probe_destroy(&p);
+    fx_free(f);
 }
 END_TEST
 
+/* Makes the group's messages go through the reentrant sink. */
+static void sink_reenters(lsvc_group *g, lsvc *svc, void *ctx)
+{
+    struct reentry *re = ctx;
+    re->svc = svc;
+    re->g = g;
+    lsvc_set_logger(reentrant_sink, re);
+}
+
 START_TEST(test_sink_may_call_back_into_a_group)
 {
-    static const lsvc_class cls = PROBE_CLASS("GroupReentry", 60);
-    default_signal_actions();
-    ck_assert_int_eq(lsvc_block_signals(), 0);
-    struct reentry re = {0};
-    log_capture();
-    struct probe p;
-    probe_init(&p);
-    re.svc = make_service(&cls, &p, NULL);
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    ck_assert_int_eq(lsvc_group_add(g, re.svc), 0);
-    re.g = g;
-    lsvc_set_logger(reentrant_sink, &re);
-    ck_assert_int_eq(lsvc_group_start(g), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    static struct reentry re;
+    stop_group_by_sigterm("GroupReentry", sink_reenters, &re);
     ck_assert(log_find(0, 0, "received SIGTERM", NULL));
     lsvc_set_logger(NULL, NULL);
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    ck_assert_int_eq(lsvc_destroy(re.svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
@@ -502,31 +489,24 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("log");
-    TCase *sink = timed_tcase("sinks");
-    tcase_add_test(sink, test_default_sink_writes_the_documented_line);
-    tcase_add_test(sink, test_default_sink_lines_never_interleave);
-    tcase_add_test(sink, test_set_logger_null_restores_default_sink);
-    tcase_add_test(sink, test_very_long_name_gives_whole_lines);
-    tcase_add_test(sink, test_logger_is_loopsvc_dot_lower_case_name);
-    tcase_add_test(sink, test_group_messages_use_the_loopsvc_logger);
-    tcase_add_test(sink, test_percent_in_name_reaches_the_sink_verbatim);
-    tcase_add_test(sink, test_percent_in_name_reaches_stderr_verbatim);
-    tcase_add_test(sink, test_sink_may_call_back_into_a_service);
-    tcase_add_test(sink, test_sink_may_call_back_into_a_group);
-    suite_add_tcase(s, sink);
-
-    TCase *levels = timed_tcase("levels");
-    tcase_add_test(levels, test_level_defaults_to_info);
-    tcase_add_test(levels, test_debug_lines_mirror_the_seed);
-    tcase_add_test(levels, test_env_log_level_is_read_in_any_case);
-    tcase_add_test(levels, test_env_log_level_drops_lower_levels);
-    tcase_add_test(levels, test_set_log_level_overrides_env_before_first_use);
-    tcase_add_test(levels, test_set_log_level_overrides_env_after_first_use);
-    suite_add_tcase(s, levels);
-
-    TCase *rl = timed_tcase("rate limiter");
-    tcase_add_test(rl, test_ratelimit_admits_the_first_event);
-    tcase_add_test(rl, test_ratelimit_admits_one_per_period_and_counts_the_rest);
-    suite_add_tcase(s, rl);
+    add_tests(s, "sinks", (const TTest *[]){
+        test_default_sink_writes_the_documented_line,
+        test_default_sink_lines_never_interleave,
+        test_set_logger_null_restores_default_sink,
+        test_very_long_name_gives_whole_lines,
+        test_logger_is_loopsvc_dot_lower_case_name,
+        test_group_messages_use_the_loopsvc_logger,
+        test_percent_in_name_reaches_the_sink_verbatim,
+        test_percent_in_name_reaches_stderr_verbatim,
+        test_sink_may_call_back_into_a_service,
+        test_sink_may_call_back_into_a_group, NULL});
+    TCase *lv = add_tests(s, "levels", (const TTest *[]){
+        test_debug_lines_mirror_the_seed,
+        test_set_log_level_overrides_env_after_first_use, NULL});
+    tcase_add_loop_test(lv, test_log_level_decides_what_reaches_the_sink, 0,
+                        (int)(sizeof(levels) / sizeof(levels[0])));
+    add_tests(s, "rate limiter", (const TTest *[]){
+        test_ratelimit_admits_the_first_event,
+        test_ratelimit_admits_one_per_period_and_counts_the_rest, NULL});
     return run_suite(s);
 }

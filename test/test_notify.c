@@ -96,8 +96,9 @@ static void listen_on_abstract_name(struct listener *l)
     ck_assert_int_eq(setenv("NOTIFY_SOCKET", env, 1), 0);
 }
 
-static void listener_close(struct listener *l)
+static void listener_close(void *arg)
 {
+    struct listener *l = arg;
     close(l->fd);
     if (l->dir[0] != '\0') {
         unlink(l->path);
@@ -242,66 +243,25 @@ static void set_var(const char *name, const char *value)
 
 /* --- Fixture: services in one group ---------------------------------------- */
 
-#define MAX_SERVICES 3
-
-static const lsvc_class first_class = PROBE_CLASS("First", 60);
-static const lsvc_class second_class = PROBE_CLASS("Second", 60);
-
-struct fixture {
-    int n;
-    struct probe p[MAX_SERVICES];
-    lsvc *svc[MAX_SERVICES];
-    lsvc_group *g;
-};
-
-static void fixture_init(struct fixture *f)
-{
-    memset(f, 0, sizeof(*f));
-    ck_assert_int_eq(lsvc_group_create(&f->g), 0);
-}
-
-static int fixture_add(struct fixture *f, const lsvc_class *cls)
-{
-    ck_assert_int_lt(f->n, MAX_SERVICES);
-    int i = f->n++;
-    probe_init(&f->p[i]);
-    f->svc[i] = make_service(cls, &f->p[i], NULL);
-    ck_assert_int_eq(lsvc_group_add(f->g, f->svc[i]), 0);
-    return i;
-}
-
 /* First and Second, both due every minute: they run once and then only
  * sleep, so every datagram comes from the group itself. */
-static void fixture_two(struct fixture *f)
+static struct gfx *first_and_second(void)
 {
-    fixture_init(f);
-    fixture_add(f, &first_class);
-    fixture_add(f, &second_class);
+    struct gfx *g = gfx_new();
+    gfx_add(g, "First", 60, NULL);
+    gfx_add(g, "Second", 60, NULL);
+    return g;
 }
 
-static void wait_first_runs(struct fixture *f)
+/* A group of one service, `name`, of interval `seconds`, whose runs are
+ * held, and whose stuck WARNING the sink times. */
+static struct gfx *one_held(const char *name, double seconds)
 {
-    for (int i = 0; i < f->n; i++)
-        ck_assert_msg(sem_wait_for(&f->p[i].entered, EVENT_LIMIT_S),
-                      "service %d did not run", i);
-}
-
-static void fixture_stop(struct fixture *f)
-{
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_stop(f->g), 0);
-    ck_assert_int_eq(lsvc_group_wait(f->g), 0);
-    ck_assert_msg(seconds_since(t0) < EVENT_LIMIT_S,
-                  "the group took %.3f s to stop", seconds_since(t0));
-}
-
-static void fixture_free(struct fixture *f)
-{
-    ck_assert_int_eq(lsvc_group_destroy(f->g), 0);
-    for (int i = 0; i < f->n; i++) {
-        ck_assert_int_eq(lsvc_destroy(f->svc[i]), 0);
-        probe_destroy(&f->p[i]);
-    }
+    watched_name = name;
+    struct gfx *g = gfx_new();
+    gfx_add(g, name, seconds, NULL);
+    probe_hold(&g->m[0].p);
+    return g;
 }
 
 static bool probe_started(struct probe *p)
@@ -312,22 +272,33 @@ static bool probe_started(struct probe *p)
     return started;
 }
 
+/* A known start, and a socket at a path listening as NOTIFY_SOCKET. */
+static struct listener *listening(void)
+{
+    notify_setup();
+    struct listener *l = test_alloc(sizeof(*l));
+    listen_on_path(l);
+    at_teardown(listener_close, l);
+    return l;
+}
+
+/* Waits for the group's READY=1. */
+static void wait_ready(struct listener *l)
+{
+    ck_assert_msg(wait_count(l, &l->ready, 1, EVENT_LIMIT_S),
+                  "no READY=1 in %d datagram(s)", l->datagrams);
+}
+
 /* --- READY=1 ----------------------------------------------------------------- */
 
 START_TEST(test_ready_is_sent_once_group_start_returns)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_msg(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S),
-                  "no READY=1 in %d datagram(s)", l.datagrams);
-    check_well_formed(&l);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    struct listener *l = listening();
+    struct gfx *g = first_and_second();
+    gfx_start(g);
+    wait_ready(l);
+    check_well_formed(l);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -355,32 +326,25 @@ START_TEST(test_ready_does_not_wait_for_on_start)
         .name = "Gated", .loop_seconds = 60, .run_once = probe_run_once,
         .on_start = gated_on_start, .on_stop = probe_on_stop,
     };
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
+    struct listener *l = listening();
     struct gate gate;
-    sem_init(&gate.entered, 0, 0);
-    sem_init(&gate.open, 0, 0);
-    struct fixture f;
-    fixture_init(&f);
-    fixture_add(&f, &first_class);
-    int gated = fixture_add(&f, &gated_class);
-    f.p[gated].user = &gate;
+    sems_init(2, &gate.entered, &gate.open);
+    struct gfx *g = gfx_new();
+    gfx_add(g, "First", 60, NULL);
+    struct probe *gated = &g->m[gfx_add_class(g, &gated_class, NULL)].p;
+    gated->user = &gate;
 
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    gfx_start(g);
     ck_assert(sem_wait_for(&gate.entered, EVENT_LIMIT_S));
-    bool ready = wait_count(&l, &l.ready, 1, EVENT_LIMIT_S);
-    bool started = probe_started(&f.p[gated]);
+    bool ready = wait_count(l, &l->ready, 1, EVENT_LIMIT_S);
+    bool started = probe_started(gated);
     /* Checked once the gate is open, so that a failure leaves no thread
      * blocked behind it. */
     sem_post(&gate.open);
     ck_assert_msg(ready, "no READY=1 while an on_start was running");
     ck_assert_msg(!started, "the gated on_start finished before the gate opened");
-    fixture_stop(&f);
-    fixture_free(&f);
-    sem_destroy(&gate.entered);
-    sem_destroy(&gate.open);
-    listener_close(&l);
+    gfx_stop(g);
+    sems_destroy(2, &gate.entered, &gate.open);
 }
 END_TEST
 
@@ -389,179 +353,129 @@ START_TEST(test_ready_reaches_an_abstract_socket)
     notify_setup();
     struct listener l;
     listen_on_abstract_name(&l);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct gfx *g = first_and_second();
+    gfx_start(g);
     ck_assert_msg(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S),
                   "no READY=1 on the abstract socket");
-    wait_first_runs(&f);
-    fixture_stop(&f);
+    gfx_wait_first_runs(g);
+    gfx_stop(g);
     drain(&l);
     ck_assert_int_eq(l.stopping, 1);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    fixture_free(&f);
     listener_close(&l);
 }
 END_TEST
 
 START_TEST(test_ready_is_sent_when_a_service_is_disabled)
 {
-    static const lsvc_class off_class = PROBE_CLASS("SwitchedOff", 60);
-    notify_setup();
+    struct listener *l = listening();
     set_var("LOOPSVC_SWITCHEDOFF_ENABLED", "0");
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_init(&f);
-    int off = fixture_add(&f, &off_class);
-    fixture_add(&f, &first_class);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_msg(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S),
+    struct gfx *g = gfx_new();
+    int off = gfx_add(g, "SwitchedOff", 60, NULL);
+    gfx_add(g, "First", 60, NULL);
+    gfx_start(g);
+    ck_assert_msg(wait_count(l, &l->ready, 1, EVENT_LIMIT_S),
                   "no READY=1 with a disabled service in the group");
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[off].events, "");
-    fixture_free(&f);
-    listener_close(&l);
+    gfx_stop(g);
+    ck_assert_str_eq(g->m[off].p.events, "");
 }
 END_TEST
 
 START_TEST(test_no_ready_when_group_start_fails)
 {
-    static const lsvc_class rt_class = PROBE_CLASS("Realtime", 60);
     /* First: the socket's owner must be the user that sends to it. */
     drop_realtime_permission();
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_init(&f);
-    fixture_add(&f, &first_class);
-    struct probe rp;
-    probe_init(&rp);
+    struct listener *l = listening();
     const lsvc_options rt = {.sched_priority = 10};
-    lsvc *realtime = make_service(&rt_class, &rp, &rt);
-    ck_assert_int_eq(lsvc_group_add(f.g, realtime), 0);
-    ck_assert_int_eq(lsvc_group_start(f.g), EPERM);
-    listen_for(&l, 0.3);
-    ck_assert_msg(l.ready == 0, "READY=1 for a group that failed to start");
-    fixture_free(&f);
-    ck_assert_int_eq(lsvc_destroy(realtime), 0);
-    probe_destroy(&rp);
-    listener_close(&l);
+    struct gfx *g = gfx_new();
+    gfx_add(g, "First", 60, NULL);
+    gfx_add(g, "Realtime", 60, &rt);
+    ck_assert_int_eq(lsvc_group_start(g->g), EPERM);
+    listen_for(l, 0.3);
+    ck_assert_msg(l->ready == 0, "READY=1 for a group that failed to start");
 }
 END_TEST
 
 /* --- STOPPING=1 -------------------------------------------------------------- */
 
+/* Starts the group, waits for READY=1 and the first runs, and checks that
+ * nothing said STOPPING=1 so far. */
+static void start_ready(struct listener *l, struct gfx *g)
+{
+    gfx_start(g);
+    ck_assert(wait_count(l, &l->ready, 1, EVENT_LIMIT_S));
+    gfx_wait_first_runs(g);
+    drain(l);
+    ck_assert_msg(l->stopping == 0, "STOPPING=1 before any stop");
+}
+
 /* systemd should hear of the stop when it begins, not once the slowest
  * run has ended: a held run keeps the group from ending meanwhile. */
 START_TEST(test_stopping_is_sent_when_group_stop_begins)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_two(&f);
-    probe_hold(&f.p[0]);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S));
-    wait_first_runs(&f);
-    drain(&l);
-    ck_assert_msg(l.stopping == 0, "STOPPING=1 before any stop");
-    ck_assert_int_eq(lsvc_group_stop(f.g), 0);
-    bool told = wait_count(&l, &l.stopping, 1, EVENT_LIMIT_S);
-    bool held = lsvc_is_running(f.svc[0]);
+    struct listener *l = listening();
+    struct gfx *g = first_and_second();
+    probe_hold(&g->m[0].p);
+    start_ready(l, g);
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    bool told = wait_count(l, &l->stopping, 1, EVENT_LIMIT_S);
+    bool held = lsvc_is_running(g->m[0].svc);
     /* Released before the checks, so that a failure leaves no run held. */
-    probe_release(&f.p[0]);
-    ck_assert_int_eq(lsvc_group_wait(f.g), 0);
+    probe_release(&g->m[0].p);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
     ck_assert_msg(told, "no STOPPING=1 while the group was stopping");
     ck_assert(held);
-    check_well_formed(&l);
-    fixture_free(&f);
-    listener_close(&l);
+    check_well_formed(l);
 }
 END_TEST
 
 START_TEST(test_stopping_is_sent_once_before_group_wait_returns)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S));
-    wait_first_runs(&f);
-    ck_assert_int_eq(lsvc_group_stop(f.g), 0);
-    ck_assert_int_eq(lsvc_group_stop(f.g), 0);
-    ck_assert_int_eq(lsvc_group_wait(f.g), 0);
-    drain(&l);
+    struct listener *l = listening();
+    struct gfx *g = first_and_second();
+    start_ready(l, g);
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    ck_assert_int_eq(lsvc_group_stop(g->g), 0);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
+    drain(l);
     /* One start, one stop: one of each, in that order. */
-    ck_assert_str_eq(l.order, "RS");
-    fixture_free(&f);
-    listener_close(&l);
+    ck_assert_str_eq(l->order, "RS");
 }
 END_TEST
 
 START_TEST(test_stopping_is_sent_on_sigterm)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
+    struct listener *l = listening();
     default_signal_actions();
     ck_assert_int_eq(lsvc_block_signals(), 0);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S));
-    wait_first_runs(&f);
-    drain(&l);
-    ck_assert_int_eq(l.stopping, 0);
+    struct gfx *g = first_and_second();
+    start_ready(l, g);
     ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
     /* Before any wait: the signal alone must tell systemd. */
-    ck_assert_msg(wait_count(&l, &l.stopping, 1, EVENT_LIMIT_S),
+    ck_assert_msg(wait_count(l, &l->stopping, 1, EVENT_LIMIT_S),
                   "no STOPPING=1 after SIGTERM");
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_wait(f.g), 0);
-    ck_assert_msg(seconds_since(t0) < EVENT_LIMIT_S,
-                  "the group took %.3f s to stop", seconds_since(t0));
-    drain(&l);
-    ck_assert_str_eq(l.order, "RS");
+    gfx_wait(g);
+    drain(l);
+    ck_assert_str_eq(l->order, "RS");
     ck_assert(log_find(0, LSVC_LOG_INFO, "received SIGTERM", NULL));
-    fixture_free(&f);
-    listener_close(&l);
 }
 END_TEST
-
-static void stop_self_at_second_run(lsvc *svc, struct probe *p, uint64_t run)
-{
-    (void)p;
-    if (run == 1)
-        lsvc_stop(svc, false);
-}
 
 /* systemd takes STOPPING=1 as the whole process going down: services
  * that end by themselves do not say that. */
 START_TEST(test_no_stopping_when_services_end_on_their_own)
 {
-    static const lsvc_class a_cls = PROBE_CLASS("SelfA", 0.01);
-    static const lsvc_class b_cls = PROBE_CLASS("SelfB", 0.01);
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_init(&f);
-    int a = fixture_add(&f, &a_cls);
-    int b = fixture_add(&f, &b_cls);
-    f.p[a].during = f.p[b].during = stop_self_at_second_run;
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(wait_not_running(f.svc[a], EVENT_LIMIT_S));
-    ck_assert(wait_not_running(f.svc[b], EVENT_LIMIT_S));
-    ck_assert_int_eq(lsvc_group_wait(f.g), 0);
-    drain(&l);
-    ck_assert_str_eq(l.order, "R");
-    fixture_free(&f);
-    listener_close(&l);
+    struct listener *l = listening();
+    struct gfx *g = gfx_new();
+    int a = gfx_add(g, "SelfA", 0.01, NULL);
+    int b = gfx_add(g, "SelfB", 0.01, NULL);
+    g->m[a].p.during = g->m[b].p.during = stop_at_second_run;
+    gfx_start(g);
+    ck_assert(wait_not_running(g->m[a].svc, EVENT_LIMIT_S));
+    ck_assert(wait_not_running(g->m[b].svc, EVENT_LIMIT_S));
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
+    drain(l);
+    ck_assert_str_eq(l->order, "R");
 }
 END_TEST
 
@@ -572,51 +486,55 @@ END_TEST
 static void check_silent_run(struct listener *l, bool notify)
 {
     set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_two(&f);
+    struct gfx *g = first_and_second();
     if (!notify)
-        ck_assert_int_eq(lsvc_group_set_notify(f.g, false), 0);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    wait_first_runs(&f);
+        ck_assert_int_eq(lsvc_group_set_notify(g->g, false), 0);
+    gfx_start(g);
+    gfx_wait_first_runs(g);
     listen_for(l, SILENCE_S);
-    fixture_stop(&f);
+    gfx_stop(g);
     drain(l);
     ck_assert_msg(l->datagrams == 0, "%d datagram(s) came: %s", l->datagrams,
                   l->order);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
-    fixture_free(&f);
 }
 
 START_TEST(test_nothing_is_sent_when_notify_is_off)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    check_silent_run(&l, false);
-    listener_close(&l);
+    check_silent_run(listening(), false);
 }
 END_TEST
 
 START_TEST(test_nothing_is_sent_without_notify_socket)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
+    struct listener *l = listening();
     ck_assert_int_eq(unsetenv("NOTIFY_SOCKET"), 0);
-    check_silent_run(&l, true);
-    listener_close(&l);
+    check_silent_run(l, true);
 }
 END_TEST
 
 /* --- WATCHDOG=1 -------------------------------------------------------------- */
 
+/* A listener and WATCHDOG_USEC set, and WATCHDOG_PID to `pid` unless it
+ * is 0. */
+static struct listener *watchdog_listening(long pid)
+{
+    struct listener *l = listening();
+    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
+    if (pid != 0) {
+        char text[32];
+        snprintf(text, sizeof(text), "%ld", pid);
+        set_var("WATCHDOG_PID", text);
+    }
+    return l;
+}
+
 /* Starts the two services and checks that pings come, about every 50 ms:
  * at least three, and no flood. */
 static void check_pings(struct listener *l)
 {
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct gfx *g = first_and_second();
+    gfx_start(g);
     ck_assert(wait_count(l, &l->ready, 1, EVENT_LIMIT_S));
     ck_assert_msg(wait_count(l, &l->watchdog, 3, EVENT_LIMIT_S),
                   "%d WATCHDOG=1 in %.0f s", l->watchdog, EVENT_LIMIT_S);
@@ -627,80 +545,51 @@ static void check_pings(struct listener *l)
     ck_assert_msg(per_second <= 60, "%d WATCHDOG=1 in one second",
                   per_second);
     check_well_formed(l);
-    fixture_stop(&f);
-    fixture_free(&f);
+    gfx_stop(g);
 }
 
 START_TEST(test_watchdog_pings_every_half_watchdog_usec)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    check_pings(&l);
-    listener_close(&l);
+    check_pings(watchdog_listening(0));
 }
 END_TEST
 
 START_TEST(test_watchdog_pings_when_watchdog_pid_is_this_process)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    char pid[32];
-    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    set_var("WATCHDOG_PID", pid);
-    check_pings(&l);
-    listener_close(&l);
+    check_pings(watchdog_listening((long)getpid()));
 }
 END_TEST
 
 START_TEST(test_no_pings_when_watchdog_pid_is_another_process)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    char pid[32];
-    snprintf(pid, sizeof(pid), "%ld", (long)getppid());
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    set_var("WATCHDOG_PID", pid);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct listener *l = watchdog_listening((long)getppid());
+    struct gfx *g = first_and_second();
+    gfx_start(g);
     /* The watchdog is for the other process; readiness is still ours. */
-    ck_assert(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S));
-    listen_for(&l, 2 * SILENCE_S);
-    ck_assert_msg(l.watchdog == 0, "%d WATCHDOG=1 for another pid's watchdog",
-                  l.watchdog);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    ck_assert(wait_count(l, &l->ready, 1, EVENT_LIMIT_S));
+    listen_for(l, 2 * SILENCE_S);
+    ck_assert_msg(l->watchdog == 0, "%d WATCHDOG=1 for another pid's watchdog",
+                  l->watchdog);
+    gfx_stop(g);
 }
 END_TEST
 
 START_TEST(test_no_thread_left_after_group_wait_with_watchdog)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
+    struct listener *l = watchdog_listening(0);
     struct threads before;
     threads_baseline(&before);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(wait_count(&l, &l.watchdog, 1, EVENT_LIMIT_S));
-    fixture_stop(&f);
+    struct gfx *g = first_and_second();
+    gfx_start(g);
+    ck_assert(wait_count(l, &l->watchdog, 1, EVENT_LIMIT_S));
+    gfx_stop(g);
     ck_assert_msg(wait_threads_back_to(&before, EVENT_LIMIT_S),
                   "%d thread(s) left", threads_added(&before));
     /* And the pings end with it. */
-    drain(&l);
-    int pings = l.watchdog;
-    listen_for(&l, SILENCE_S);
-    ck_assert_int_eq(l.watchdog, pings);
-    fixture_free(&f);
-    listener_close(&l);
+    drain(l);
+    int pings = l->watchdog;
+    listen_for(l, SILENCE_S);
+    ck_assert_int_eq(l->watchdog, pings);
 }
 END_TEST
 
@@ -708,42 +597,33 @@ END_TEST
 
 START_TEST(test_stuck_service_stops_the_pings_until_its_run_ends)
 {
-    static const lsvc_class hung_class = PROBE_CLASS("Hung-Chore", 0.02);
-    notify_setup();
-    watched_name = "Hung-Chore";
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_init(&f);
-    int hung = fixture_add(&f, &hung_class);
+    struct listener *l = watchdog_listening(0);
+    struct gfx *g = one_held("Hung-Chore", 0.02);
+    struct fx *hung = &g->m[0];
     /* Stuck once a run has lasted 5 intervals: 100 ms. */
-    ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, 5), 0);
-    probe_hold(&f.p[hung]);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(sem_wait_for(&f.p[hung].entered, EVENT_LIMIT_S));
+    ck_assert_int_eq(lsvc_group_set_stuck_after(g->g, 5), 0);
+    gfx_start(g);
+    ck_assert(sem_wait_for(&hung->p.entered, EVENT_LIMIT_S));
     ck_assert_msg(log_wait(0, LSVC_LOG_WARNING, "Hung-Chore", EVENT_LIMIT_S,
                            NULL),
                   "no WARNING names the stuck service");
     /* A ping decided on just before the run became stuck may still come;
      * ten ping periods are for it. */
-    listen_for(&l, 0.5);
-    int pings = l.watchdog;
-    listen_for(&l, SILENCE_S);
-    ck_assert_msg(l.watchdog == pings,
+    listen_for(l, 0.5);
+    int pings = l->watchdog;
+    listen_for(l, SILENCE_S);
+    ck_assert_msg(l->watchdog == pings,
                   "%d WATCHDOG=1 in %.1f s while a run was stuck",
-                  l.watchdog - pings, SILENCE_S);
+                  l->watchdog - pings, SILENCE_S);
     /* Once per stuck run, however long it stays stuck. */
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Hung-Chore"), 1);
-    ck_assert(lsvc_is_running(f.svc[hung]));
-    ck_assert_uint_eq(probe_runs(&f.p[hung]), 1);
+    ck_assert(lsvc_is_running(hung->svc));
+    ck_assert_uint_eq(probe_runs(&hung->p), 1);
 
-    probe_release(&f.p[hung]);
-    ck_assert_msg(wait_count(&l, &l.watchdog, pings + 2, EVENT_LIMIT_S),
+    probe_release(&hung->p);
+    ck_assert_msg(wait_count(l, &l->watchdog, pings + 2, EVENT_LIMIT_S),
                   "the pings did not resume once the run ended");
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -762,25 +642,16 @@ static void waiting_sink(int level, const char *logger, const char *message,
 
 START_TEST(test_group_wait_from_the_watchdog_thread_is_edeadlk)
 {
-    static const lsvc_class hung_class = PROBE_CLASS("Hung-Chore", 0.02);
-    notify_setup();
+    watchdog_listening(0);
     lsvc_set_logger(waiting_sink, NULL);
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_init(&f);
-    int hung = fixture_add(&f, &hung_class);
-    waiting_group = f.g;
-    ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, 1), 0);
-    probe_hold(&f.p[hung]);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct gfx *g = one_held("Hung-Chore", 0.02);
+    waiting_group = g->g;
+    ck_assert_int_eq(lsvc_group_set_stuck_after(g->g, 1), 0);
+    gfx_start(g);
     ck_assert(log_wait(0, LSVC_LOG_WARNING, "counts as stuck", EVENT_LIMIT_S, NULL));
     ck_assert_int_eq(atomic_load(&wait_rc), EDEADLK);
-    probe_release(&f.p[hung]);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    probe_release(&g->m[0].p);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -788,59 +659,43 @@ END_TEST
  * log should point at. */
 START_TEST(test_second_notifying_group_warns)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f1, f2;
-    fixture_init(&f1);
-    fixture_add(&f1, &first_class);
-    fixture_init(&f2);
-    fixture_add(&f2, &second_class);
-    ck_assert_int_eq(lsvc_group_start(f1.g), 0);
+    listening();
+    struct gfx *g1 = gfx_new(), *g2 = gfx_new();
+    gfx_add(g1, "First", 60, NULL);
+    gfx_add(g2, "Second", 60, NULL);
+    gfx_start(g1);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 0);
-    ck_assert_int_eq(lsvc_group_start(f2.g), 0);
+    gfx_start(g2);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 1);
-    fixture_stop(&f2);
-    fixture_stop(&f1);
+    gfx_stop(g2);
+    gfx_stop(g1);
 
     /* One at a time is fine, and so is a second one with notify off. */
-    ck_assert_int_eq(lsvc_group_set_notify(f2.g, false), 0);
-    ck_assert_int_eq(lsvc_group_start(f1.g), 0);
-    ck_assert_int_eq(lsvc_group_start(f2.g), 0);
-    fixture_stop(&f2);
-    fixture_stop(&f1);
+    ck_assert_int_eq(lsvc_group_set_notify(g2->g, false), 0);
+    gfx_start(g1);
+    gfx_start(g2);
+    gfx_stop(g2);
+    gfx_stop(g1);
     ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "Another group"), 1);
-    fixture_free(&f1);
-    fixture_free(&f2);
-    listener_close(&l);
 }
 END_TEST
 
 START_TEST(test_run_under_the_stuck_bound_keeps_the_pings)
 {
     /* The default bound is 10 intervals: 20 s. */
-    static const lsvc_class long_class = PROBE_CLASS("LongRun", 2);
-    notify_setup();
-    watched_name = "LongRun";
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_init(&f);
-    int lr = fixture_add(&f, &long_class);
-    probe_hold(&f.p[lr]);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(sem_wait_for(&f.p[lr].entered, EVENT_LIMIT_S));
-    drain(&l);
-    int pings = l.watchdog;
-    ck_assert_msg(wait_count(&l, &l.watchdog, pings + 3, EVENT_LIMIT_S),
+    struct listener *l = watchdog_listening(0);
+    struct gfx *g = one_held("LongRun", 2);
+    struct fx *lr = &g->m[0];
+    gfx_start(g);
+    ck_assert(sem_wait_for(&lr->p.entered, EVENT_LIMIT_S));
+    drain(l);
+    int pings = l->watchdog;
+    ck_assert_msg(wait_count(l, &l->watchdog, pings + 3, EVENT_LIMIT_S),
                   "the pings stopped during a run shorter than the bound");
-    ck_assert_uint_eq(probe_runs(&f.p[lr]), 1);
+    ck_assert_uint_eq(probe_runs(&lr->p), 1);
     ck_assert_int_eq(atomic_load(&watched_warning_ns), 0);
-    probe_release(&f.p[lr]);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    probe_release(&lr->p);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -849,29 +704,19 @@ END_TEST
  * that, so this is never shorter than the time the run had lasted. */
 static double seconds_to_stuck_warning(double stuck_after)
 {
-    static const lsvc_class cls = PROBE_CLASS("Timed-Hang", 0.05);
-    notify_setup();
-    watched_name = "Timed-Hang";
-    struct listener l;
-    listen_on_path(&l);
-    set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_init(&f);
-    int s = fixture_add(&f, &cls);
+    watchdog_listening(0);
+    struct gfx *g = one_held("Timed-Hang", 0.05);
     if (stuck_after > 0)
-        ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, stuck_after), 0);
-    probe_hold(&f.p[s]);
+        ck_assert_int_eq(lsvc_group_set_stuck_after(g->g, stuck_after), 0);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert(sem_wait_for(&f.p[s].entered, EVENT_LIMIT_S));
+    gfx_start(g);
+    ck_assert(sem_wait_for(&g->m[0].p.entered, EVENT_LIMIT_S));
     ck_assert_msg(log_wait(0, LSVC_LOG_WARNING, "Timed-Hang",
                            EVENT_LIMIT_S + 1.0, NULL),
                   "no WARNING names the stuck service");
     double after = (double)(atomic_load(&watched_warning_ns) - t0) / 1e9;
-    probe_release(&f.p[s]);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    probe_release(&g->m[0].p);
+    gfx_stop(g);
     return after;
 }
 
@@ -910,9 +755,8 @@ START_TEST(test_unusable_notify_socket_warns_and_group_runs)
 {
     notify_setup();
     set_var("NOTIFY_SOCKET", unusable_socket(_i));
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct gfx *g = first_and_second();
+    gfx_start(g);
     /* At the start, from the value itself: not later, from a send that
      * failed (a relative path would be tried against the working
      * directory). */
@@ -920,34 +764,30 @@ START_TEST(test_unusable_notify_socket_warns_and_group_runs)
                   "no WARNING names NOTIFY_SOCKET=\"%.40s\" once "
                   "lsvc_group_start has returned",
                   unusable_socket(_i));
-    wait_first_runs(&f);
-    fixture_stop(&f);
-    ck_assert_str_eq(f.p[0].events, "SRT");
-    ck_assert_str_eq(f.p[1].events, "SRT");
-    fixture_free(&f);
+    gfx_wait_first_runs(g);
+    gfx_stop(g);
+    for (int i = 0; i < 2; i++)
+        ck_assert_str_eq(g->m[i].p.events, "SRT");
 }
 END_TEST
 
 START_TEST(test_notify_socket_without_listener_does_not_stop_the_group)
 {
-    static const lsvc_class busy_class = PROBE_CLASS("Busy", 0.02);
     notify_setup();
     char dir[] = "/tmp/lsvc-notify-XXXXXX", path[64];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/nobody", dir);
     set_var("NOTIFY_SOCKET", path);
     set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct fixture f;
-    fixture_init(&f);
-    int busy = fixture_add(&f, &busy_class);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
+    struct gfx *g = gfx_new();
+    struct fx *busy = &g->m[gfx_add(g, "Busy", 0.02, NULL)];
+    gfx_start(g);
     /* Long enough for several pings to fail. */
-    ck_assert(probe_wait_runs(&f.p[busy], 10, EVENT_LIMIT_S));
-    ck_assert(lsvc_is_running(f.svc[busy]));
-    fixture_stop(&f);
+    ck_assert(probe_wait_runs(&busy->p, 10, EVENT_LIMIT_S));
+    ck_assert(lsvc_is_running(busy->svc));
+    gfx_stop(g);
     ck_assert_msg(log_count(LSVC_LOG_ERROR, NULL) == 0,
                   "a missing listener was logged as an error");
-    fixture_free(&f);
     rmdir(dir);
 }
 END_TEST
@@ -958,25 +798,20 @@ static const char *const unusable_watchdog[] = {
 
 START_TEST(test_unusable_watchdog_usec_warns_and_sends_no_pings)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
+    struct listener *l = listening();
     set_var("WATCHDOG_USEC", unusable_watchdog[_i]);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_msg(wait_count(&l, &l.ready, 1, EVENT_LIMIT_S),
+    struct gfx *g = first_and_second();
+    gfx_start(g);
+    ck_assert_msg(wait_count(l, &l->ready, 1, EVENT_LIMIT_S),
                   "no READY=1: the socket itself is fine");
     ck_assert_msg(log_find(0, LSVC_LOG_WARNING, "WATCHDOG_USEC", NULL),
                   "no WARNING names WATCHDOG_USEC=\"%s\" once "
                   "lsvc_group_start has returned",
                   unusable_watchdog[_i]);
-    listen_for(&l, SILENCE_S);
-    ck_assert_msg(l.watchdog == 0, "%d WATCHDOG=1 with WATCHDOG_USEC=\"%s\"",
-                  l.watchdog, unusable_watchdog[_i]);
-    fixture_stop(&f);
-    fixture_free(&f);
-    listener_close(&l);
+    listen_for(l, SILENCE_S);
+    ck_assert_msg(l->watchdog == 0, "%d WATCHDOG=1 with WATCHDOG_USEC=\"%s\"",
+                  l->watchdog, unusable_watchdog[_i]);
+    gfx_stop(g);
 }
 END_TEST
 
@@ -1003,95 +838,71 @@ END_TEST
 START_TEST(test_set_stuck_after_while_started_is_ebusy)
 {
     notify_setup();
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, 5), EBUSY);
-    wait_first_runs(&f);
-    fixture_stop(&f);
-    ck_assert_int_eq(lsvc_group_set_stuck_after(f.g, 5), 0);
-    fixture_free(&f);
-}
-END_TEST
-
-START_TEST(test_set_notify_on_null_group_is_einval)
-{
-    ck_assert_int_eq(lsvc_group_set_notify(NULL, true), EINVAL);
-    ck_assert_int_eq(lsvc_group_set_notify(NULL, false), EINVAL);
+    struct gfx *g = first_and_second();
+    gfx_start(g);
+    ck_assert_int_eq(lsvc_group_set_stuck_after(g->g, 5), EBUSY);
+    gfx_wait_first_runs(g);
+    gfx_stop(g);
+    ck_assert_int_eq(lsvc_group_set_stuck_after(g->g, 5), 0);
 }
 END_TEST
 
 START_TEST(test_set_notify_while_started_is_ebusy)
 {
-    notify_setup();
-    struct listener l;
-    listen_on_path(&l);
-    struct fixture f;
-    fixture_two(&f);
-    ck_assert_int_eq(lsvc_group_start(f.g), 0);
-    ck_assert_int_eq(lsvc_group_set_notify(f.g, false), EBUSY);
-    ck_assert_int_eq(lsvc_group_set_notify(f.g, true), EBUSY);
-    wait_first_runs(&f);
-    fixture_stop(&f);
+    struct listener *l = listening();
+    struct gfx *g = first_and_second();
+    gfx_start(g);
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, false), EBUSY);
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, true), EBUSY);
+    gfx_wait_first_runs(g);
+    gfx_stop(g);
     /* Refused, so the group kept speaking the protocol. */
-    drain(&l);
-    ck_assert_str_eq(l.order, "RS");
-    ck_assert_int_eq(lsvc_group_set_notify(f.g, false), 0);
-    fixture_free(&f);
-    listener_close(&l);
+    drain(l);
+    ck_assert_str_eq(l->order, "RS");
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, false), 0);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("notify");
+    add_tests(s, "ready", (const TTest *[]){
+        test_ready_is_sent_once_group_start_returns,
+        test_ready_does_not_wait_for_on_start,
+        test_ready_reaches_an_abstract_socket,
+        test_ready_is_sent_when_a_service_is_disabled,
+        test_no_ready_when_group_start_fails, NULL});
+    add_tests(s, "stopping", (const TTest *[]){
+        test_stopping_is_sent_when_group_stop_begins,
+        test_stopping_is_sent_once_before_group_wait_returns,
+        test_stopping_is_sent_on_sigterm,
+        test_no_stopping_when_services_end_on_their_own,
+        test_nothing_is_sent_when_notify_is_off,
+        test_nothing_is_sent_without_notify_socket, NULL});
+    add_tests(s, "watchdog", (const TTest *[]){
+        test_watchdog_pings_every_half_watchdog_usec,
+        test_watchdog_pings_when_watchdog_pid_is_this_process,
+        test_no_pings_when_watchdog_pid_is_another_process,
+        test_no_thread_left_after_group_wait_with_watchdog,
+        test_stuck_service_stops_the_pings_until_its_run_ends,
+        test_run_under_the_stuck_bound_keeps_the_pings,
+        test_group_wait_from_the_watchdog_thread_is_edeadlk,
+        test_second_notifying_group_warns,
+        test_stuck_bound_defaults_to_ten_intervals,
+        test_stuck_after_sets_the_bound, NULL});
 
-    TCase *ready = timed_tcase("ready");
-    tcase_add_test(ready, test_ready_is_sent_once_group_start_returns);
-    tcase_add_test(ready, test_ready_does_not_wait_for_on_start);
-    tcase_add_test(ready, test_ready_reaches_an_abstract_socket);
-    tcase_add_test(ready, test_ready_is_sent_when_a_service_is_disabled);
-    tcase_add_test(ready, test_no_ready_when_group_start_fails);
-    suite_add_tcase(s, ready);
-
-    TCase *stopping = timed_tcase("stopping");
-    tcase_add_test(stopping, test_stopping_is_sent_when_group_stop_begins);
-    tcase_add_test(stopping, test_stopping_is_sent_once_before_group_wait_returns);
-    tcase_add_test(stopping, test_stopping_is_sent_on_sigterm);
-    tcase_add_test(stopping, test_no_stopping_when_services_end_on_their_own);
-    tcase_add_test(stopping, test_nothing_is_sent_when_notify_is_off);
-    tcase_add_test(stopping, test_nothing_is_sent_without_notify_socket);
-    suite_add_tcase(s, stopping);
-
-    TCase *watchdog = timed_tcase("watchdog");
-    tcase_add_test(watchdog, test_watchdog_pings_every_half_watchdog_usec);
-    tcase_add_test(watchdog, test_watchdog_pings_when_watchdog_pid_is_this_process);
-    tcase_add_test(watchdog, test_no_pings_when_watchdog_pid_is_another_process);
-    tcase_add_test(watchdog, test_no_thread_left_after_group_wait_with_watchdog);
-    tcase_add_test(watchdog, test_stuck_service_stops_the_pings_until_its_run_ends);
-    tcase_add_test(watchdog, test_run_under_the_stuck_bound_keeps_the_pings);
-    tcase_add_test(watchdog, test_group_wait_from_the_watchdog_thread_is_edeadlk);
-    tcase_add_test(watchdog, test_second_notifying_group_warns);
-    tcase_add_test(watchdog, test_stuck_bound_defaults_to_ten_intervals);
-    tcase_add_test(watchdog, test_stuck_after_sets_the_bound);
-    suite_add_tcase(s, watchdog);
-
-    TCase *unusable = timed_tcase("unusable settings");
+    TCase *unusable = add_tests(s, "unusable settings", (const TTest *[]){
+        test_notify_socket_without_listener_does_not_stop_the_group, NULL});
     tcase_add_loop_test(unusable, test_unusable_notify_socket_warns_and_group_runs,
                         0, UNUSABLE_SOCKETS);
-    tcase_add_test(unusable,
-                   test_notify_socket_without_listener_does_not_stop_the_group);
     tcase_add_loop_test(unusable,
                         test_unusable_watchdog_usec_warns_and_sends_no_pings, 0,
                         (int)(sizeof(unusable_watchdog) /
                               sizeof(unusable_watchdog[0])));
-    suite_add_tcase(s, unusable);
 
-    TCase *args = timed_tcase("arguments");
-    tcase_add_test(args, test_set_stuck_after_rejects_values_out_of_range);
-    tcase_add_test(args, test_set_stuck_after_while_started_is_ebusy);
-    tcase_add_test(args, test_set_notify_on_null_group_is_einval);
-    tcase_add_test(args, test_set_notify_while_started_is_ebusy);
-    suite_add_tcase(s, args);
+    add_tests(s, "arguments", (const TTest *[]){
+        test_set_stuck_after_rejects_values_out_of_range,
+        test_set_stuck_after_while_started_is_ebusy,
+        test_set_notify_while_started_is_ebusy, NULL});
     return run_suite(s);
 }

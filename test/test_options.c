@@ -56,20 +56,15 @@ static void look_at_thread(lsvc *svc, struct probe *p, uint64_t run)
 static struct seen seen_by(const char *name, double seconds,
                            const lsvc_options *opts)
 {
-    lsvc_class cls = PROBE_CLASS(name, seconds);
-    struct probe p;
-    probe_init(&p);
+    struct fx *f = fx_new(name, seconds, opts);
     struct seen s;
     memset(&s, 0, sizeof(s));
     s.cpu = -1;
-    p.during = look_at_thread;
-    p.user = &s;
-    lsvc *svc = make_service(&cls, &p, opts);
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    f->p.during = look_at_thread;
+    f->p.user = &s;
+    fx_run(f, 1);
+    ck_assert_uint_eq(f->p.runs, 1);
+    fx_free(f);
     return s;
 }
 
@@ -100,30 +95,17 @@ END_TEST
 
 START_TEST(test_slow_service_does_not_delay_another)
 {
-    static const lsvc_class slow_cls = PROBE_CLASS("Slow", 0.01);
-    static const lsvc_class quick_cls = PROBE_CLASS("Quick", 0.01);
-    struct probe slow, quick;
-    probe_init(&slow);
-    probe_init(&quick);
-    probe_hold(&slow);
-    lsvc *a = make_service(&slow_cls, &slow, NULL);
-    lsvc *b = make_service(&quick_cls, &quick, NULL);
-    ck_assert_int_eq(lsvc_start(a, 0), 0);
-    ck_assert(sem_wait_for(&slow.entered, 5));
-    ck_assert_int_eq(lsvc_start(b, 5), 0);
+    struct fx *slow = fx_new("Slow", 0.01, NULL);
+    struct fx *quick = fx_new("Quick", 0.01, NULL);
+    fx_start_held(slow);
     /* Quick does all its runs while Slow's first is still held. */
-    ck_assert_int_eq(lsvc_join(b, 10), 0);
-    ck_assert_uint_eq(quick.runs, 5);
-    ck_assert_uint_eq(probe_runs(&slow), 1);
-    ck_assert(!pthread_equal(slow.run_thread, quick.run_thread));
-    ck_assert(!pthread_equal(quick.run_thread, pthread_self()));
-    ck_assert_int_eq(lsvc_stop(a, false), 0);
-    probe_release(&slow);
-    ck_assert_int_eq(lsvc_join(a, 10), 0);
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    probe_destroy(&slow);
-    probe_destroy(&quick);
+    fx_run(quick, 5);
+    ck_assert_uint_eq(quick->p.runs, 5);
+    ck_assert_uint_eq(probe_runs(&slow->p), 1);
+    ck_assert(!pthread_equal(slow->p.run_thread, quick->p.run_thread));
+    ck_assert(!pthread_equal(quick->p.run_thread, pthread_self()));
+    ck_assert_int_eq(lsvc_stop(slow->svc, false), 0);
+    fx_release_and_join(slow);
 }
 END_TEST
 
@@ -131,36 +113,32 @@ END_TEST
 
 START_TEST(test_interval_comes_from_options_then_class_then_default)
 {
-    struct probe p;
-    probe_init(&p);
-    static const lsvc_class two = PROBE_CLASS("Two", 2);
-    static const lsvc_class unset = PROBE_CLASS("Unset", 0);
-    lsvc_options half = {.loop_seconds = 0.5};
-    lsvc *a = make_service(&two, &p, &half);
-    lsvc *b = make_service(&two, &p, NULL);
-    lsvc *c = make_service(&unset, &p, NULL);
-    ck_assert_double_eq(lsvc_loop_seconds(a), 0.5);
-    ck_assert_double_eq(lsvc_loop_seconds(b), 2.0);
-    ck_assert_double_eq(lsvc_loop_seconds(c), LSVC_DEFAULT_LOOP_SECONDS);
-    ck_assert_str_eq(lsvc_name(a), "Two");
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    ck_assert_int_eq(lsvc_destroy(c), 0);
-    probe_destroy(&p);
+    const lsvc_options half = {.loop_seconds = 0.5};
+    /* The class's interval (2 s, or 0: the default) and the options'. */
+    const struct {
+        double class_seconds;
+        const lsvc_options *opts;
+        double want;
+    } cases[] = {
+        {2, &half, 0.5},
+        {2, NULL, 2.0},
+        {0, NULL, LSVC_DEFAULT_LOOP_SECONDS},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fx *f = fx_new(cases[i].class_seconds ? "Two" : "Unset",
+                              cases[i].class_seconds, cases[i].opts);
+        ck_assert_double_eq(lsvc_loop_seconds(f->svc), cases[i].want);
+        ck_assert_str_eq(lsvc_name(f->svc), f->cls.name);
+    }
 }
 END_TEST
 
 START_TEST(test_name_is_copied_at_create)
 {
-    char name[] = "Mutable";
-    lsvc_class cls = PROBE_CLASS(name, 1);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
+    static char name[] = "Mutable";
+    struct fx *f = fx_new(name, 1, NULL);
     name[0] = 'X';
-    ck_assert_str_eq(lsvc_name(svc), "Mutable");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert_str_eq(lsvc_name(f->svc), "Mutable");
 }
 END_TEST
 
@@ -193,21 +171,16 @@ START_TEST(test_realtime_priority_not_permitted_is_eperm)
     drop_realtime_permission();
     ck_assert(!realtime_permitted());
 
-    static const lsvc_class cls = PROBE_CLASS("Realtime", 1);
-    struct probe p;
-    probe_init(&p);
     lsvc_options o = {.sched_priority = 10, .sched_policy = SCHED_FIFO};
-    lsvc *svc = make_service(&cls, &p, &o);
+    struct fx *f = fx_new("Realtime", 1, &o);
     struct threads before;
     threads_baseline(&before);
-    ck_assert_int_eq(lsvc_start(svc, 0), EPERM);
-    ck_assert(!lsvc_is_running(svc));
+    ck_assert_int_eq(lsvc_start(f->svc, 0), EPERM);
+    ck_assert(!lsvc_is_running(f->svc));
     ck_assert(wait_threads_back_to(&before, 5));
     /* Nothing half-started: a second try fails the same way. */
-    ck_assert_int_eq(lsvc_start(svc, 0), EPERM);
-    ck_assert_str_eq(p.events, "");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert_int_eq(lsvc_start(f->svc, 0), EPERM);
+    ck_assert_str_eq(f->p.events, "");
 }
 END_TEST
 
@@ -222,13 +195,9 @@ START_TEST(test_realtime_priority_is_applied_when_permitted)
         lsvc_options o = {.sched_priority = cases[i].priority,
                           .sched_policy = cases[i].policy};
         if (!permitted) {
-            static const lsvc_class cls = PROBE_CLASS("Realtime", 1);
-            struct probe p;
-            probe_init(&p);
-            lsvc *svc = make_service(&cls, &p, &o);
-            ck_assert_int_eq(lsvc_start(svc, 1), EPERM);
-            ck_assert_int_eq(lsvc_destroy(svc), 0);
-            probe_destroy(&p);
+            struct fx *f = fx_new("Realtime", 1, &o);
+            ck_assert_int_eq(lsvc_start(f->svc, 1), EPERM);
+            fx_free(f);
             continue;
         }
         struct seen s = seen_by("Realtime", 1, &o);
@@ -323,22 +292,19 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("options");
-    TCase *thread = timed_tcase("thread");
-    tcase_add_test(thread, test_thread_is_named_after_service);
-    tcase_add_test(thread, test_thread_blocks_async_signals);
-    tcase_add_test(thread, test_slow_service_does_not_delay_another);
-    tcase_add_test(thread, test_interval_comes_from_options_then_class_then_default);
-    tcase_add_test(thread, test_name_is_copied_at_create);
-    suite_add_tcase(s, thread);
-
-    TCase *opts = timed_tcase("thread options");
-    tcase_add_test(opts, test_realtime_priority_not_permitted_is_eperm);
-    tcase_add_test(opts, test_realtime_priority_is_applied_when_permitted);
-    tcase_add_test(opts, test_cpu_mask_pins_the_thread);
-    tcase_add_test(opts, test_stack_size_is_applied);
-    tcase_add_test(opts, test_default_stack_size_is_small);
-    tcase_add_test(opts, test_timer_slack_is_applied);
-    tcase_add_test(opts, test_automatic_timer_slack_follows_interval);
-    suite_add_tcase(s, opts);
+    add_tests(s, "thread", (const TTest *[]){
+        test_thread_is_named_after_service,
+        test_thread_blocks_async_signals,
+        test_slow_service_does_not_delay_another,
+        test_interval_comes_from_options_then_class_then_default,
+        test_name_is_copied_at_create, NULL});
+    add_tests(s, "thread options", (const TTest *[]){
+        test_realtime_priority_not_permitted_is_eperm,
+        test_realtime_priority_is_applied_when_permitted,
+        test_cpu_mask_pins_the_thread,
+        test_stack_size_is_applied,
+        test_default_stack_size_is_small,
+        test_timer_slack_is_applied,
+        test_automatic_timer_slack_follows_interval, NULL});
     return run_suite(s);
 }

@@ -2,9 +2,12 @@
  * Race stress: eight threads call the public API in random order on a
  * shared set of services, some in a group and some on their own, for a
  * bounded time (LSVC_STRESS_SECONDS, default 2; LSVC_STRESS_SEED varies the
- * random sequences). Every result is checked against the contract, the
- * callbacks check that a service never runs twice at once, and a watchdog
- * turns a hang into a failure that names what each thread was doing.
+ * random sequences): the lifecycle calls, and the runtime-control ones
+ * (wakes, requests, next runs, new intervals, pauses, sleeps, run info),
+ * which the runs also make on themselves. Every result is checked against
+ * the contract, the callbacks check that a service never runs twice at
+ * once, and a watchdog turns a hang into a failure that names what each
+ * thread was doing.
  *
  * Thread scheduling is not reproducible, so a seed does not replay a
  * failure; it is printed so that a run can be repeated with the same call
@@ -14,6 +17,7 @@
 #include "helpers.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,9 +33,18 @@
  * since TSan on two loaded cores stalls threads for long stretches. */
 #define SLACK_S 10.0
 
-/* lsvc_stop's bound for every service here: the intervals are 1-5 ms, and
- * the bound is never less than 100 ms. */
+/* lsvc_stop's bound for every service here (and lsvc_pause's): the
+ * intervals are 1-5 ms or LSVC_NEVER, both of which it leaves out, and the
+ * bound is never less than 100 ms. */
 #define STOP_BOUND_S 0.1
+
+/* What lsvc_set_loop_seconds sets: intervals that keep that bound. The
+ * last, LSVC_NEVER, is left out for a precise service: with no due time it
+ * sleeps in 100 ms steps, after which it sees a stop, and the stops and
+ * joins of it, so slowed, would leave time for a tenth of the calls. A
+ * precise service is kept out of every long sleep for that reason. */
+static const double new_intervals[] = {0.001, 0.002, 0.005, LSVC_NEVER};
+#define N_NEW_INTERVALS (sizeof(new_intervals) / sizeof(new_intervals[0]))
 
 enum op {
     OP_START,
@@ -42,7 +55,17 @@ enum op {
     OP_STATS,
     OP_IS_RUNNING,
     OP_SCHEDULED,
-    OP_GROUP_STOP,
+    OP_WAKE,
+    OP_WAKE_BITS,
+    OP_RUN_WITHIN,
+    OP_NEXT_RUN_IN,
+    OP_SET_LOOP_SECONDS,
+    OP_PAUSE,
+    OP_RESUME,
+    OP_SHOULD_STOP,
+    OP_RUN_INFO,
+    OP_SLEEP,
+    OP_GROUP_STOP, /* the group's calls last: they have no target */
     OP_GROUP_WAIT,
     OP_GROUP_START,
     OP_COUNT,
@@ -52,8 +75,12 @@ enum op {
 static const char *const op_names[] = {
     "lsvc_start",       "lsvc_stop(false)", "lsvc_stop(true)",
     "lsvc_stop_timeout", "lsvc_join",       "lsvc_get_stats",
-    "lsvc_is_running",  "lsvc_scheduled_start", "lsvc_group_stop",
-    "lsvc_group_wait",  "lsvc_group_start", "(between calls)",
+    "lsvc_is_running",  "lsvc_scheduled_start", "lsvc_wake",
+    "lsvc_wake_bits",   "lsvc_run_within",  "lsvc_next_run_in",
+    "lsvc_set_loop_seconds", "lsvc_pause",  "lsvc_resume",
+    "lsvc_should_stop", "lsvc_get_run_info", "lsvc_sleep",
+    "lsvc_group_stop",  "lsvc_group_wait",  "lsvc_group_start",
+    "(between calls)",
 };
 
 /* Relative frequencies; the lifecycle calls dominate, since they are
@@ -61,8 +88,11 @@ static const char *const op_names[] = {
 static const unsigned op_weights[OP_COUNT] = {
     [OP_START] = 20,     [OP_STOP_NOWAIT] = 12, [OP_STOP_WAIT] = 8,
     [OP_STOP_TIMEOUT] = 8, [OP_JOIN] = 8,       [OP_STATS] = 14,
-    [OP_IS_RUNNING] = 8, [OP_SCHEDULED] = 10,   [OP_GROUP_STOP] = 4,
-    [OP_GROUP_WAIT] = 4, [OP_GROUP_START] = 4,
+    [OP_IS_RUNNING] = 8, [OP_SCHEDULED] = 10,   [OP_WAKE] = 6,
+    [OP_WAKE_BITS] = 4,  [OP_RUN_WITHIN] = 4,   [OP_NEXT_RUN_IN] = 4,
+    [OP_SET_LOOP_SECONDS] = 3, [OP_PAUSE] = 4,  [OP_RESUME] = 4,
+    [OP_SHOULD_STOP] = 3, [OP_RUN_INFO] = 6,    [OP_SLEEP] = 3,
+    [OP_GROUP_STOP] = 4, [OP_GROUP_WAIT] = 4,   [OP_GROUP_START] = 4,
 };
 
 /* One shared service and what its callbacks observed. */
@@ -73,6 +103,8 @@ struct racer {
     atomic_int alive;         /* threads between on_start and on_stop */
     atomic_uint_fast64_t completed; /* run_once calls that returned */
     atomic_uint_fast64_t starts;    /* on_start calls */
+    atomic_uint_fast64_t begun;     /* run_once calls: picks what a run does */
+    bool precise;                   /* kept out of long sleeps */
 };
 
 struct worker {
@@ -182,6 +214,72 @@ static uint64_t env_seed(void)
 
 /* --- The services ----------------------------------------------------------- */
 
+static void complain_info(const struct racer *r, const lsvc_run_info *info,
+                          const char *where, const char *what)
+{
+    complain("%s: run info %s: %s (run %llu, reasons 0x%x, due %lld, start "
+             "%lld, prev_start %lld)",
+             r->name, where, what, (unsigned long long)info->run,
+             info->reasons, (long long)timespec_ns(&info->due),
+             (long long)timespec_ns(&info->start),
+             (long long)timespec_ns(&info->prev_start));
+}
+
+/* A run happens for a reason, due no later than it began, and after the
+ * run before it. */
+static void check_run_info(const struct racer *r, const lsvc_run_info *info,
+                           const char *where)
+{
+    const unsigned known = LSVC_RUN_TIMER | LSVC_RUN_WOKEN | LSVC_RUN_FIRST |
+                           LSVC_RUN_RESUMED;
+    int64_t due = timespec_ns(&info->due), start = timespec_ns(&info->start);
+    if (info->run == 0)
+        complain_info(r, info, where, "run number 0");
+    else if ((info->reasons & (LSVC_RUN_TIMER | LSVC_RUN_WOKEN)) == 0 ||
+             (info->reasons & ~known) != 0)
+        complain_info(r, info, where, "no reason, or an unknown one");
+    else if (due > start || start > now_ns())
+        complain_info(r, info, where, "due after its start, or started in "
+                      "the future");
+    else if (timespec_ns(&info->prev_start) > start)
+        complain_info(r, info, where, "the run before began after it");
+}
+
+/* What a run learns about itself: its run info, which must be there;
+ * and, one run in a few, a call on its own service, which must return 0
+ * at once (a pause from a run must not wait for that run). */
+static void check_own_run(lsvc *svc, struct racer *r)
+{
+    lsvc_run_info info;
+    int rc = lsvc_get_run_info(svc, &info);
+    if (rc != 0)
+        complain("%s: lsvc_get_run_info inside a run returned %d", r->name,
+                 rc);
+    else
+        check_run_info(r, &info, "inside the run");
+    (void)lsvc_should_stop(svc);
+
+    uint64_t n = atomic_fetch_add(&r->begun, 1);
+    int64_t t0 = now_ns();
+    const char *what;
+    if (n % 7 == 3) {
+        what = "lsvc_next_run_in(0.002)";
+        rc = lsvc_next_run_in(svc, 0.002);
+    } else if (n % 29 == 5 && !r->precise) {
+        what = "lsvc_pause";
+        rc = lsvc_pause(svc);
+    } else if (n % 13 == 7) {
+        what = "lsvc_wake_bits";
+        rc = lsvc_wake_bits(svc, 1u << (n % 32));
+    } else {
+        return;
+    }
+    double took = seconds_since(t0);
+    if (rc != 0 || took > SLACK_S)
+        complain("%s: %s on itself inside a run returned %d after %.3f s",
+                 r->name, what, rc, took);
+}
+
 static int racer_run_once(lsvc *svc, void *arg)
 {
     struct racer *r = arg;
@@ -204,6 +302,7 @@ static int racer_run_once(lsvc *svc, void *arg)
     else if (timespec_ns(&sched) > now_ns())
         complain("%s: the run in progress is scheduled in the future",
                  r->name);
+    check_own_run(svc, r);
     /* A moment in which other threads act while the run is in progress. */
     sched_yield();
     atomic_fetch_add(&r->completed, 1);
@@ -423,6 +522,105 @@ static double pick_bound(struct worker *w)
     return x % 4 == 0 ? 0.0 : (double)((x >> 8) % 51) / 1000.0;
 }
 
+/* The seconds of a runtime-control call: for lsvc_next_run_in 0 to 50 ms,
+ * or now and then INFINITY (a hibernation); for lsvc_set_loop_seconds one
+ * of new_intervals. `brief`: nothing that sleeps longer than 5 ms. */
+static double pick_control_seconds(struct worker *w, enum op op, bool brief)
+{
+    uint64_t x = next_random(&w->rng);
+    if (op == OP_SET_LOOP_SECONDS)
+        return new_intervals[x % (brief ? N_NEW_INTERVALS - 1
+                                        : N_NEW_INTERVALS)];
+    if (op == OP_NEXT_RUN_IN && brief)
+        return (double)(x % 6) / 1000.0;
+    if (op == OP_NEXT_RUN_IN && x % 8 == 0)
+        return INFINITY;
+    return pick_bound(w);
+}
+
+/* The runtime-control calls. With valid arguments the requests return 0
+ * whatever the service's state; a pause waits at most the stop bound for
+ * the run in progress; a sleep is ended early only by ECANCELED. A pause
+ * is mostly followed by a resume, as a thread that pauses a chore to touch
+ * what it touches does, and always for a precise service. */
+static void do_control(struct worker *w, enum op op, int i)
+{
+    struct racer *r = &race.svcs[i];
+    uint64_t x = next_random(&w->rng);
+    bool brief = r->precise;
+    double seconds = pick_control_seconds(w, op, brief);
+    char args[32] = "";
+    lsvc_run_info info;
+    int rc = 0;
+    int64_t t0 = now_ns();
+
+    if (op == OP_RUN_WITHIN || op == OP_NEXT_RUN_IN ||
+        op == OP_SET_LOOP_SECONDS || op == OP_SLEEP)
+        snprintf(args, sizeof(args), "%g", seconds);
+    else if (op == OP_WAKE_BITS)
+        snprintf(args, sizeof(args), "0x%x", (unsigned)x);
+
+    switch (op) {
+    case OP_WAKE:
+        rc = lsvc_wake(r->svc);
+        break;
+    case OP_WAKE_BITS:
+        rc = lsvc_wake_bits(r->svc, (unsigned)x);
+        break;
+    case OP_RUN_WITHIN:
+        rc = lsvc_run_within(r->svc, seconds);
+        break;
+    case OP_NEXT_RUN_IN:
+        rc = lsvc_next_run_in(r->svc, seconds);
+        break;
+    case OP_SET_LOOP_SECONDS:
+        rc = lsvc_set_loop_seconds(r->svc, seconds);
+        break;
+    case OP_RESUME:
+        rc = lsvc_resume(r->svc);
+        break;
+    case OP_SHOULD_STOP:
+        (void)lsvc_should_stop(r->svc);
+        break;
+    case OP_PAUSE:
+        rc = lsvc_pause(r->svc);
+        check_bounded_wait(w, op, i, args, rc, STOP_BOUND_S,
+                           seconds_since(t0));
+        rc = brief || x % 4 != 0 ? lsvc_resume(r->svc) : 0;
+        break;
+    case OP_RUN_INFO:
+        rc = lsvc_get_run_info(r->svc, &info);
+        if (rc == 0)
+            check_run_info(r, &info, "from another thread");
+        else if (rc != EAGAIN)
+            unexpected(w, op, i, args, rc, seconds_since(t0));
+        return;
+    case OP_SLEEP: {
+        rc = lsvc_sleep(r->svc, seconds);
+        double took = seconds_since(t0);
+        if ((rc != 0 && rc != ECANCELED) || (rc == 0 && took < seconds) ||
+            took > seconds + SLACK_S)
+            unexpected(w, op, i, args, rc, took);
+        return;
+    }
+    default:
+        return;
+    }
+    if (rc != 0)
+        unexpected(w, op, i, args, rc, seconds_since(t0));
+}
+
+/* Counts a group call's result: in *as_rc when it is rc_counted, in
+ * *as_zero when 0. Whether it was either. */
+static bool counted(int rc, int rc_counted, atomic_uint *as_rc,
+                    atomic_uint *as_zero)
+{
+    if (rc != rc_counted && rc != 0)
+        return false;
+    atomic_fetch_add(rc == 0 ? as_zero : as_rc, 1);
+    return true;
+}
+
 static void do_one(struct worker *w)
 {
     enum op op = pick_op(w);
@@ -488,6 +686,18 @@ static void do_one(struct worker *w)
     case OP_SCHEDULED:
         check_scheduled(w, i);
         break;
+    case OP_WAKE:
+    case OP_WAKE_BITS:
+    case OP_RUN_WITHIN:
+    case OP_NEXT_RUN_IN:
+    case OP_SET_LOOP_SECONDS:
+    case OP_PAUSE:
+    case OP_RESUME:
+    case OP_SHOULD_STOP:
+    case OP_RUN_INFO:
+    case OP_SLEEP:
+        do_control(w, op, i);
+        break;
     case OP_GROUP_STOP:
         rc = lsvc_group_stop(race.g);
         if (rc != 0)
@@ -500,22 +710,15 @@ static void do_one(struct worker *w)
          * cannot be restarted by other threads while the group is started
          * (lsvc_start is EBUSY then), so the group's bound holds. */
         rc = lsvc_group_wait(race.g);
-        if (rc == ETIMEDOUT)
-            atomic_fetch_add(&race.group_timeouts, 1);
-        else if (rc == 0)
-            atomic_fetch_add(&race.group_waits, 1);
-        else if (rc != EINVAL && rc != EBUSY)
+        if (!counted(rc, ETIMEDOUT, &race.group_timeouts, &race.group_waits) &&
+            rc != EINVAL && rc != EBUSY)
             unexpected(w, op, -1, args, rc, seconds_since(t0));
         break;
     case OP_GROUP_START:
         /* EBUSY: already started, or a member was running (then the start
          * is undone, with an ERROR naming the member). */
         rc = lsvc_group_start(race.g);
-        if (rc == EBUSY)
-            atomic_fetch_add(&race.group_start_busy, 1);
-        else if (rc == 0)
-            atomic_fetch_add(&race.group_starts, 1);
-        else
+        if (!counted(rc, EBUSY, &race.group_start_busy, &race.group_starts))
             unexpected(w, op, -1, args, rc, seconds_since(t0));
         break;
     default:
@@ -665,6 +868,7 @@ START_TEST(test_random_concurrent_calls_keep_every_contract)
     for (int i = 0; i < SERVICES; i++) {
         struct racer *r = &race.svcs[i];
         snprintf(r->name, sizeof(r->name), "%s", racer_classes[i].name);
+        r->precise = racer_options[i].precise;
         ck_assert_int_eq(
             lsvc_create(&r->svc, &racer_classes[i], r, &racer_options[i]), 0);
         if (i < GROUPED)
@@ -735,10 +939,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("race");
-    TCase *tc = timed_tcase("stress");
+    TCase *tc = add_tests(s, "stress", (const TTest *[]){
+        test_random_concurrent_calls_keep_every_contract, NULL});
     double seconds = stress_seconds();
     tcase_set_timeout(tc, (seconds > 0 ? seconds : 0) + 90);
-    tcase_add_test(tc, test_random_concurrent_calls_keep_every_contract);
-    suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -43,17 +43,10 @@ static void run_in_child(void (*body)(void))
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        sigaction(SIGALRM, &dfl, NULL);
-        sigset_t alrm;
-        sigemptyset(&alrm);
-        sigaddset(&alrm, SIGALRM);
-        pthread_sigmask(SIG_UNBLOCK, &alrm, NULL);
-        alarm(CHILD_LIMIT_S);
+        alarm_after(CHILD_LIMIT_S);
         body();
+        /* The fixtures' teardown, which Check runs only in its own child. */
+        run_teardowns();
         /* exit, not _exit: LeakSanitizer checks the child at exit. */
         exit(EXIT_SUCCESS);
     }
@@ -146,6 +139,59 @@ static size_t stop_lines(void)
     return log_count(LSVC_LOG_INFO, "received");
 }
 
+/* However many signals came, one stopped the group. */
+static void check_one_stop_line(void)
+{
+    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
+                  stop_lines());
+}
+
+/* Every member of the group ended, having run on_start and on_stop. */
+static void check_all_started_and_stopped(const struct gfx *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        ck_assert(!lsvc_is_running(g->m[i].svc));
+        check_started_and_stopped(&g->m[i].p, g->m[i].cls.name);
+    }
+}
+
+/* The process as a program with a group sets it up: signals with their
+ * default action, blocked before any thread, and the log captured. */
+static void block_as_a_program_does(void)
+{
+    default_signal_actions();
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture();
+}
+
+/* An empty group whose waits are bounded by STOP_LIMIT_S. */
+static struct gfx *group_new(void)
+{
+    struct gfx *g = gfx_new();
+    g->limit = STOP_LIMIT_S;
+    return g;
+}
+
+/* A group of the services a and b, due after a minute at the earliest:
+ * the group can end sooner only by a signal, and then before any run. */
+static struct gfx *two_late(const char *a, const char *b)
+{
+    static const lsvc_options late = {.initial_delay = 60};
+    struct gfx *g = group_new();
+    gfx_add(g, a, 60, &late);
+    gfx_add(g, b, 60, &late);
+    return g;
+}
+
+/* Neither service of two_late ran, and the stop was logged once. */
+static void check_stopped_before_any_run(const struct gfx *g)
+{
+    ck_assert_str_eq(g->m[0].p.events, "ST");
+    ck_assert_str_eq(g->m[1].p.events, "ST");
+    ck_assert_uint_eq(g->m[0].p.runs + g->m[1].p.runs, 0);
+    check_one_stop_line();
+}
+
 /* --- A storm across start, run and stop ----------------------------------- */
 
 #define STORM_SIGNALS 1000
@@ -186,59 +232,48 @@ static void *storm_main(void *arg)
 
 static void signal_storm(void)
 {
-    char names[STORM_SERVICES][16];
-    lsvc_class classes[STORM_SERVICES];
+    static char names[STORM_SERVICES][16];
+    block_as_a_program_does();
+    struct threads before;
+    threads_baseline(&before);
+
+    struct gfx *g = group_new();
     for (int i = 0; i < STORM_SERVICES; i++) {
         snprintf(names[i], sizeof(names[i]), "Storm%02d", i);
         /* 10-50 ms: runs happen, but few enough that the probe's event
          * record (64 entries) still holds the final on_stop. */
-        classes[i] = (lsvc_class)PROBE_CLASS(names[i], 0.01 * (1 + i % 5));
-    }
-    default_signal_actions();
-    ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
-    struct threads before;
-    threads_baseline(&before);
-
-    struct probe p[STORM_SERVICES];
-    lsvc *svc[STORM_SERVICES];
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    for (int i = 0; i < STORM_SERVICES; i++) {
-        probe_init(&p[i]);
-        svc[i] = make_service(&classes[i], &p[i], NULL);
-        ck_assert_int_eq(lsvc_group_add(g, svc[i]), 0);
+        gfx_add(g, names[i], 0.01 * (1 + i % 5), NULL);
     }
     /* Wide, so that only a stop that never happens makes the wait fail. */
-    ck_assert_int_eq(lsvc_group_set_stop_timeout(g, STOP_LIMIT_S), 0);
+    ck_assert_int_eq(lsvc_group_set_stop_timeout(g->g, STOP_LIMIT_S), 0);
     /* The first run of the first service started is held until most of
      * the storm has come, so that signals meet a run in progress. */
-    probe_hold(&p[0]);
+    struct fx *first = &g->m[0];
+    probe_hold(&first->p);
 
     /* Created after lsvc_block_signals, so it blocks them too. */
-    struct storm st = {.first_run = &p[0].entered};
-    sem_init(&st.started, 0, 0);
-    sem_init(&st.most_sent, 0, 0);
+    struct storm st = {.first_run = &first->p.entered};
+    sems_init(2, &st.started, &st.most_sent);
     pthread_t storm;
     ck_assert_int_eq(pthread_create(&storm, NULL, storm_main, &st), 0);
 
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_start(g), 0);
+    gfx_start(g);
     int64_t started_ns = now_ns();
     sem_post(&st.started);
     ck_assert(sem_wait_for(&st.most_sent, STOP_LIMIT_S));
     ck_assert(log_wait(0, LSVC_LOG_INFO, "received", STOP_LIMIT_S, NULL));
     /* Stopping, and the held run still in progress. */
-    ck_assert(lsvc_is_running(svc[0]));
-    ck_assert_uint_eq(probe_runs(&p[0]), 1);
-    probe_release(&p[0]);
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    ck_assert(lsvc_is_running(first->svc));
+    ck_assert_uint_eq(probe_runs(&first->p), 1);
+    probe_release(&first->p);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
     int64_t stopped_ns = now_ns();
     double took = seconds_since(t0);
     ck_assert_int_eq(pthread_join(storm, NULL), 0);
     unsigned ran = 0;
     for (int i = 0; i < STORM_SERVICES; i++)
-        ran += p[i].runs > 0;
+        ran += g->m[i].p.runs > 0;
     printf("storm: signals sent from %+.3f to %+.3f ms; the group's start "
            "returned at %+.3f ms and its wait at %+.3f ms; %u of %d services "
            "ran\n",
@@ -249,8 +284,7 @@ static void signal_storm(void)
     ck_assert(st.saw_first_run);
     ck_assert_int_eq(st.failed_kills, 0);
     ck_assert_msg(took < STOP_LIMIT_S, "the group took %.3f s to stop", took);
-    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
-                  stop_lines());
+    check_one_stop_line();
     char stop_line[64];
     snprintf(stop_line, sizeof(stop_line), "stopping %d services",
              STORM_SERVICES);
@@ -260,25 +294,15 @@ static void signal_storm(void)
      * the signal thread has ended; neither is an error. */
     ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, NULL), 0);
     /* The held run was not cut short, and no run followed it. */
-    ck_assert_uint_eq(p[0].completed, 1);
-    ck_assert_str_eq(p[0].events, "SRT");
-    for (int i = 0; i < STORM_SERVICES; i++) {
-        ck_assert(!lsvc_is_running(svc[i]));
-        check_started_and_stopped(&p[i], classes[i].name);
-    }
+    ck_assert_uint_eq(first->p.completed, 1);
+    ck_assert_str_eq(first->p.events, "SRT");
+    check_all_started_and_stopped(g);
     ck_assert(signal_blocked(SIGINT));
     ck_assert(signal_blocked(SIGTERM));
     ck_assert_msg(wait_threads_back_to(&before, 5), "%d thread(s) left",
                   threads_added(&before));
     ck_assert_int_eq(signal_threads(), 0);
-
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    for (int i = 0; i < STORM_SERVICES; i++) {
-        ck_assert_int_eq(lsvc_destroy(svc[i]), 0);
-        probe_destroy(&p[i]);
-    }
-    sem_destroy(&st.started);
-    sem_destroy(&st.most_sent);
+    sems_destroy(2, &st.started, &st.most_sent);
 }
 
 START_TEST(test_signal_storm_across_start_run_and_stop_is_survived)
@@ -291,23 +315,8 @@ END_TEST
 
 static void pending_before_start(void)
 {
-    /* First due after a minute: the group can end sooner only by the
-     * pending signals, and then before any run. */
-    static const lsvc_class cls_a = PROBE_CLASS("PendingA", 60);
-    static const lsvc_class cls_b = PROBE_CLASS("PendingB", 60);
-    const lsvc_options late = {.initial_delay = 60};
-    default_signal_actions();
-    ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
-    struct probe pa, pb;
-    probe_init(&pa);
-    probe_init(&pb);
-    lsvc *a = make_service(&cls_a, &pa, &late);
-    lsvc *b = make_service(&cls_b, &pb, &late);
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    ck_assert_int_eq(lsvc_group_add(g, a), 0);
-    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+    block_as_a_program_does();
+    struct gfx *g = two_late("PendingA", "PendingB");
 
     ck_assert_int_eq(kill(getpid(), SIGINT), 0);
     ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
@@ -315,22 +324,12 @@ static void pending_before_start(void)
     ck_assert(pending(SIGTERM));
 
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_start(g), 0);
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
+    gfx_start(g);
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
     double took = seconds_since(t0);
     ck_assert_msg(took < STOP_LIMIT_S, "the group took %.3f s to stop", took);
-    ck_assert_str_eq(pa.events, "ST");
-    ck_assert_str_eq(pb.events, "ST");
-    ck_assert_uint_eq(pa.runs + pb.runs, 0);
     /* Two signals, one stop: the second is only a note while stopping. */
-    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
-                  stop_lines());
-
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    probe_destroy(&pa);
-    probe_destroy(&pb);
+    check_stopped_before_any_run(g);
 }
 
 START_TEST(test_signals_pending_before_start_stop_group_before_any_run)
@@ -380,16 +379,12 @@ static int midrun_run_once(lsvc *svc, void *arg)
 static void midrun_init(struct midrun *m)
 {
     memset(m, 0, sizeof(*m));
-    sem_init(&m->entered, 0, 0);
-    sem_init(&m->release, 0, 0);
-    sem_init(&m->sleeping, 0, 0);
+    sems_init(3, &m->entered, &m->release, &m->sleeping);
 }
 
 static void midrun_destroy(struct midrun *m)
 {
-    sem_destroy(&m->entered);
-    sem_destroy(&m->release);
-    sem_destroy(&m->sleeping);
+    sems_destroy(3, &m->entered, &m->release, &m->sleeping);
 }
 
 /* SIGUSR1 stands for the signals a program handles itself: its handler
@@ -424,9 +419,7 @@ static void signals_mid_run(void)
     usr1.sa_handler = take_usr1;
     sigemptyset(&usr1.sa_mask);
     ck_assert_int_eq(sigaction(SIGUSR1, &usr1, NULL), 0);
-    sigset_t usr1_set;
-    sigemptyset(&usr1_set);
-    sigaddset(&usr1_set, SIGUSR1);
+    const sigset_t usr1_set = signal_set_of(SIGUSR1);
     /* Deliverable while the services are created, so that they block it
      * only if the library blocks it for them. */
     ck_assert_int_eq(pthread_sigmask(SIG_UNBLOCK, &usr1_set, NULL), 0);
@@ -479,8 +472,7 @@ static void signals_mid_run(void)
         ck_assert_uint_eq(stats.errors, 0);
         ck_assert(!stats.running);
     }
-    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
-                  stop_lines());
+    check_one_stop_line();
     ck_assert_msg(!usr1_taken, "a thread took SIGUSR1");
     ck_assert(pending(SIGUSR1));
 
@@ -501,41 +493,23 @@ END_TEST
 
 static void run_group_until_sigterm(const char *name_a, const char *name_b)
 {
-    const lsvc_class cls_a = PROBE_CLASS(name_a, 60);
-    const lsvc_class cls_b = PROBE_CLASS(name_b, 60);
-    struct probe pa, pb;
-    probe_init(&pa);
-    probe_init(&pb);
-    lsvc *a = make_service(&cls_a, &pa, NULL);
-    lsvc *b = make_service(&cls_b, &pb, NULL);
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    ck_assert_int_eq(lsvc_group_add(g, a), 0);
-    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+    struct gfx *g = group_new();
+    gfx_add(g, name_a, 60, NULL);
+    gfx_add(g, name_b, 60, NULL);
 
     size_t from = log_size();
-    ck_assert_int_eq(lsvc_group_start(g), 0);
-    ck_assert(sem_wait_for(&pa.entered, STOP_LIMIT_S));
-    ck_assert(sem_wait_for(&pb.entered, STOP_LIMIT_S));
+    gfx_start(g);
+    gfx_wait_first_runs(g);
     ck_assert_msg(wait_signal_threads(1, STOP_LIMIT_S),
                   "%d signal threads while the group runs", signal_threads());
     ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
-    ck_assert_msg(seconds_since(t0) < STOP_LIMIT_S,
-                  "the group took %.3f s to stop", seconds_since(t0));
+    gfx_wait(g);
     ck_assert_msg(log_find(from, LSVC_LOG_INFO,
                            "received SIGTERM: stopping 2 services", NULL),
                   "the group of %s and %s did not log the SIGTERM", name_a,
                   name_b);
-    check_started_and_stopped(&pa, name_a);
-    check_started_and_stopped(&pb, name_b);
-
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    probe_destroy(&pa);
-    probe_destroy(&pb);
+    check_all_started_and_stopped(g);
+    gfx_free(g);
 }
 
 static void second_group(void)
@@ -545,9 +519,7 @@ static void second_group(void)
      * or a pending signal left behind would show (or end the child);
      * SIGUSR2 is blocked only to make the mask not a trivial one. */
     unblock_stop_signals();
-    sigset_t usr2;
-    sigemptyset(&usr2);
-    sigaddset(&usr2, SIGUSR2);
+    const sigset_t usr2 = signal_set_of(SIGUSR2);
     ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr2, NULL), 0);
     log_capture();
     sigset_t mask_before;
@@ -587,49 +559,27 @@ END_TEST
  * stop the group, as it does one pending for the whole process. */
 static void raised_before_start(void)
 {
-    static const lsvc_class cls_a = PROBE_CLASS("RaisedA", 60);
-    static const lsvc_class cls_b = PROBE_CLASS("RaisedB", 60);
-    const lsvc_options late = {.initial_delay = 60};
-    default_signal_actions();
-    ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
-    struct probe pa, pb;
-    probe_init(&pa);
-    probe_init(&pb);
-    lsvc *a = make_service(&cls_a, &pa, &late);
-    lsvc *b = make_service(&cls_b, &pb, &late);
-    lsvc_group *g;
-    ck_assert_int_eq(lsvc_group_create(&g), 0);
-    ck_assert_int_eq(lsvc_group_add(g, a), 0);
-    ck_assert_int_eq(lsvc_group_add(g, b), 0);
+    block_as_a_program_does();
+    struct gfx *g = two_late("RaisedA", "RaisedB");
 
     ck_assert_int_eq(raise(SIGTERM), 0);
     ck_assert(pending(SIGTERM));
 
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_group_start(g), 0);
+    gfx_start(g);
     /* Bounded, unlike lsvc_group_wait, which would wait for a stop that
      * never comes. */
-    ck_assert_msg(wait_not_running(a, STOP_LIMIT_S) &&
-                      wait_not_running(b, STOP_LIMIT_S),
+    ck_assert_msg(wait_not_running(g->m[0].svc, STOP_LIMIT_S) &&
+                      wait_not_running(g->m[1].svc, STOP_LIMIT_S),
                   "the group still runs %.3f s after it started with SIGTERM "
                   "pending in the starting thread", seconds_since(t0));
-    ck_assert_int_eq(lsvc_group_wait(g), 0);
-    ck_assert_str_eq(pa.events, "ST");
-    ck_assert_str_eq(pb.events, "ST");
+    ck_assert_int_eq(lsvc_group_wait(g->g), 0);
     ck_assert_msg(log_find(0, LSVC_LOG_INFO, "received SIGTERM", NULL),
                   "the stop was not logged as SIGTERM's");
-    ck_assert_msg(stop_lines() == 1, "%zu \"received\" lines at INFO",
-                  stop_lines());
+    check_stopped_before_any_run(g);
     /* Taken, not left for later; and the starter's mask is as it was. */
     ck_assert(!pending(SIGTERM));
     ck_assert(signal_blocked(SIGTERM));
-
-    ck_assert_int_eq(lsvc_group_destroy(g), 0);
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    probe_destroy(&pa);
-    probe_destroy(&pb);
 }
 
 START_TEST(test_signal_raised_in_the_starting_thread_stops_the_group)
@@ -707,9 +657,7 @@ struct starter_case {
 static void *start_group_and_end(void *arg)
 {
     struct starter_case *sc = arg;
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
+    const sigset_t term = signal_set_of(SIGTERM);
     pthread_sigmask(SIG_UNBLOCK, &term, NULL);
     sc->start_rc = lsvc_group_start(sc->g);
     return NULL;
@@ -718,9 +666,7 @@ static void *start_group_and_end(void *arg)
 static void stop_and_wait_with_sigterm_blocked(void *ctx)
 {
     struct starter_case *sc = ctx;
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
+    const sigset_t term = signal_set_of(SIGTERM);
     pthread_sigmask(SIG_BLOCK, &term, NULL);
     sc->blocked_before = signal_blocked(SIGTERM);
     sc->stop_rc = lsvc_group_stop(sc->g);
@@ -730,21 +676,18 @@ static void stop_and_wait_with_sigterm_blocked(void *ctx)
 
 START_TEST(test_thread_reusing_the_starters_id_keeps_its_mask)
 {
-    static const lsvc_class cls = PROBE_CLASS("MaskKept", 60);
     log_capture();
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    struct starter_case sc = {.start_rc = -1, .stop_rc = -1, .wait_rc = -1};
-    ck_assert_int_eq(lsvc_group_create(&sc.g), 0);
-    ck_assert_int_eq(lsvc_group_add(sc.g, svc), 0);
+    struct gfx *g = group_new();
+    struct fx *f = &g->m[gfx_add(g, "MaskKept", 60, NULL)];
+    struct starter_case sc = {
+        .g = g->g, .start_rc = -1, .stop_rc = -1, .wait_rc = -1};
 
     pthread_t starter;
     ck_assert_int_eq(pthread_create(&starter, NULL, start_group_and_end, &sc),
                      0);
     ck_assert_int_eq(pthread_join(starter, NULL), 0);
     ck_assert_int_eq(sc.start_rc, 0);
-    ck_assert(sem_wait_for(&p.entered, STOP_LIMIT_S));
+    ck_assert(sem_wait_for(&f->p.entered, STOP_LIMIT_S));
 
     int tries = run_on_reused_id(starter, NULL,
                                  stop_and_wait_with_sigterm_blocked, &sc);
@@ -755,11 +698,7 @@ START_TEST(test_thread_reusing_the_starters_id_keeps_its_mask)
     ck_assert(sc.blocked_before);
     ck_assert_msg(sc.blocked_after, "lsvc_group_wait unblocked SIGTERM in a "
                   "thread that only has the id of the group's starter");
-    ck_assert(!lsvc_is_running(svc));
-
-    ck_assert_int_eq(lsvc_group_destroy(sc.g), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert(!lsvc_is_running(f->svc));
 }
 END_TEST
 
@@ -824,7 +763,6 @@ static void reusing_sink(int level, const char *logger, const char *message,
 
 static void reused_signal_thread_id(void)
 {
-    static const lsvc_class cls = PROBE_CLASS("ReusedId", 60);
     default_signal_actions();
     ck_assert_int_eq(lsvc_block_signals(), 0);
     unsetenv("WATCHDOG_USEC");
@@ -848,13 +786,11 @@ static void reused_signal_thread_id(void)
     ck_assert_int_eq(bind(fd, (const struct sockaddr *)&addr, sizeof(addr)), 0);
     ck_assert_int_eq(setenv("NOTIFY_SOCKET", addr.sun_path, 1), 0);
 
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_group_create(&reuse.g), 0);
-    ck_assert_int_eq(lsvc_group_add(reuse.g, svc), 0);
-    ck_assert_int_eq(lsvc_group_start(reuse.g), 0);
-    ck_assert(sem_wait_for(&p.entered, STOP_LIMIT_S));
+    struct gfx *g = group_new();
+    gfx_add(g, "ReusedId", 60, NULL);
+    reuse.g = g->g;
+    gfx_start(g);
+    gfx_wait_first_runs(g);
     char buf[256];
     ck_assert_int_gt(recv(fd, buf, sizeof(buf), 0), 0); /* READY=1 */
     close(fd);
@@ -880,10 +816,6 @@ static void reused_signal_thread_id(void)
     ck_assert_msg(rc == EBUSY, "lsvc_group_wait on a new thread with the "
                   "joined signal thread's id returned %d (%s), want EBUSY",
                   rc, rc > 0 ? strerror(rc) : "?");
-
-    ck_assert_int_eq(lsvc_group_destroy(reuse.g), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 
 START_TEST(test_thread_reusing_the_signal_threads_id_gets_ebusy)
@@ -895,14 +827,13 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("signals");
-    TCase *tc = timed_tcase("signals");
-    tcase_add_test(tc, test_signal_storm_across_start_run_and_stop_is_survived);
-    tcase_add_test(tc, test_signals_pending_before_start_stop_group_before_any_run);
-    tcase_add_test(tc, test_signals_during_runs_do_not_interrupt_them);
-    tcase_add_test(tc, test_second_group_after_first_leaves_no_thread_or_mask_behind);
-    tcase_add_test(tc, test_signal_raised_in_the_starting_thread_stops_the_group);
-    tcase_add_test(tc, test_thread_reusing_the_starters_id_keeps_its_mask);
-    tcase_add_test(tc, test_thread_reusing_the_signal_threads_id_gets_ebusy);
-    suite_add_tcase(s, tc);
+    add_tests(s, "signals", (const TTest *[]){
+        test_signal_storm_across_start_run_and_stop_is_survived,
+        test_signals_pending_before_start_stop_group_before_any_run,
+        test_signals_during_runs_do_not_interrupt_them,
+        test_second_group_after_first_leaves_no_thread_or_mask_behind,
+        test_signal_raised_in_the_starting_thread_stops_the_group,
+        test_thread_reusing_the_starters_id_keeps_its_mask,
+        test_thread_reusing_the_signal_threads_id_gets_ebusy, NULL});
     return run_suite(s);
 }

@@ -10,95 +10,12 @@
 #include <stdlib.h>
 #include <time.h>
 
-START_TEST(test_sleeping_service_stops_at_once)
+/* Runs `stop` on f and returns how long it took; its result in *rc. */
+static double timed(int (*stop)(lsvc *svc), struct fx *f, int *rc)
 {
-    static const lsvc_class cls = PROBE_CLASS("Sleeper", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    double took = seconds_since(t0);
-    ck_assert_msg(took < 1.0, "stopping a sleeping service took %.3f s",
-                  took);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
-}
-END_TEST
-
-START_TEST(test_stop_without_block_returns_at_once)
-{
-    static const lsvc_class cls = PROBE_CLASS("NoBlock", 60);
-    struct probe p;
-    probe_init(&p);
-    probe_hold(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_stop(svc, false), 0);
-    ck_assert_msg(seconds_since(t0) < 1.0, "lsvc_stop(false) blocked");
-    /* The run is held, so the service cannot have ended yet. */
-    ck_assert(lsvc_is_running(svc));
-    probe_release(&p);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
-}
-END_TEST
-
-START_TEST(test_run_in_progress_finishes_before_stop_returns)
-{
-    static const lsvc_class cls = PROBE_CLASS("Worker", 5);
-    struct probe p;
-    probe_init(&p);
-    p.slow_ns = 200 * NS_PER_MS;
-    p.slow_runs = 1;
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_uint_eq(p.completed, 1);
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
-}
-END_TEST
-
-/* Holds a run, stops the service with stop(), and checks that the stop
- * timed out no sooner than `at_least` seconds, warned with the name, and
- * left a service that can still be joined. */
-static void check_stop_times_out(const lsvc_class *cls, double at_least,
-                                 int (*stop)(lsvc *svc))
-{
-    struct probe p;
-    probe_init(&p);
-    probe_hold(&p);
-    log_capture();
-    lsvc *svc = make_service(cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(stop(svc), ETIMEDOUT);
-    double took = seconds_since(t0);
-    ck_assert_msg(took >= at_least && took < 5.0,
-                  "timed out after %.3f s, want %.3f s or a little more",
-                  took, at_least);
-    ck_assert(log_find(0, LSVC_LOG_WARNING, cls->name, NULL));
-    ck_assert(lsvc_is_running(svc));
-    probe_release(&p);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    *rc = stop(f->svc);
+    return seconds_since(t0);
 }
 
 static int stop_blocking(lsvc *svc)
@@ -106,29 +23,116 @@ static int stop_blocking(lsvc *svc)
     return lsvc_stop(svc, true);
 }
 
+static int stop_no_block(lsvc *svc)
+{
+    return lsvc_stop(svc, false);
+}
+
+START_TEST(test_sleeping_service_stops_at_once)
+{
+    struct fx *f = fx_new("Sleeper", 60, NULL);
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
+    int rc;
+    double took = timed(stop_blocking, f, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(took < 1.0, "stopping a sleeping service took %.3f s",
+                  took);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_uint_eq(f->p.runs, 1);
+}
+END_TEST
+
+START_TEST(test_stop_without_block_returns_at_once)
+{
+    struct fx *f = fx_new("NoBlock", 60, NULL);
+    fx_start_held(f);
+    int rc;
+    ck_assert_msg(timed(stop_no_block, f, &rc) < 1.0, "lsvc_stop(false) blocked");
+    ck_assert_int_eq(rc, 0);
+    /* The run is held, so the service cannot have ended yet. */
+    ck_assert(lsvc_is_running(f->svc));
+    fx_release_and_join(f);
+    ck_assert_uint_eq(f->p.runs, 1);
+}
+END_TEST
+
+START_TEST(test_run_in_progress_finishes_before_stop_returns)
+{
+    struct fx *f = fx_new("Worker", 5, NULL);
+    f->p.slow_ns = 200 * NS_PER_MS;
+    f->p.slow_runs = 1;
+    fx_start(f, 0);
+    fx_wait_entered(f);
+    fx_stop(f);
+    ck_assert_uint_eq(f->p.completed, 1);
+    ck_assert_str_eq(f->p.events, "SRT");
+    ck_assert(!lsvc_is_running(f->svc));
+}
+END_TEST
+
+/* Checks that a stop of f returned ETIMEDOUT (rc) after `took` seconds, no
+ * sooner than `at_least`, and left a service that can still be joined:
+ * its held run is released here. */
+static void check_timed_out(struct fx *f, int rc, double took,
+                            double at_least)
+{
+    probe_release(&f->p);
+    ck_assert_msg(rc == ETIMEDOUT, "the stop returned %d after %.3f s", rc,
+                  took);
+    ck_assert_msg(took >= at_least && took < 5.0,
+                  "timed out after %.3f s, want %.3f s or a little more",
+                  took, at_least);
+    ck_assert_int_eq(lsvc_join(f->svc, 10), 0);
+    ck_assert(!lsvc_is_running(f->svc));
+}
+
 static int stop_within_0_3_s(lsvc *svc)
 {
     return lsvc_stop_timeout(svc, 0.3);
 }
 
+/* A stop of a held run of a service of `seconds`, made by `stop`, times
+ * out no sooner than `at_least` seconds and warns with the name. */
+static const struct {
+    const char *name;
+    double seconds;
+    int (*stop)(lsvc *svc);
+    double at_least;
+} stuck_stops[] = {
+    {"StuckStop", 0.3, stop_blocking, 0.3},       /* one interval */
+    {"ShortStuck", 0.01, stop_blocking, 0.1},     /* at least 100 ms */
+    {"LongStuck", 60, stop_within_0_3_s, 0.3},    /* its own bound */
+};
+
+static void check_stop_times_out(int i)
+{
+    log_capture();
+    struct fx *f = fx_new(stuck_stops[i].name, stuck_stops[i].seconds, NULL);
+    fx_start_held(f);
+    int rc;
+    double took = timed(stuck_stops[i].stop, f, &rc);
+    ck_assert(log_find(0, LSVC_LOG_WARNING, stuck_stops[i].name, NULL));
+    ck_assert(lsvc_is_running(f->svc));
+    check_timed_out(f, rc, took, stuck_stops[i].at_least);
+    ck_assert_str_eq(f->p.events, "SRT");
+}
+
 START_TEST(test_blocking_stop_waits_one_interval_then_times_out)
 {
-    static const lsvc_class cls = PROBE_CLASS("StuckStop", 0.3);
-    check_stop_times_out(&cls, 0.3, stop_blocking);
+    check_stop_times_out(0);
 }
 END_TEST
 
 START_TEST(test_blocking_stop_waits_at_least_100_ms)
 {
-    static const lsvc_class cls = PROBE_CLASS("ShortStuck", 0.01);
-    check_stop_times_out(&cls, 0.1, stop_blocking);
+    check_stop_times_out(1);
 }
 END_TEST
 
 START_TEST(test_stop_timeout_uses_its_own_bound)
 {
-    static const lsvc_class cls = PROBE_CLASS("LongStuck", 60);
-    check_stop_times_out(&cls, 0.3, stop_within_0_3_s);
+    check_stop_times_out(2);
 }
 END_TEST
 
@@ -145,48 +149,25 @@ static void hold_later_runs(lsvc *svc, struct probe *p, uint64_t run)
     }
 }
 
-/* Starts a service whose first run takes first_run_ns and whose second
- * is held, stops it with lsvc_stop(svc, true) once that second run has
- * begun, and checks that the stop timed out no sooner than `at_least`
- * seconds and left a service that can still be joined. */
-static void check_stop_after_a_long_run_times_out(const lsvc_class *cls,
-                                                  const lsvc_options *opts,
-                                                  int64_t first_run_ns,
-                                                  double at_least)
-{
-    struct probe p;
-    probe_init(&p);
-    p.slow_ns = first_run_ns;
-    p.slow_runs = 1;
-    p.during = hold_later_runs;
-    log_capture();
-    lsvc *svc = make_service(cls, &p, opts);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
-    ck_assert(sem_wait_for(&p.entered, 5)); /* the first run */
-    ck_assert(sem_wait_for(&p.entered, 5)); /* the second, held */
-    int64_t t0 = now_ns();
-    int rc = lsvc_stop(svc, true);
-    double took = seconds_since(t0);
-    probe_release(&p);
-    ck_assert_msg(rc == ETIMEDOUT, "lsvc_stop returned %d after %.3f s", rc,
-                  took);
-    ck_assert_msg(took >= at_least && took < 5.0,
-                  "timed out after %.3f s, want %.3f s or a little more",
-                  took, at_least);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_str_eq(p.events, "SRRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
-}
-
 /* A run may take twice as long as the longest one seen before a blocking
  * stop gives up on it: on a 1 ms interval, a service whose first run took
- * 150 ms is waited for 300 ms. */
+ * 150 ms is waited for 300 ms. Its second run is held, and stopped once
+ * it has begun. */
 START_TEST(test_stop_bound_is_twice_the_longest_run)
 {
-    static const lsvc_class cls = PROBE_CLASS("LongRuns", 0.001);
-    check_stop_after_a_long_run_times_out(&cls, NULL, 150 * NS_PER_MS, 0.29);
+    log_capture();
+    struct fx *f = fx_new("LongRuns", 0.001, NULL);
+    f->p.slow_ns = 150 * NS_PER_MS;
+    f->p.slow_runs = 1;
+    f->p.during = hold_later_runs;
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
+    fx_wait_entered(f); /* the first run */
+    fx_wait_entered(f); /* the second, held */
+    int rc;
+    double took = timed(stop_blocking, f, &rc);
+    check_timed_out(f, rc, took, 0.29);
+    ck_assert_str_eq(f->p.events, "SRRT");
 }
 END_TEST
 
@@ -195,27 +176,21 @@ END_TEST
  * 0 (with a 100 ms bound it timed out). */
 START_TEST(test_stop_waits_for_a_run_as_long_as_the_ones_before)
 {
-    static const lsvc_class cls = PROBE_CLASS("SteadyLong", 0.001);
-    struct probe p;
-    probe_init(&p);
-    p.slow_ns = 150 * NS_PER_MS;
-    p.slow_runs = 2;
     log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5)); /* the first run */
-    ck_assert(probe_wait_runs(&p, 1, 5));   /* ...has ended */
-    ck_assert(sem_wait_for(&p.entered, 5)); /* the second has begun */
-    int64_t t0 = now_ns();
-    int rc = lsvc_stop(svc, true);
-    double took = seconds_since(t0);
+    struct fx *f = fx_new("SteadyLong", 0.001, NULL);
+    f->p.slow_ns = 150 * NS_PER_MS;
+    f->p.slow_runs = 2;
+    fx_start(f, 0);
+    fx_wait_entered(f);                       /* the first run */
+    ck_assert(probe_wait_runs(&f->p, 1, 5)); /* ...has ended */
+    fx_wait_entered(f);                       /* the second has begun */
+    int rc;
+    double took = timed(stop_blocking, f, &rc);
     ck_assert_msg(rc == 0, "lsvc_stop returned %d after %.3f s, in the "
                   "second 150 ms run", rc, took);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_uint_eq(p.completed, 2);
-    ck_assert_str_eq(p.events, "SRRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_uint_eq(f->p.completed, 2);
+    ck_assert_str_eq(f->p.events, "SRRT");
 }
 END_TEST
 
@@ -223,28 +198,14 @@ END_TEST
  * bound is 100 ms longer there. */
 START_TEST(test_precise_stop_bound_adds_one_sleep_step)
 {
-    static const lsvc_class cls = PROBE_CLASS("PreciseStuck", 0.1);
     static const lsvc_options precise = {.precise = true};
-    struct probe p;
-    probe_init(&p);
-    probe_hold(&p);
     log_capture();
-    lsvc *svc = make_service(&cls, &p, &precise);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    int64_t t0 = now_ns();
-    int rc = lsvc_stop(svc, true);
-    double took = seconds_since(t0);
-    probe_release(&p);
-    ck_assert_msg(rc == ETIMEDOUT, "lsvc_stop returned %d after %.3f s", rc,
-                  took);
-    ck_assert_msg(took >= 0.19 && took < 5.0,
-                  "timed out after %.3f s, want 0.2 s or a little more",
-                  took);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    struct fx *f = fx_new("PreciseStuck", 0.1, &precise);
+    fx_start_held(f);
+    int rc;
+    double took = timed(stop_blocking, f, &rc);
+    check_timed_out(f, rc, took, 0.19);
+    ck_assert_str_eq(f->p.events, "SRT");
 }
 END_TEST
 
@@ -252,14 +213,7 @@ END_TEST
 static void slow_on_stop(lsvc *svc, void *arg)
 {
     probe_on_stop(svc, arg);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += 10 * NS_PER_MS;
-    until.tv_sec += until.tv_nsec / NS_PER_S;
-    until.tv_nsec %= NS_PER_S;
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) ==
-           EINTR) {
-    }
+    work_for_ns(10 * NS_PER_MS);
 }
 
 /* A precise service sleeping toward its next run, 100 ms away, sees a
@@ -277,24 +231,20 @@ START_TEST(test_precise_stop_between_runs_returns_0_every_time)
     };
     static const lsvc_options precise = {.precise = true};
     enum { TIMES = 20 };
-    struct probe p;
-    probe_init(&p);
     log_capture();
     lsvc_set_log_level(LSVC_LOG_DEBUG);
-    lsvc *svc = make_service(&cls, &p, &precise);
+    struct fx *f = fx_new_class(&cls, &precise);
     for (int i = 0; i < TIMES; i++) {
         size_t from = log_size();
-        ck_assert_int_eq(lsvc_start(svc, 0), 0);
+        fx_start(f, 0);
         ck_assert(log_wait(from, LSVC_LOG_DEBUG,
                            "Finished running PreciseSleeper", 5, NULL));
-        int64_t t0 = now_ns();
-        int rc = lsvc_stop(svc, true);
+        int rc;
+        double took = timed(stop_blocking, f, &rc);
         ck_assert_msg(rc == 0, "stop %d of %d returned %d after %.3f s", i + 1,
-                      TIMES, rc, seconds_since(t0));
-        ck_assert(!lsvc_is_running(svc));
+                      TIMES, rc, took);
+        ck_assert(!lsvc_is_running(f->svc));
     }
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
@@ -319,100 +269,77 @@ static void *stop_with_timeout(void *arg)
  * however long it takes. NaN is still no bound at all, but an error. */
 START_TEST(test_negative_stop_timeout_waits_without_bound)
 {
-    static const lsvc_class cls = PROBE_CLASS("Unbounded", 0.01);
-    struct probe p;
-    probe_init(&p);
-    probe_hold(&p);
     log_capture();
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    ck_assert_int_eq(lsvc_stop_timeout(svc, NAN), EINVAL);
-    ck_assert(lsvc_is_running(svc));
+    struct fx *f = fx_new("Unbounded", 0.01, NULL);
+    fx_start_held(f);
+    ck_assert_int_eq(lsvc_stop_timeout(f->svc, NAN), EINVAL);
+    ck_assert(lsvc_is_running(f->svc));
 
-    struct bounded_stop b = {.svc = svc, .seconds = -1, .rc = -1};
-    sem_init(&b.calling, 0, 0);
-    sem_init(&b.done, 0, 0);
+    struct bounded_stop b = {.svc = f->svc, .seconds = -1, .rc = -1};
+    sems_init(2, &b.calling, &b.done);
     pthread_t stopper;
     ck_assert_int_eq(pthread_create(&stopper, NULL, stop_with_timeout, &b), 0);
     ck_assert(sem_wait_for(&b.calling, 5));
     /* Well past the 100 ms any bound of this service would be. */
     bool returned = sem_wait_for(&b.done, 0.5);
-    probe_release(&p);
+    probe_release(&f->p);
     if (!returned)
         ck_assert(sem_wait_for(&b.done, 10));
     pthread_join(stopper, NULL);
     ck_assert_msg(!returned, "lsvc_stop_timeout(-1) returned %d while the "
                   "run was still held", b.rc);
     ck_assert_int_eq(b.rc, 0);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_str_eq(p.events, "SRT");
-    sem_destroy(&b.calling);
-    sem_destroy(&b.done);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_str_eq(f->p.events, "SRT");
+    sems_destroy(2, &b.calling, &b.done);
 }
 END_TEST
 
+static int stop_within_0_s(lsvc *svc)
+{
+    return lsvc_stop_timeout(svc, 0);
+}
+
 START_TEST(test_stop_timeout_zero_only_checks)
 {
-    static const lsvc_class cls = PROBE_CLASS("Checked", 60);
-    struct probe p;
-    probe_init(&p);
-    probe_hold(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(sem_wait_for(&p.entered, 5));
-    int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_stop_timeout(svc, 0), ETIMEDOUT);
-    ck_assert_msg(seconds_since(t0) < 1.0, "a 0 s bound waited %.3f s",
-                  seconds_since(t0));
+    struct fx *f = fx_new("Checked", 60, NULL);
+    fx_start_held(f);
+    int rc;
+    double took = timed(stop_within_0_s, f, &rc);
+    ck_assert_int_eq(rc, ETIMEDOUT);
+    ck_assert_msg(took < 1.0, "a 0 s bound waited %.3f s", took);
     /* The stop was still requested: released, the service ends. */
-    probe_release(&p);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    fx_release_and_join(f);
+    ck_assert_uint_eq(f->p.runs, 1);
 }
 END_TEST
 
 START_TEST(test_stop_is_idempotent)
 {
-    static const lsvc_class cls = PROBE_CLASS("Twice", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
-    ck_assert_int_eq(lsvc_stop(svc, false), 0);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_stop(svc, false), 0);
-    ck_assert_int_eq(lsvc_stop_timeout(svc, 1), 0);
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    struct fx *f = fx_new("Twice", 60, NULL);
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
+    ck_assert_int_eq(lsvc_stop(f->svc, false), 0);
+    ck_assert_int_eq(lsvc_stop(f->svc, true), 0);
+    ck_assert_int_eq(lsvc_stop(f->svc, true), 0);
+    ck_assert_int_eq(lsvc_stop(f->svc, false), 0);
+    ck_assert_int_eq(lsvc_stop_timeout(f->svc, 1), 0);
+    ck_assert_str_eq(f->p.events, "SRT");
 }
 END_TEST
 
 START_TEST(test_stop_on_never_started_service_returns_0)
 {
-    static const lsvc_class cls = PROBE_CLASS("Idle", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_stop(svc, false), 0);
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_stop_timeout(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 1), 0);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_str_eq(p.events, "");
+    struct fx *f = fx_new("Idle", 60, NULL);
+    ck_assert_int_eq(lsvc_stop(f->svc, false), 0);
+    ck_assert_int_eq(lsvc_stop(f->svc, true), 0);
+    ck_assert_int_eq(lsvc_stop_timeout(f->svc, 1), 0);
+    ck_assert_int_eq(lsvc_join(f->svc, 1), 0);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_str_eq(f->p.events, "");
     /* A stop before the start does not stick to the next start. */
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    fx_run(f, 1);
+    ck_assert_uint_eq(f->p.runs, 1);
 }
 END_TEST
 
@@ -432,19 +359,16 @@ static void *stop_racer(void *arg)
 
 START_TEST(test_concurrent_stops_all_succeed)
 {
-    static const lsvc_class cls = PROBE_CLASS("Raced", 60);
     enum { N = 4 };
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
+    struct fx *f = fx_new("Raced", 60, NULL);
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
     pthread_barrier_t go;
     pthread_barrier_init(&go, NULL, N);
     struct racer racers[N];
     pthread_t threads[N];
     for (int i = 0; i < N; i++) {
-        racers[i] = (struct racer){.svc = svc, .go = &go, .rc = -1};
+        racers[i] = (struct racer){.svc = f->svc, .go = &go, .rc = -1};
         ck_assert_int_eq(
             pthread_create(&threads[i], NULL, stop_racer, &racers[i]), 0);
     }
@@ -454,113 +378,89 @@ START_TEST(test_concurrent_stops_all_succeed)
                       racers[i].rc);
     }
     pthread_barrier_destroy(&go);
-    ck_assert(!lsvc_is_running(svc));
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert(!lsvc_is_running(f->svc));
+    ck_assert_str_eq(f->p.events, "SRT");
 }
 END_TEST
 
 /* --- From inside a run ---------------------------------------------------- */
 
-struct inside {
-    int (*call)(lsvc *svc);
-    int rc;
-};
-
-static void call_inside(lsvc *svc, struct probe *p, uint64_t run)
+/* The calls made from inside the first run, and what each must return. */
+static int join_1_s(lsvc *svc)
 {
-    struct inside *in = p->user;
-    if (run == 0)
-        in->rc = in->call(svc);
+    return lsvc_join(svc, 1);
 }
 
-static int stop_from_inside_blocking(lsvc *svc)
-{
-    return lsvc_stop(svc, true);
-}
-
-static int stop_from_inside_timeout(lsvc *svc)
+static int stop_within_5_s(lsvc *svc)
 {
     return lsvc_stop_timeout(svc, 5);
 }
 
-static int stop_from_inside_no_block(lsvc *svc)
+/* The call made from inside the first run, and what it returned. */
+static struct {
+    int (*call)(lsvc *svc);
+    int rc;
+} inside = {.rc = -1};
+
+static void call_inside(lsvc *svc, struct probe *p, uint64_t run)
 {
-    return lsvc_stop(svc, false);
+    (void)p;
+    if (run == 0)
+        inside.rc = inside.call(svc);
 }
 
-/* Runs call() in the first run of a 10 ms service and returns its result;
- * the service must have ended after that run, as the stop asked. */
-static int call_from_first_run(const lsvc_class *cls, int (*call)(lsvc *))
+/* Runs call() in the first run of f and returns its result once that run
+ * has ended. */
+static int call_from_first_run(struct fx *f, int (*call)(lsvc *))
 {
-    struct probe p;
-    probe_init(&p);
-    struct inside in = {.call = call, .rc = -1};
-    p.during = call_inside;
-    p.user = &in;
-    lsvc *svc = make_service(cls, &p, NULL);
+    inside.call = call;
+    f->p.during = call_inside;
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
+    return inside.rc;
+}
+
+/* Runs call() in the first run of a 10 ms service: the service must have
+ * ended after that run, as the stop asked, and the call returned `want`,
+ * with a WARNING naming the service when `warns`. */
+static void check_stop_from_inside(const char *name, int (*call)(lsvc *),
+                                   int want, bool warns)
+{
+    log_capture();
+    struct fx *f = fx_new(name, 0.01, NULL);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
+    ck_assert_int_eq(call_from_first_run(f, call), want);
+    ck_assert_int_eq(lsvc_join(f->svc, 10), 0);
     ck_assert_msg(seconds_since(t0) < 5.0, "the stop from inside hung");
-    ck_assert_uint_eq(p.runs, 1);
-    ck_assert_str_eq(p.events, "SRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
-    return in.rc;
+    ck_assert_uint_eq(f->p.runs, 1);
+    ck_assert_str_eq(f->p.events, "SRT");
+    if (warns)
+        ck_assert(log_find(0, LSVC_LOG_WARNING, name, NULL));
 }
 
 START_TEST(test_blocking_stop_from_inside_is_edeadlk)
 {
-    static const lsvc_class cls = PROBE_CLASS("SelfStop", 0.01);
-    log_capture();
-    ck_assert_int_eq(call_from_first_run(&cls, stop_from_inside_blocking),
-                     EDEADLK);
-    ck_assert(log_find(0, LSVC_LOG_WARNING, "SelfStop", NULL));
+    check_stop_from_inside("SelfStop", stop_blocking, EDEADLK, true);
 }
 END_TEST
 
 START_TEST(test_stop_timeout_from_inside_is_edeadlk)
 {
-    static const lsvc_class cls = PROBE_CLASS("SelfTimeout", 0.01);
-    log_capture();
-    ck_assert_int_eq(call_from_first_run(&cls, stop_from_inside_timeout),
-                     EDEADLK);
-    ck_assert(log_find(0, LSVC_LOG_WARNING, "SelfTimeout", NULL));
+    check_stop_from_inside("SelfTimeout", stop_within_5_s, EDEADLK, true);
 }
 END_TEST
 
 START_TEST(test_stop_without_block_from_inside_ends_after_the_run)
 {
-    static const lsvc_class cls = PROBE_CLASS("SelfEnd", 0.01);
-    ck_assert_int_eq(call_from_first_run(&cls, stop_from_inside_no_block), 0);
+    check_stop_from_inside("SelfEnd", stop_no_block, 0, false);
 }
 END_TEST
 
-static void join_inside(lsvc *svc, struct probe *p, uint64_t run)
-{
-    struct inside *in = p->user;
-    if (run == 0)
-        in->rc = lsvc_join(svc, 1);
-}
-
 START_TEST(test_join_from_inside_is_edeadlk)
 {
-    static const lsvc_class cls = PROBE_CLASS("SelfJoin", 60);
-    struct probe p;
-    probe_init(&p);
-    struct inside in = {.rc = -1};
-    p.during = join_inside;
-    p.user = &in;
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
-    ck_assert_int_eq(in.rc, EDEADLK);
-    ck_assert(lsvc_is_running(svc));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    struct fx *f = fx_new("SelfJoin", 60, NULL);
+    ck_assert_int_eq(call_from_first_run(f, join_1_s), EDEADLK);
+    ck_assert(lsvc_is_running(f->svc));
 }
 END_TEST
 
@@ -568,127 +468,95 @@ END_TEST
 
 START_TEST(test_join_times_out_while_running)
 {
-    static const lsvc_class cls = PROBE_CLASS("Joined", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
+    struct fx *f = fx_new("Joined", 60, NULL);
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 1, 5));
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_join(svc, 0.1), ETIMEDOUT);
+    ck_assert_int_eq(lsvc_join(f->svc, 0.1), ETIMEDOUT);
     double took = seconds_since(t0);
     ck_assert_msg(took >= 0.1 && took < 5.0, "join waited %.3f s", took);
     /* Nothing changed: no stop was requested. */
-    ck_assert(lsvc_is_running(svc));
-    ck_assert_str_eq(p.events, "SR");
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    ck_assert(lsvc_is_running(f->svc));
+    ck_assert_str_eq(f->p.events, "SR");
 }
 END_TEST
 
 START_TEST(test_join_without_thread_returns_at_once)
 {
-    static const lsvc_class cls = PROBE_CLASS("Unstarted", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
+    struct fx *f = fx_new("Unstarted", 60, NULL);
     int64_t t0 = now_ns();
-    ck_assert_int_eq(lsvc_join(svc, -1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 5), 0);
+    ck_assert_int_eq(lsvc_join(f->svc, -1), 0);
+    ck_assert_int_eq(lsvc_join(f->svc, 5), 0);
     ck_assert_msg(seconds_since(t0) < 1.0, "join waited for no thread");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
 }
 END_TEST
 
 START_TEST(test_restart_after_stop)
 {
-    static const lsvc_class cls = PROBE_CLASS("Again", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_start(svc, 0), 0);
-    ck_assert(probe_wait_runs(&p, 1, 5));
-    ck_assert(lsvc_is_running(svc));
-    ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_str_eq(p.events, "SRTSRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    struct fx *f = fx_new("Again", 60, NULL);
+    for (int round = 0; round < 2; round++) {
+        fx_start(f, 0);
+        ck_assert(probe_wait_runs(&f->p, 1, 5));
+        ck_assert(lsvc_is_running(f->svc));
+        fx_stop(f);
+    }
+    ck_assert_str_eq(f->p.events, "SRTSRT");
 }
 END_TEST
 
 START_TEST(test_start_reaps_an_ended_thread)
 {
-    static const lsvc_class cls = PROBE_CLASS("Reaped", 60);
-    struct probe p;
-    probe_init(&p);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert(wait_not_running(svc, 10));
+    struct fx *f = fx_new("Reaped", 60, NULL);
+    fx_start(f, 1);
+    ck_assert(wait_not_running(f->svc, 10));
     /* Not joined: lsvc_start reaps the ended thread itself. */
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert_int_eq(lsvc_join(svc, 10), 0);
-    ck_assert_str_eq(p.events, "SRTSRT");
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    probe_destroy(&p);
+    fx_run(f, 1);
+    ck_assert_str_eq(f->p.events, "SRTSRT");
 }
 END_TEST
 
 START_TEST(test_destroy_reaps_an_ended_thread)
 {
-    static const lsvc_class cls = PROBE_CLASS("Freed", 60);
-    struct probe p;
-    probe_init(&p);
     struct threads before;
     threads_baseline(&before);
-    lsvc *svc = make_service(&cls, &p, NULL);
-    ck_assert_int_eq(lsvc_start(svc, 1), 0);
-    ck_assert(wait_not_running(svc, 10));
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
+    struct fx *f = fx_new("Freed", 60, NULL);
+    fx_start(f, 1);
+    ck_assert(wait_not_running(f->svc, 10));
+    ck_assert_str_eq(f->p.events, "SRT");
+    fx_free(f);
     ck_assert(wait_threads_back_to(&before, 5));
-    ck_assert_str_eq(p.events, "SRT");
-    probe_destroy(&p);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("stop");
-    TCase *stop = timed_tcase("stop");
-    tcase_add_test(stop, test_sleeping_service_stops_at_once);
-    tcase_add_test(stop, test_stop_without_block_returns_at_once);
-    tcase_add_test(stop, test_run_in_progress_finishes_before_stop_returns);
-    tcase_add_test(stop, test_blocking_stop_waits_one_interval_then_times_out);
-    tcase_add_test(stop, test_blocking_stop_waits_at_least_100_ms);
-    tcase_add_test(stop, test_stop_timeout_uses_its_own_bound);
-    tcase_add_test(stop, test_stop_bound_is_twice_the_longest_run);
-    tcase_add_test(stop, test_stop_waits_for_a_run_as_long_as_the_ones_before);
-    tcase_add_test(stop, test_precise_stop_bound_adds_one_sleep_step);
-    tcase_add_test(stop, test_precise_stop_between_runs_returns_0_every_time);
-    tcase_add_test(stop, test_negative_stop_timeout_waits_without_bound);
-    tcase_add_test(stop, test_stop_timeout_zero_only_checks);
-    tcase_add_test(stop, test_stop_is_idempotent);
-    tcase_add_test(stop, test_stop_on_never_started_service_returns_0);
-    tcase_add_test(stop, test_concurrent_stops_all_succeed);
-    suite_add_tcase(s, stop);
-
-    TCase *inside = timed_tcase("inside");
-    tcase_add_test(inside, test_blocking_stop_from_inside_is_edeadlk);
-    tcase_add_test(inside, test_stop_timeout_from_inside_is_edeadlk);
-    tcase_add_test(inside, test_stop_without_block_from_inside_ends_after_the_run);
-    tcase_add_test(inside, test_join_from_inside_is_edeadlk);
-    suite_add_tcase(s, inside);
-
-    TCase *reap = timed_tcase("join and destroy");
-    tcase_add_test(reap, test_join_times_out_while_running);
-    tcase_add_test(reap, test_join_without_thread_returns_at_once);
-    tcase_add_test(reap, test_restart_after_stop);
-    tcase_add_test(reap, test_start_reaps_an_ended_thread);
-    tcase_add_test(reap, test_destroy_reaps_an_ended_thread);
-    suite_add_tcase(s, reap);
+    add_tests(s, "stop", (const TTest *[]){
+        test_sleeping_service_stops_at_once,
+        test_stop_without_block_returns_at_once,
+        test_run_in_progress_finishes_before_stop_returns,
+        test_blocking_stop_waits_one_interval_then_times_out,
+        test_blocking_stop_waits_at_least_100_ms,
+        test_stop_timeout_uses_its_own_bound,
+        test_stop_bound_is_twice_the_longest_run,
+        test_stop_waits_for_a_run_as_long_as_the_ones_before,
+        test_precise_stop_bound_adds_one_sleep_step,
+        test_precise_stop_between_runs_returns_0_every_time,
+        test_negative_stop_timeout_waits_without_bound,
+        test_stop_timeout_zero_only_checks,
+        test_stop_is_idempotent,
+        test_stop_on_never_started_service_returns_0,
+        test_concurrent_stops_all_succeed, NULL});
+    add_tests(s, "inside", (const TTest *[]){
+        test_blocking_stop_from_inside_is_edeadlk,
+        test_stop_timeout_from_inside_is_edeadlk,
+        test_stop_without_block_from_inside_ends_after_the_run,
+        test_join_from_inside_is_edeadlk, NULL});
+    add_tests(s, "join and destroy", (const TTest *[]){
+        test_join_times_out_while_running,
+        test_join_without_thread_returns_at_once,
+        test_restart_after_stop,
+        test_start_reaps_an_ended_thread,
+        test_destroy_reaps_an_ended_thread, NULL});
     return run_suite(s);
 }

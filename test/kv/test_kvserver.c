@@ -48,86 +48,34 @@ static void sleep_ms(int ms)
 /* --- The server process ------------------------------------------------- */
 
 struct server {
-    pid_t pid;
-    int out; /* read end of the server's stdout */
-    bool eof;
-    size_t len;
-    char text[4096]; /* its stdout so far */
+    struct child c; /* its stdout */
     unsigned port;
 };
 
-/* Reads the server's stdout until it holds `want` (NULL: until end of
- * file), for at most `seconds`. */
-static bool server_read(struct server *s, const char *want, double seconds)
+static bool contains(const char *text, const void *want)
 {
-    int64_t start = now_ns();
-
-    for (;;) {
-        if (want != NULL ? strstr(s->text, want) != NULL : s->eof)
-            return true;
-        int left_ms = (int)((seconds - seconds_since(start)) * 1000);
-        if (s->eof || left_ms <= 0)
-            return false;
-        struct pollfd pfd = {.fd = s->out, .events = POLLIN};
-        int rc = poll(&pfd, 1, left_ms);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            return false;
-        ssize_t n = read(s->out, s->text + s->len, sizeof s->text - 1 - s->len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            s->eof = true;
-        } else {
-            s->len += (size_t)n;
-            s->text[s->len] = '\0';
-        }
-    }
+    return strstr(text, want) != NULL;
 }
 
 /* Starts the server on a free port and reads which one it took. */
 static void server_start(struct server *s)
 {
     const char *path = getenv("KVSERVER");
-    pid_t parent = getpid();
-    int fds[2];
-
     ck_assert_msg(path != NULL && *path, "KVSERVER is not set");
     /* The library speaks to systemd when these are set: not for a server
      * started by a test. This test runs in its own process. */
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
-    ck_assert_int_eq(pipe(fds), 0);
-    memset(s, 0, sizeof *s);
-    s->pid = fork();
-    ck_assert_int_ge(s->pid, 0);
-    if (s->pid == 0) {
-        /* A failed test must not leave its server running. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        /* The server sets up its own mask, as from a shell. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execl(path, path, "0", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    s->out = fds[0];
+    child_spawn(&s->c, path, "0", STDOUT_FILENO);
 
     const char *line = "listening on 127.0.0.1:";
-    if (!server_read(s, "\n", REPLY_SECONDS) ||
-        sscanf(s->text, "listening on 127.0.0.1:%u\n", &s->port) != 1 ||
+    if (!child_read_until(&s->c, contains, "\n", REPLY_SECONDS) ||
+        sscanf(s->c.text, "listening on 127.0.0.1:%u\n", &s->port) != 1 ||
         s->port == 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
+        kill(s->c.pid, SIGKILL);
+        waitpid(s->c.pid, NULL, 0);
         ck_abort_msg("the server did not print \"%s<port>\": \"%s\"", line,
-                     s->text);
+                     s->c.text);
     }
 }
 
@@ -137,7 +85,7 @@ static int server_threads(const struct server *s)
     char path[64];
     int n = 0;
 
-    snprintf(path, sizeof path, "/proc/%ld/task", (long)s->pid);
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)s->c.pid);
     DIR *dir = opendir(path);
     ck_assert_ptr_nonnull(dir);
     for (struct dirent *e; (e = readdir(dir)) != NULL;)
@@ -167,23 +115,23 @@ static void server_stop(struct server *s, int sig)
     int status = 0;
     pid_t got;
 
-    ck_assert_int_eq(kill(s->pid, sig), 0);
-    server_read(s, NULL, STOP_SECONDS);
-    while ((got = waitpid(s->pid, &status, WNOHANG)) == 0 &&
+    ck_assert_int_eq(kill(s->c.pid, sig), 0);
+    child_read_until(&s->c, NULL, NULL, STOP_SECONDS);
+    while ((got = waitpid(s->c.pid, &status, WNOHANG)) == 0 &&
            seconds_since(start) < STOP_SECONDS)
         sleep_ms(10);
     if (got == 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, &status, 0);
+        kill(s->c.pid, SIGKILL);
+        waitpid(s->c.pid, &status, 0);
     }
-    close(s->out);
-    ck_assert_msg(got == s->pid, "the server still ran %g s after signal %d",
+    close(s->c.fd);
+    ck_assert_msg(got == s->c.pid, "the server still ran %g s after signal %d",
                   STOP_SECONDS, sig);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "the server ended with status 0x%x; its output: %s", status,
-                  s->text);
-    ck_assert_msg(strstr(s->text, "\nthreads at exit: 1\n") != NULL,
-                  "no \"threads at exit: 1\" in: %s", s->text);
+                  s->c.text);
+    ck_assert_msg(strstr(s->c.text, "\nthreads at exit: 1\n") != NULL,
+                  "no \"threads at exit: 1\" in: %s", s->c.text);
 }
 
 /* --- Clients ------------------------------------------------------------ */
@@ -232,16 +180,13 @@ static void client_close(struct client *c)
 
 static bool client_send(struct client *c, const void *data, size_t len)
 {
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(c->fd, (const char *)data + sent, len - sent,
+                         MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        else if (n == 0 || errno != EINTR)
             return false;
-        p += n;
-        len -= (size_t)n;
     }
     return true;
 }
@@ -339,7 +284,7 @@ struct stats {
     unsigned long long keys, expired, connections;
 };
 
-static struct stats stats_of(struct client *c)
+static struct stats server_stats(struct client *c)
 {
     struct stats st;
     const char *r = call(c, "STATS");
@@ -357,7 +302,7 @@ static void wait_connections(struct client *c, unsigned long long n)
     int64_t start = now_ns();
     struct stats st;
 
-    while ((st = stats_of(c)).connections != n &&
+    while ((st = server_stats(c)).connections != n &&
            seconds_since(start) < REPLY_SECONDS)
         sleep_ms(5);
     ck_assert_msg(st.connections == n, "%llu connections open, not %llu",
@@ -453,7 +398,7 @@ START_TEST(test_concurrent_clients_get_their_own_values)
         live += (unsigned long long)workers[i].live;
     }
 
-    ck_assert_uint_eq(stats_of(&c).keys, live);
+    ck_assert_uint_eq(server_stats(&c).keys, live);
     wait_connections(&c, 1);
     client_close(&c);
     server_stop(&s, SIGTERM);
@@ -473,7 +418,7 @@ START_TEST(test_expired_keys_are_swept_on_schedule)
 
     server_start(&s);
     client_open(&c, s.port);
-    struct stats before = stats_of(&c);
+    struct stats before = server_stats(&c);
     ck_assert_str_eq(call(&c, "SET forever 0 stays"), "OK");
 
     /* The SETs and a STATS in one send: the count is taken right after
@@ -505,7 +450,7 @@ START_TEST(test_expired_keys_are_swept_on_schedule)
     /* Every key is due at most TTL after last_set, and swept at most one
      * sweep interval later. */
     const double bound = ttl + SWEEP_SECONDS + SLACK_SECONDS;
-    while ((st = stats_of(&c)).keys != before.keys + 1 &&
+    while ((st = server_stats(&c)).keys != before.keys + 1 &&
            seconds_since(last_set) < bound)
         sleep_ms(5);
     double gone_after = seconds_since(first_set);
@@ -551,13 +496,13 @@ START_TEST(test_expired_key_is_hidden_before_the_sweep)
                   hidden_after);
 
     /* No sweep ran: the key is still stored, only hidden. */
-    struct stats st = stats_of(&c);
+    struct stats st = server_stats(&c);
     ck_assert_uint_eq(st.keys, 1);
     ck_assert_uint_eq(st.expired, 0);
 
     /* Deleting it removes it, but it was not there to delete. */
     ck_assert_str_eq(call(&c, "DEL brief"), "NOTFOUND");
-    ck_assert_uint_eq(stats_of(&c).keys, 0);
+    ck_assert_uint_eq(server_stats(&c).keys, 0);
     ck_assert_str_eq(call(&c, "SET brief 0 back"), "OK");
     ck_assert_str_eq(call(&c, "GET brief"), "VALUE back");
     client_close(&c);
@@ -763,7 +708,7 @@ START_TEST(test_sigterm_wakes_and_joins_every_thread)
     ck_assert(client_send(&partial, "GET p", 5));
     ck_assert(client_open_with(&silent, s.port, 4096) == 0);
     stop_reading(&silent);
-    ck_assert_uint_eq(stats_of(&c).connections, 4);
+    ck_assert_uint_eq(server_stats(&c).connections, 4);
     wait_server_threads(&s, 5 + 4);
 
     server_stop(&s, SIGTERM);
@@ -792,14 +737,13 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("kvserver");
-    TCase *tc = timed_tcase("kvserver");
-    tcase_add_test(tc, test_concurrent_clients_get_their_own_values);
-    tcase_add_test(tc, test_expired_keys_are_swept_on_schedule);
-    tcase_add_test(tc, test_expired_key_is_hidden_before_the_sweep);
-    tcase_add_test(tc, test_bad_requests_get_errors_and_the_connection_goes_on);
-    tcase_add_test(tc, test_connections_beyond_the_limit_are_refused);
-    tcase_add_test(tc, test_sigterm_wakes_and_joins_every_thread);
-    tcase_add_test(tc, test_sigint_stops_the_server);
-    suite_add_tcase(s, tc);
+    add_tests(s, "kvserver", (const TTest *[]){
+        test_concurrent_clients_get_their_own_values,
+        test_expired_keys_are_swept_on_schedule,
+        test_expired_key_is_hidden_before_the_sweep,
+        test_bad_requests_get_errors_and_the_connection_goes_on,
+        test_connections_beyond_the_limit_are_refused,
+        test_sigterm_wakes_and_joins_every_thread,
+        test_sigint_stops_the_server, NULL});
     return run_suite(s);
 }

@@ -444,41 +444,65 @@ struct lease {
     void (*destroy)(void *handle);
 };
 
+/* A backend: its name, and its calls with the handle as void *. */
+struct backend {
+    const char *name;
+    int (*create)(void **handle, const struct args *a);
+    int (*options)(void *handle, lsvc_options *opts);
+    void (*destroy)(void *handle);
+};
+
+/* The calls of a backend whose functions are PREFIX_create, _options and
+ * _destroy, on a handle of type PREFIX. */
+#define BACKEND_CALLS(PREFIX)                                                \
+    static int PREFIX##_create_any(void **handle, const struct args *a)      \
+    {                                                                        \
+        PREFIX *h = NULL;                                                    \
+        int rc = PREFIX##_create(&h, a->address, a->ns, a->timeout);         \
+        *handle = h;                                                         \
+        return rc;                                                           \
+    }                                                                        \
+    static int PREFIX##_options_any(void *handle, lsvc_options *opts)        \
+    {                                                                        \
+        return PREFIX##_options(handle, opts);                               \
+    }                                                                        \
+    static void PREFIX##_destroy_any(void *handle)                           \
+    {                                                                        \
+        PREFIX##_destroy(handle);                                            \
+    }
+
 #if LSVC_TEST_PG
-static void pg_destroy(void *h) { lsvc_pg_lease_destroy(h); }
+BACKEND_CALLS(lsvc_pg_lease)
 #endif
 #if LSVC_TEST_REDIS
-static void redis_destroy(void *h) { lsvc_redis_lease_destroy(h); }
+BACKEND_CALLS(lsvc_redis_lease)
 #endif
+
+static const struct backend backends[] = {
+#if LSVC_TEST_PG
+    {"pg", lsvc_pg_lease_create_any, lsvc_pg_lease_options_any,
+     lsvc_pg_lease_destroy_any},
+#endif
+#if LSVC_TEST_REDIS
+    {"redis", lsvc_redis_lease_create_any, lsvc_redis_lease_options_any,
+     lsvc_redis_lease_destroy_any},
+#endif
+};
 
 static int make_lease(const struct args *a, struct lease *l, lsvc_options *opts)
 {
-    int rc = EINVAL;
-
-#if LSVC_TEST_PG
-    if (strcmp(a->backend, "pg") == 0) {
-        lsvc_pg_lease *p = NULL;
-
-        rc = lsvc_pg_lease_create(&p, a->address, a->ns, a->timeout);
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        const struct backend *b = &backends[i];
+        if (strcmp(a->backend, b->name) != 0)
+            continue;
+        int rc = b->create(&l->handle, a);
         if (rc == 0)
-            rc = lsvc_pg_lease_options(p, opts);
-        *l = (struct lease){ p, pg_destroy };
+            rc = b->options(l->handle, opts);
+        l->destroy = b->destroy;
         return rc;
     }
-#endif
-#if LSVC_TEST_REDIS
-    if (strcmp(a->backend, "redis") == 0) {
-        lsvc_redis_lease *r = NULL;
-
-        rc = lsvc_redis_lease_create(&r, a->address, a->ns, a->timeout);
-        if (rc == 0)
-            rc = lsvc_redis_lease_options(r, opts);
-        *l = (struct lease){ r, redis_destroy };
-        return rc;
-    }
-#endif
     fprintf(stderr, "replica: backend %s is not built in\n", a->backend);
-    return rc;
+    return EINVAL;
 }
 
 int main(int argc, char **argv)

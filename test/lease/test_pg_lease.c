@@ -49,10 +49,16 @@ static int refused_port(void)
     return port;
 }
 
-static void conninfo_for(char *buf, size_t size, int port)
+/* A lease of namespace ns on 127.0.0.1:port with that timeout. */
+static lsvc_pg_lease *lease_on(int port, const char *ns, double timeout)
 {
-    snprintf(buf, size, "host=127.0.0.1 port=%d dbname=nothing user=nobody "
-             "sslmode=disable", port);
+    char conninfo[128];
+    lsvc_pg_lease *l;
+
+    snprintf(conninfo, sizeof conninfo, "host=127.0.0.1 port=%d "
+             "dbname=nothing user=nobody sslmode=disable", port);
+    ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, ns, timeout), 0);
+    return l;
 }
 
 static void sleep_ms(int ms)
@@ -90,6 +96,27 @@ static const lsvc_class cls_a = { .name = "pgprobe", .loop_seconds = 0.02,
 static const lsvc_class cls_b = { .name = "otherprobe", .loop_seconds = 0.02,
                                   .run_once = dummy_run };
 
+static void destroy_lease(void *lease)
+{
+    ck_assert_int_eq(lsvc_pg_lease_destroy(lease), 0);
+}
+
+static void destroy_service(void *svc)
+{
+    ck_assert_int_eq(lsvc_destroy(svc), 0);
+}
+
+/* lease_on with the log captured; the teardown destroys the lease, after
+ * the services that use it. */
+static lsvc_pg_lease *test_lease(int port, const char *ns, double timeout)
+{
+    log_capture();
+    lsvc_pg_lease *l = lease_on(port, ns, timeout);
+    at_teardown(destroy_lease, l);
+    return l;
+}
+
+/* A service of cls behind the lease, destroyed by the teardown. */
 static lsvc *service_with(const lsvc_class *cls, lsvc_pg_lease *lease)
 {
     lsvc_options opts = { 0 };
@@ -97,6 +124,7 @@ static lsvc *service_with(const lsvc_class *cls, lsvc_pg_lease *lease)
 
     ck_assert_int_eq(lsvc_pg_lease_options(lease, &opts), 0);
     ck_assert_int_eq(lsvc_create(&svc, cls, NULL, &opts), 0);
+    at_teardown(destroy_service, svc);
     return svc;
 }
 
@@ -177,12 +205,8 @@ END_TEST
 START_TEST(create_and_destroy_make_no_connection)
 {
     int port, fd = listen_silent(&port);
-    char conninfo[128];
-    lsvc_pg_lease *l;
 
-    conninfo_for(conninfo, sizeof conninfo, port);
-    ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, "", 0), 0);
-    ck_assert_int_eq(lsvc_pg_lease_destroy(l), 0);
+    ck_assert_int_eq(lsvc_pg_lease_destroy(lease_on(port, "", 0)), 0);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     ck_assert_int_lt(accept(fd, NULL, NULL), 0);
     ck_assert_int_eq(errno, EAGAIN);
@@ -192,21 +216,14 @@ END_TEST
 
 START_TEST(refused_connection_skips_runs_and_warns_once)
 {
-    char conninfo[128];
-    lsvc_pg_lease *l;
-    lsvc_stats st;
-
-    log_capture();
-    conninfo_for(conninfo, sizeof conninfo, refused_port());
-    ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, "t", 1.0), 0);
-    lsvc *svc = service_with(&cls_a, l);
+    lsvc *svc = service_with(&cls_a, test_lease(refused_port(), "t", 1.0));
 
     /* 40 due runs at 20 ms take 0.8 s: attempts at 0, 0.1, 0.3 and 0.7 s,
      * four refusals, one WARNING. */
     ck_assert_int_eq(lsvc_start(svc, 0), 0);
     ck_assert(wait_skipped(svc, 40, 10));
     ck_assert_int_eq(lsvc_stop(svc, true), 0);
-    ck_assert_int_eq(lsvc_get_stats(svc, &st), 0);
+    lsvc_stats st = stats_of(svc);
     ck_assert_uint_eq(st.loops, 0);
     ck_assert_uint_gt(st.skipped_not_leader, 20);
     ck_assert(!st.lease_held);
@@ -214,22 +231,15 @@ START_TEST(refused_connection_skips_runs_and_warns_once)
     ck_assert(log_find(0, LSVC_LOG_WARNING, "Could not connect to PostgreSQL "
                        "for the lease of pgprobe", NULL));
     ck_assert(log_find(0, LSVC_LOG_WARNING, "Connection refused", NULL));
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    ck_assert_int_eq(lsvc_pg_lease_destroy(l), 0);
 }
 END_TEST
 
 START_TEST(silent_server_is_bounded_by_the_timeout)
 {
     int port, fd = listen_silent(&port);
-    char conninfo[128];
-    lsvc_pg_lease *l;
     struct log_record r;
 
-    log_capture();
-    conninfo_for(conninfo, sizeof conninfo, port);
-    ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, "", 0.2), 0);
-    lsvc *svc = service_with(&cls_a, l);
+    lsvc *svc = service_with(&cls_a, test_lease(port, "", 0.2));
 
     ck_assert_int_eq(lsvc_start(svc, 0), 0);
     ck_assert(log_wait(0, LSVC_LOG_WARNING, "no answer within 0.2 s", 5.0, &r));
@@ -238,21 +248,13 @@ START_TEST(silent_server_is_bounded_by_the_timeout)
     int64_t t0 = now_ns();
     ck_assert_int_eq(lsvc_stop_timeout(svc, 2.0), 0);
     ck_assert_msg(seconds_since(t0) < 1.0, "the stop took %.2f s", seconds_since(t0));
-    ck_assert_int_eq(lsvc_destroy(svc), 0);
-    ck_assert_int_eq(lsvc_pg_lease_destroy(l), 0);
     close(fd);
 }
 END_TEST
 
 START_TEST(second_service_on_one_lease_is_einval)
 {
-    char conninfo[128];
-    lsvc_pg_lease *l;
-    lsvc_stats st;
-
-    log_capture();
-    conninfo_for(conninfo, sizeof conninfo, refused_port());
-    ck_assert_int_eq(lsvc_pg_lease_create(&l, conninfo, "", 0), 0);
+    lsvc_pg_lease *l = test_lease(refused_port(), "", 0);
     lsvc *a = service_with(&cls_a, l);
     lsvc *b = service_with(&cls_b, l);
 
@@ -268,26 +270,20 @@ START_TEST(second_service_on_one_lease_is_einval)
     ck_assert_uint_eq(log_count(LSVC_LOG_ERROR, "one lease serves one service"), 1);
     ck_assert(log_find(from, LSVC_LOG_ERROR, "otherprobe asked for the "
                        "PostgreSQL lease of another service", NULL));
-    ck_assert_int_eq(lsvc_get_stats(b, &st), 0);
-    ck_assert_uint_eq(st.loops, 0);
-    ck_assert_int_eq(lsvc_destroy(a), 0);
-    ck_assert_int_eq(lsvc_destroy(b), 0);
-    ck_assert_int_eq(lsvc_pg_lease_destroy(l), 0);
+    ck_assert_uint_eq(stats_of(b).loops, 0);
 }
 END_TEST
 
 int main(void)
 {
     Suite *s = suite_create("lease-pg-api");
-    TCase *tc = timed_tcase("api");
-
-    tcase_add_test(tc, key_is_fnv1a_64_of_ns_zero_name);
-    tcase_add_test(tc, create_rejects_bad_arguments);
-    tcase_add_test(tc, unparsable_conninfo_is_einval_with_libpq_reason);
-    tcase_add_test(tc, create_and_destroy_make_no_connection);
-    tcase_add_test(tc, refused_connection_skips_runs_and_warns_once);
-    tcase_add_test(tc, silent_server_is_bounded_by_the_timeout);
-    tcase_add_test(tc, second_service_on_one_lease_is_einval);
-    suite_add_tcase(s, tc);
+    add_tests(s, "api", (const TTest *[]){
+        key_is_fnv1a_64_of_ns_zero_name,
+        create_rejects_bad_arguments,
+        unparsable_conninfo_is_einval_with_libpq_reason,
+        create_and_destroy_make_no_connection,
+        refused_connection_skips_runs_and_warns_once,
+        silent_server_is_bounded_by_the_timeout,
+        second_service_on_one_lease_is_einval, NULL});
     return run_suite(s);
 }
