@@ -127,7 +127,9 @@ static void claim_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
     p->due = svc->asked_ns;
     p->jitter = 0;
     run->late_from = asked;
-    if (now >= timer) {
+    /* A run that begins at or after its point is that point's run, also
+     * when a wake makes it begin before its jittered start. */
+    if (now >= timer || (now >= asked && now >= sc->due)) {
         p->reasons |= LSVC_RUN_TIMER;
         p->due = sc->due;
         p->jitter = sc->jitter;
