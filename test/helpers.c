@@ -141,6 +141,12 @@ void log_capture(void)
     lsvc_set_logger(log_capture_sink, NULL);
 }
 
+void log_capture_info(void)
+{
+    log_capture();
+    lsvc_set_log_level(LSVC_LOG_INFO);
+}
+
 size_t log_size(void)
 {
     pthread_mutex_lock(&logs.lock);

@@ -62,6 +62,10 @@ struct log_record {
 
 /* Installs the capture sink; every later message is recorded. */
 void log_capture(void);
+/* log_capture, with the level raised to LSVC_LOG_INFO (it is WARNING by
+ * default): for a test that looks for the INFO lines of starts, stops,
+ * signals and leases. */
+void log_capture_info(void);
 /* The capture sink itself, for a test's own sink to pass messages on to
  * after log_capture() set up the record. */
 void log_capture_sink(int level, const char *logger, const char *message,

@@ -1436,7 +1436,7 @@ START_TEST(test_set_loop_seconds_on_a_waiting_never_service_counts_from_now)
 {
     static const lsvc_class cls = PROBE_CLASS("FirstByTimer", LSVC_NEVER);
     struct ctl c;
-    log_capture();
+    log_capture_info();
     ctl_init(&c, &cls, NULL);
     ck_assert_int_eq(lsvc_start(c.svc, 0), 0);
     /* Logged on its way to its first wait. */
@@ -1468,10 +1468,18 @@ static int on_start_at_gate(lsvc *svc, void *arg)
     return rc;
 }
 
+/* lsvc_start on a thread of its own, since it returns only once on_start
+ * has returned. */
+static void *start_in_thread(void *arg)
+{
+    return (void *)(intptr_t)lsvc_start(arg, 0);
+}
+
 /* The same rule when the interval is set before the service thread gets
- * to its schedule, while on_start runs (held here): a thread that took
- * the new interval as if the service had been created with it would run
- * its first run at once, 0.5 s early. */
+ * to its schedule, while on_start runs (held here, so lsvc_start is made
+ * on another thread): a thread that took the new interval as if the
+ * service had been created with it would run its first run at once, 0.5 s
+ * early. */
 START_TEST(test_never_service_given_an_interval_in_on_start_waits_it)
 {
     static const lsvc_class cls = {
@@ -1484,11 +1492,15 @@ START_TEST(test_never_service_given_an_interval_in_on_start_waits_it)
     sem_init(&gate, 0, 0);
     ctl_init(&c, &cls, NULL);
     c.user = &gate;
-    ck_assert_int_eq(lsvc_start(c.svc, 0), 0);
+    pthread_t starter;
+    ck_assert_int_eq(pthread_create(&starter, NULL, start_in_thread, c.svc), 0);
     ck_assert(sem_wait_for(&c.p.started, EVENT_S));
     int64_t t0 = now_ns();
     ck_assert_int_eq(lsvc_set_loop_seconds(c.svc, 0.5), 0);
     sem_post(&gate);
+    void *start_rc;
+    ck_assert_int_eq(pthread_join(starter, &start_rc), 0);
+    ck_assert_int_eq((int)(intptr_t)start_rc, 0);
     ck_assert(wait_ended(&c, 1));
     struct seen r = seen(&c, 0);
     ck_assert_msg(r.sched >= t0 + 500 * MS,

@@ -452,7 +452,7 @@ START_TEST(test_start_with_thread_options_fails_cleanly_at_every_wrapped_call)
     const lsvc_options opts = {
         .sched_priority = 1, .sched_policy = SCHED_FIFO,
         .cpu_mask = UINT64_C(1) << cpu,
-        .stack_size = 2 * LSVC_DEFAULT_STACK_SIZE};
+        .stack_size = 512u * 1024u};
     struct fx *f = fx_new("Pinned", 60, &opts);
     int ok_rc = lsvc_start(f->svc, 1);
     ck_assert_msg(ok_rc == 0 || ok_rc == EPERM, "lsvc_start returned %d",
@@ -591,9 +591,10 @@ START_TEST(test_group_add_that_cannot_grow_keeps_the_members)
 END_TEST
 
 /* Alpha and Beta in a group with these signals (NULL: the default). */
-static struct gfx *alpha_and_beta(const sigset_t *signals)
+static struct gfx *alpha_and_beta(const sigset_t *signals, bool notify)
 {
     struct gfx *g = gfx_new();
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, notify), 0);
     gfx_add(g, "Alpha", 60, NULL);
     gfx_add(g, "Beta", 60, NULL);
     g->m[0].p.user = g;
@@ -643,11 +644,12 @@ static void check_group_not_started(void *ctx, const char *at)
 }
 
 /* Returns the threads a successful start made. */
-static unsigned long check_group_start_faults(const sigset_t *signals)
+static unsigned long check_group_start_faults(const sigset_t *signals,
+                                              bool notify)
 {
     capture_log_outside_faults();
     unblock_stop_signals();
-    struct gfx *g = alpha_and_beta(signals);
+    struct gfx *g = alpha_and_beta(signals, notify);
     struct fault_case fc = {
         .what = "lsvc_group_start", .call = call_group_start, .ctx = g,
         .errors = group_start_errors, .prepare = prepare_group,
@@ -660,12 +662,12 @@ static unsigned long check_group_start_faults(const sigset_t *signals)
 START_TEST(test_group_start_fails_cleanly_at_every_wrapped_call)
 {
     /* The signal thread and two services. */
-    ck_assert_uint_eq(check_group_start_faults(NULL), 3);
+    ck_assert_uint_eq(check_group_start_faults(NULL, false), 3);
 }
 END_TEST
 
-/* With systemd's watchdog asked for, a start makes one thread more, with
- * a lock and a condition variable of its own. Nobody listens on the
+/* With notify on and systemd's watchdog asked for, a start makes one
+ * thread more, with a lock and a condition variable of its own. Nobody listens on the
  * socket: the sends fail, which the group only logs. */
 START_TEST(test_group_start_with_watchdog_fails_cleanly_at_every_wrapped_call)
 {
@@ -676,7 +678,7 @@ START_TEST(test_group_start_with_watchdog_fails_cleanly_at_every_wrapped_call)
     snprintf(path, sizeof path, "%s/notify", dir);
     ck_assert_int_eq(setenv("NOTIFY_SOCKET", path, 1), 0);
     ck_assert_int_eq(setenv("WATCHDOG_USEC", "1000000", 1), 0);
-    ck_assert_uint_eq(check_group_start_faults(NULL), 4);
+    ck_assert_uint_eq(check_group_start_faults(NULL, true), 4);
     ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
@@ -686,7 +688,7 @@ START_TEST(test_group_start_without_signals_fails_cleanly_at_every_wrapped_call)
 {
     sigset_t none;
     sigemptyset(&none);
-    ck_assert_uint_eq(check_group_start_faults(&none), 2);
+    ck_assert_uint_eq(check_group_start_faults(&none, false), 2);
 }
 END_TEST
 
@@ -714,7 +716,7 @@ START_TEST(test_group_run_fails_cleanly_at_every_wrapped_call)
 {
     capture_log_outside_faults();
     unblock_stop_signals();
-    struct gfx *g = alpha_and_beta(NULL);
+    struct gfx *g = alpha_and_beta(NULL, false);
     g->m[0].p.during = stop_the_group;
     struct fault_case fc = {
         .what = "lsvc_group_run", .call = call_group_run, .ctx = g,
@@ -787,7 +789,7 @@ START_TEST(test_group_wait_ends_the_signal_thread_when_its_wake_up_fails)
     unblock_stop_signals();
     struct threads before;
     threads_baseline(&before);
-    struct gfx *g = alpha_and_beta(NULL);
+    struct gfx *g = alpha_and_beta(NULL, false);
 
     /* Which wrapped call of such a wait is the wake-up. */
     start_then_stop(g);

@@ -67,7 +67,7 @@ static void block_as_a_program_does(void)
 static void check_signal_stops_group(int sig, const char *logged)
 {
     block_as_a_program_does();
-    log_capture();
+    log_capture_info();
     struct gfx *t = two();
     two_start(t);
     ck_assert_int_eq(kill(getpid(), sig), 0);
@@ -91,7 +91,7 @@ static void waiting_sink(int level, const char *logger, const char *message,
 START_TEST(test_group_wait_from_the_signal_thread_is_edeadlk)
 {
     block_as_a_program_does();
-    log_capture();
+    log_capture_info();
     struct gfx *t = two();
     sink_group = t->g;
     lsvc_set_logger(waiting_sink, NULL);
@@ -165,7 +165,7 @@ END_TEST
 START_TEST(test_pending_signal_stops_group_at_once)
 {
     block_as_a_program_does();
-    log_capture();
+    log_capture_info();
     struct gfx *t = two();
     ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
     gfx_start(t);
@@ -177,7 +177,7 @@ END_TEST
 START_TEST(test_second_signal_logs_services_still_running)
 {
     block_as_a_program_does();
-    log_capture();
+    log_capture_info();
     struct gfx *t = two_named("StuckSvc", 30);
     probe_hold(&t->m[0].p);
     two_start(t);
@@ -200,7 +200,7 @@ START_TEST(test_group_handles_the_signals_it_is_given)
     const sigset_t usr1 = signal_set_of(SIGUSR1);
     ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr1, NULL), 0);
     unblock_stop_signals();
-    log_capture();
+    log_capture_info();
     struct gfx *t = two();
     ck_assert_int_eq(lsvc_group_set_signals(t->g, &usr1), 0);
     gfx_start(t);
@@ -330,7 +330,7 @@ END_TEST
 
 START_TEST(test_stuck_service_makes_group_wait_time_out)
 {
-    log_capture();
+    log_capture_info();
     struct gfx *t = two_named("StuckSvc", 60);
     probe_hold(&t->m[0].p);
     ck_assert_int_eq(lsvc_group_set_stop_timeout(t->g, 0.2), 0);
@@ -456,29 +456,139 @@ START_TEST(test_group_start_with_a_running_service_is_undone)
 }
 END_TEST
 
-/* A service that cannot start (here: EPERM for its priority) fails the
- * whole start, and what was started is undone. */
+/* A service that cannot start fails the whole start, and what was
+ * started is undone: EPERM for its priority (it never ran on_start), or
+ * ECANCELED for its on_start that failed (it ran on_start, and no
+ * on_stop). */
+static const struct {
+    lsvc_options opts;
+    int start_code;
+    int want;
+    const char *events; /* the failing service's hooks */
+} start_failures[] = {
+    {{.sched_priority = 10}, 0, EPERM, ""},
+    {{.loop_seconds = 0}, 7, ECANCELED, "S"},
+};
+
 START_TEST(test_group_start_failure_is_undone)
 {
     drop_realtime_permission();
     unblock_stop_signals();
+    log_capture();
     struct threads before;
     threads_baseline(&before);
     struct gfx *t = two();
-    lsvc_options rt = {.sched_priority = 10};
-    int realtime = gfx_add(t, "Realtime", 60, &rt);
-    ck_assert_int_eq(lsvc_group_start(t->g), EPERM);
-    ck_assert(!lsvc_is_running(t->m[0].svc));
-    ck_assert(!lsvc_is_running(t->m[1].svc));
+    int bad = gfx_add(t, "Failing", 60, &start_failures[_i].opts);
+    t->m[bad].p.start_code = start_failures[_i].start_code;
+    ck_assert_int_eq(lsvc_group_start(t->g), start_failures[_i].want);
+    for (int i = 0; i < t->n; i++)
+        ck_assert(!lsvc_is_running(t->m[i].svc));
     check_stop_signals_blocked(false);
     ck_assert_msg(wait_threads_back_to(&before, 5), "%d threads left",
                   threads_added(&before));
     /* Started and stopped again, or never started. */
-    const char *ev = t->m[0].p.events;
-    ck_assert_msg(!*ev || (ev[0] == 'S' && ended_with_on_stop(ev)),
-                  "Alpha's hooks: %s", ev);
-    ck_assert_str_eq(t->m[realtime].p.events, "");
+    for (int i = 0; i < bad; i++) {
+        const char *ev = t->m[i].p.events;
+        ck_assert_msg(!*ev || (ev[0] == 'S' && ended_with_on_stop(ev)),
+                      "%s's hooks: %s", t->m[i].cls.name, ev);
+    }
+    ck_assert_str_eq(t->m[bad].p.events, start_failures[_i].events);
     ck_assert_int_eq(lsvc_group_wait(t->g), EINVAL);
+    /* Nothing is left half started: fixed, the group starts. */
+    if (start_failures[_i].want == ECANCELED) {
+        t->m[bad].p.start_code = 0;
+        gfx_start(t);
+        gfx_wait_first_runs(t);
+        gfx_stop(t);
+    }
+}
+END_TEST
+
+/* --- Stop stages ---------------------------------------------------------- */
+
+/* What each on_stop saw, in one record for the whole group. */
+static struct {
+    pthread_mutex_t lock;
+    char order[16];   /* the index of each on_stop as it began, then 'e' */
+    int64_t began[4], ended[4];
+    bool later_asked; /* a later stage was asked to stop during an on_stop */
+    struct gfx *g;
+    int stage[4];
+} staged = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void staged_on_stop(lsvc *svc, void *arg)
+{
+    struct probe *p = arg;
+    int me = 0;
+    for (int i = 0; i < staged.g->n; i++)
+        if (&staged.g->m[i].p == p)
+            me = i;
+    int64_t began = now_ns();
+    /* The slow one: stage 0's first member. */
+    if (me == 0)
+        work_for_ns(300 * NS_PER_MS);
+    bool later = false;
+    for (int i = 0; i < staged.g->n; i++)
+        if (staged.stage[i] > staged.stage[me] &&
+            lsvc_should_stop(staged.g->m[i].svc))
+            later = true;
+    pthread_mutex_lock(&staged.lock);
+    staged.began[me] = began;
+    staged.ended[me] = now_ns();
+    staged.later_asked |= later;
+    pthread_mutex_unlock(&staged.lock);
+    probe_on_stop(svc, arg);
+}
+
+/* Stages 0 (two services, one with an on_stop of 300 ms), 1 and 2: no
+ * on_stop of a stage begins before every on_stop of the stages below it
+ * has ended, and no later stage is even asked to stop before then. */
+START_TEST(test_stages_stop_in_increasing_order)
+{
+    static const lsvc_class cls = {
+        .name = "Staged", .loop_seconds = 60, .run_once = probe_run_once,
+        .on_start = probe_on_start, .on_stop = staged_on_stop};
+    static const int stages[] = {0, 0, 2, 1};
+    struct gfx *t = gfx_new();
+    staged.g = t;
+    for (int i = 0; i < 4; i++) {
+        gfx_add_class(t, &cls, NULL);
+        staged.stage[i] = stages[i];
+        /* Stage 0 is the default: set only the others. */
+        if (stages[i] != 0)
+            ck_assert_int_eq(lsvc_group_set_stage(t->g, t->m[i].svc,
+                                                  stages[i]), 0);
+    }
+    gfx_start(t);
+    gfx_wait_first_runs(t);
+    gfx_stop(t);
+    ck_assert(!staged.later_asked);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            if (stages[i] < stages[j])
+                ck_assert_msg(staged.ended[i] <= staged.began[j],
+                              "stage %d's on_stop began %.3f ms before "
+                              "stage %d's ended", stages[j],
+                              (double)(staged.ended[i] - staged.began[j]) / 1e6,
+                              stages[i]);
+    /* The two of stage 0 stop together: the fast one does not wait for
+     * the slow one to begin. */
+    ck_assert(staged.began[1] < staged.ended[0]);
+}
+END_TEST
+
+START_TEST(test_set_stage_needs_a_member_of_an_idle_group)
+{
+    struct fx *other = fx_new("Other", 60, NULL);
+    struct gfx *t = two();
+    ck_assert_int_eq(lsvc_group_set_stage(t->g, other->svc, 1), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_stage(NULL, t->m[0].svc, 1), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_stage(t->g, NULL, 1), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_stage(t->g, t->m[0].svc, -5), 0);
+    two_start(t);
+    ck_assert_int_eq(lsvc_group_set_stage(t->g, t->m[0].svc, 1), EBUSY);
+    two_stop(t);
+    ck_assert_int_eq(lsvc_group_set_stage(t->g, t->m[0].svc, 1), 0);
 }
 END_TEST
 
@@ -528,11 +638,15 @@ int main(void)
         test_group_can_start_again_after_wait,
         test_members_of_a_started_group_cannot_be_started_alone,
         test_group_start_with_a_running_service_is_undone,
-        test_group_start_failure_is_undone,
+        test_set_stage_needs_a_member_of_an_idle_group,
+        test_stages_stop_in_increasing_order,
         test_destroy_of_a_service_in_a_group_is_ebusy,
         test_group_destroy_leaves_services_alone, NULL});
     tcase_add_loop_test(life,
                         test_calls_that_need_an_idle_group_are_ebusy_while_started,
                         0, (int)(sizeof(idle_only) / sizeof(idle_only[0])));
+    tcase_add_loop_test(life, test_group_start_failure_is_undone, 0,
+                        (int)(sizeof(start_failures) /
+                              sizeof(start_failures[0])));
     return run_suite(s);
 }

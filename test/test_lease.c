@@ -157,7 +157,7 @@ static struct leased *leased_new(const char *name, double seconds, bool held,
                                  const lsvc_lease_ops *ops)
 {
     struct leased *t = test_alloc(sizeof(*t));
-    log_capture();
+    log_capture_info();
     fake_init(&t->f, held);
     at_teardown(leased_teardown, t);
     t->o = lease_options(ops, &t->f);
@@ -687,7 +687,7 @@ static bool replica_holds(const struct replica *r)
 START_TEST(test_stopped_holder_hands_over_to_the_other_replica)
 {
     struct store s = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    log_capture();
+    log_capture_info();
     struct replica *a = replica_new(&s, "ReplicaA");
     struct replica *b = replica_new(&s, "ReplicaB");
 

@@ -209,7 +209,7 @@ static void stop_group_by_sigterm(const char *name,
 {
     default_signal_actions();
     ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
+    log_capture_info(); /* "received SIGTERM" is an INFO line */
     struct gfx *g = gfx_new();
     gfx_add(g, name, 60, NULL);
     if (before != NULL)
@@ -279,7 +279,8 @@ static const struct {
     const char *name;
     int lowest;
 } levels[] = {
-    {"the level defaults to INFO", NULL, 0, "Quiet", LSVC_LOG_INFO},
+    {"the level defaults to WARNING", NULL, 0, "Quiet", LSVC_LOG_WARNING},
+    {"LOOPSVC_LOG_LEVEL=INFO raises it", "INFO", 0, "EnvInfo", LSVC_LOG_INFO},
     {"LOOPSVC_LOG_LEVEL is read in any case", "dEbUg", 0, "EnvDebug",
      LSVC_LOG_DEBUG},
     {"LOOPSVC_LOG_LEVEL drops the lower levels", "ERROR", 0, "EnvError",

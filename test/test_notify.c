@@ -243,11 +243,20 @@ static void set_var(const char *name, const char *value)
 
 /* --- Fixture: services in one group ---------------------------------------- */
 
+/* An empty group that speaks the notify protocol, which is off by
+ * default. */
+static struct gfx *notifying_gfx(void)
+{
+    struct gfx *g = gfx_new();
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, true), 0);
+    return g;
+}
+
 /* First and Second, both due every minute: they run once and then only
  * sleep, so every datagram comes from the group itself. */
 static struct gfx *first_and_second(void)
 {
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     gfx_add(g, "First", 60, NULL);
     gfx_add(g, "Second", 60, NULL);
     return g;
@@ -258,7 +267,7 @@ static struct gfx *first_and_second(void)
 static struct gfx *one_held(const char *name, double seconds)
 {
     watched_name = name;
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     gfx_add(g, name, seconds, NULL);
     probe_hold(&g->m[0].p);
     return g;
@@ -318,9 +327,16 @@ static int gated_on_start(lsvc *svc, void *arg)
     return probe_on_start(svc, arg);
 }
 
-/* READY=1 tells systemd that the group's threads are up, not that every
- * on_start has finished: lsvc_group_start does not wait on user code. */
-START_TEST(test_ready_does_not_wait_for_on_start)
+/* lsvc_group_start on a thread of its own: it returns only once every
+ * on_start has returned. */
+static void *group_start_in_thread(void *arg)
+{
+    return (void *)(intptr_t)lsvc_group_start(arg);
+}
+
+/* READY=1 tells systemd that every service has started and its on_start
+ * has returned: lsvc_group_start waits for them, then sends it. */
+START_TEST(test_ready_waits_for_every_on_start)
 {
     static const lsvc_class gated_class = {
         .name = "Gated", .loop_seconds = 60, .run_once = probe_run_once,
@@ -329,20 +345,25 @@ START_TEST(test_ready_does_not_wait_for_on_start)
     struct listener *l = listening();
     struct gate gate;
     sems_init(2, &gate.entered, &gate.open);
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     gfx_add(g, "First", 60, NULL);
     struct probe *gated = &g->m[gfx_add_class(g, &gated_class, NULL)].p;
     gated->user = &gate;
 
-    gfx_start(g);
+    pthread_t starter;
+    ck_assert_int_eq(pthread_create(&starter, NULL, group_start_in_thread,
+                                    g->g), 0);
     ck_assert(sem_wait_for(&gate.entered, EVENT_LIMIT_S));
-    bool ready = wait_count(l, &l->ready, 1, EVENT_LIMIT_S);
-    bool started = probe_started(gated);
-    /* Checked once the gate is open, so that a failure leaves no thread
-     * blocked behind it. */
+    /* Time is the point: nothing while the on_start is held. */
+    bool early = wait_count(l, &l->ready, 1, 0.3);
     sem_post(&gate.open);
-    ck_assert_msg(ready, "no READY=1 while an on_start was running");
-    ck_assert_msg(!started, "the gated on_start finished before the gate opened");
+    void *rc;
+    ck_assert_int_eq(pthread_join(starter, &rc), 0);
+    ck_assert_int_eq((int)(intptr_t)rc, 0);
+    ck_assert_msg(!early, "READY=1 came while an on_start was running");
+    ck_assert(probe_started(gated));
+    ck_assert_msg(wait_count(l, &l->ready, 1, EVENT_LIMIT_S),
+                  "no READY=1 once the on_start returned");
     gfx_stop(g);
     sems_destroy(2, &gate.entered, &gate.open);
 }
@@ -370,7 +391,7 @@ START_TEST(test_ready_is_sent_when_a_service_is_disabled)
 {
     struct listener *l = listening();
     set_var("LOOPSVC_SWITCHEDOFF_ENABLED", "0");
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     int off = gfx_add(g, "SwitchedOff", 60, NULL);
     gfx_add(g, "First", 60, NULL);
     gfx_start(g);
@@ -387,7 +408,7 @@ START_TEST(test_no_ready_when_group_start_fails)
     drop_realtime_permission();
     struct listener *l = listening();
     const lsvc_options rt = {.sched_priority = 10};
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     gfx_add(g, "First", 60, NULL);
     gfx_add(g, "Realtime", 60, &rt);
     ck_assert_int_eq(lsvc_group_start(g->g), EPERM);
@@ -466,7 +487,7 @@ END_TEST
 START_TEST(test_no_stopping_when_services_end_on_their_own)
 {
     struct listener *l = listening();
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     int a = gfx_add(g, "SelfA", 0.01, NULL);
     int b = gfx_add(g, "SelfB", 0.01, NULL);
     g->m[a].p.during = g->m[b].p.during = stop_at_second_run;
@@ -481,14 +502,11 @@ END_TEST
 
 /* --- Nothing sent ------------------------------------------------------------ */
 
-/* Runs the two services with a watchdog set, and checks that the socket
- * got nothing. */
-static void check_silent_run(struct listener *l, bool notify)
+/* Runs the group's services with a watchdog set, and checks that the
+ * socket got nothing. */
+static void check_silent_run(struct listener *l, struct gfx *g)
 {
     set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct gfx *g = first_and_second();
-    if (!notify)
-        ck_assert_int_eq(lsvc_group_set_notify(g->g, false), 0);
     gfx_start(g);
     gfx_wait_first_runs(g);
     listen_for(l, SILENCE_S);
@@ -501,7 +519,20 @@ static void check_silent_run(struct listener *l, bool notify)
 
 START_TEST(test_nothing_is_sent_when_notify_is_off)
 {
-    check_silent_run(listening(), false);
+    struct listener *l = listening();
+    struct gfx *g = first_and_second();
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, false), 0);
+    check_silent_run(l, g);
+}
+END_TEST
+
+/* Off unless turned on: a library must not speak for the server. */
+START_TEST(test_notify_is_off_by_default)
+{
+    struct listener *l = listening();
+    struct gfx *g = gfx_new();
+    gfx_add(g, "First", 60, NULL);
+    check_silent_run(l, g);
 }
 END_TEST
 
@@ -509,7 +540,7 @@ START_TEST(test_nothing_is_sent_without_notify_socket)
 {
     struct listener *l = listening();
     ck_assert_int_eq(unsetenv("NOTIFY_SOCKET"), 0);
-    check_silent_run(l, true);
+    check_silent_run(l, first_and_second());
 }
 END_TEST
 
@@ -660,7 +691,7 @@ END_TEST
 START_TEST(test_second_notifying_group_warns)
 {
     listening();
-    struct gfx *g1 = gfx_new(), *g2 = gfx_new();
+    struct gfx *g1 = notifying_gfx(), *g2 = notifying_gfx();
     gfx_add(g1, "First", 60, NULL);
     gfx_add(g2, "Second", 60, NULL);
     gfx_start(g1);
@@ -779,7 +810,7 @@ START_TEST(test_notify_socket_without_listener_does_not_stop_the_group)
     snprintf(path, sizeof(path), "%s/nobody", dir);
     set_var("NOTIFY_SOCKET", path);
     set_var("WATCHDOG_USEC", WATCHDOG_USEC_TEXT);
-    struct gfx *g = gfx_new();
+    struct gfx *g = notifying_gfx();
     struct fx *busy = &g->m[gfx_add(g, "Busy", 0.02, NULL)];
     gfx_start(g);
     /* Long enough for several pings to fail. */
@@ -868,7 +899,7 @@ int main(void)
     Suite *s = suite_create("notify");
     add_tests(s, "ready", (const TTest *[]){
         test_ready_is_sent_once_group_start_returns,
-        test_ready_does_not_wait_for_on_start,
+        test_ready_waits_for_every_on_start,
         test_ready_reaches_an_abstract_socket,
         test_ready_is_sent_when_a_service_is_disabled,
         test_no_ready_when_group_start_fails, NULL});
@@ -878,6 +909,7 @@ int main(void)
         test_stopping_is_sent_on_sigterm,
         test_no_stopping_when_services_end_on_their_own,
         test_nothing_is_sent_when_notify_is_off,
+        test_notify_is_off_by_default,
         test_nothing_is_sent_without_notify_socket, NULL});
     add_tests(s, "watchdog", (const TTest *[]){
         test_watchdog_pings_every_half_watchdog_usec,

@@ -43,6 +43,9 @@
  * sleeps in 100 ms steps, after which it sees a stop, and the stops and
  * joins of it, so slowed, would leave time for a tenth of the calls. A
  * precise service is kept out of every long sleep for that reason. */
+/* The service whose every other run fails (it has a backoff). */
+#define FAILING_RACER 1
+
 static const double new_intervals[] = {0.001, 0.002, 0.005, LSVC_NEVER};
 #define N_NEW_INTERVALS (sizeof(new_intervals) / sizeof(new_intervals[0]))
 
@@ -153,6 +156,7 @@ static struct {
     atomic_uint log_group_warnings;  /* "did not stop within" */
     atomic_uint log_start_errors;    /* "Could not start" */
     atomic_uint log_other_errors;
+    atomic_uint log_run_failures;    /* FAILING_RACER's failed runs */
     atomic_uint log_malformed;
 } race = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -305,9 +309,11 @@ static int racer_run_once(lsvc *svc, void *arg)
     check_own_run(svc, r);
     /* A moment in which other threads act while the run is in progress. */
     sched_yield();
+    bool fail = r == &race.svcs[FAILING_RACER] &&
+                atomic_load(&r->completed) % 2 == 1;
     atomic_fetch_add(&r->completed, 1);
     atomic_fetch_sub(&r->in_run, 1);
-    return 0;
+    return fail ? 1 : 0;
 }
 
 static int racer_on_start(lsvc *svc, void *arg)
@@ -343,15 +349,30 @@ static const lsvc_class racer_classes[SERVICES] = {
 #undef RACER_CLASS
 };
 
-/* Every sleep mode and missed-run policy takes part. */
+/* Every sleep mode and missed-run policy takes part, and the schedules
+ * for servers: jitter, backoff (race1's runs fail every other time) and a
+ * gap between woken runs. */
 static const lsvc_options racer_options[SERVICES] = {
     {.missed = LSVC_MISSED_DELAY},
-    {.missed = LSVC_MISSED_SKIP},
+    {.missed = LSVC_MISSED_SKIP, .error_backoff_max_seconds = 0.004},
     {.precise = true},
-    {.missed = LSVC_MISSED_BURST},
-    {.missed = LSVC_MISSED_DELAY},
-    {.precise = true, .missed = LSVC_MISSED_SKIP},
+    {.missed = LSVC_MISSED_BURST, .jitter_seconds = 0.001},
+    {.missed = LSVC_MISSED_DELAY, .min_wake_gap_seconds = 0.002},
+    {.precise = true, .missed = LSVC_MISSED_SKIP,
+     .min_wake_gap_seconds = 0.001},
 };
+
+/* What lsvc_set_loop_seconds must return for service i: an interval above
+ * its backoff maximum, or below its jitter, is EINVAL. */
+static int set_loop_seconds_rc(int i, double seconds)
+{
+    const lsvc_options *o = &racer_options[i];
+    if (o->error_backoff_max_seconds > 0 && seconds > o->error_backoff_max_seconds)
+        return EINVAL;
+    if (seconds < o->jitter_seconds)
+        return EINVAL;
+    return 0;
+}
 
 /* --- The log -------------------------------------------------------------- */
 
@@ -381,6 +402,9 @@ static void race_sink(int level, const char *logger, const char *message,
         atomic_fetch_add(&race.log_group_warnings, 1);
     else if (level == LSVC_LOG_ERROR && strstr(message, "Could not start"))
         atomic_fetch_add(&race.log_start_errors, 1);
+    else if (level == LSVC_LOG_ERROR && strstr(message, "run_once returned") &&
+             logger != NULL && strcmp(logger, "loopsvc.race1") == 0)
+        atomic_fetch_add(&race.log_run_failures, 1);
     else if (level >= LSVC_LOG_ERROR)
         atomic_fetch_add(&race.log_other_errors, 1);
 }
@@ -461,7 +485,11 @@ static void check_stats(struct worker *w, int i)
                  w->index, (unsigned long long)w->seed, r->name,
                  (unsigned long long)w->last_loops[i],
                  (unsigned long long)st.loops);
-    if (st.errors != 0 || st.overruns > st.loops ||
+    bool may_fail = i == FAILING_RACER;
+    if ((st.errors != 0 && !may_fail) || st.errors > st.loops ||
+        st.consecutive_failures > st.errors ||
+        (!may_fail && st.consecutive_failures != 0) ||
+        st.overruns > st.loops ||
         st.max_run_ns < st.last_run_ns ||
         st.max_lateness_ns < st.last_lateness_ns)
         complain("thread %d: %s: inconsistent snapshot: loops %llu errors "
@@ -575,6 +603,8 @@ static void do_control(struct worker *w, enum op op, int i)
         break;
     case OP_SET_LOOP_SECONDS:
         rc = lsvc_set_loop_seconds(r->svc, seconds);
+        if (rc == set_loop_seconds_rc(i, seconds))
+            return;
         break;
     case OP_RESUME:
         rc = lsvc_resume(r->svc);
@@ -905,6 +935,9 @@ START_TEST(test_random_concurrent_calls_keep_every_contract)
     ck_assert_uint_le(atomic_load(&race.log_start_errors),
                       atomic_load(&race.group_start_busy));
     ck_assert_uint_eq(atomic_load(&race.log_other_errors), 0);
+    /* Its failures were logged (rate-limited, so at least one). */
+    if (atomic_load(&race.svcs[FAILING_RACER].completed) >= 2)
+        ck_assert_uint_ge(atomic_load(&race.log_run_failures), 1);
     ck_assert_uint_eq(atomic_load(&race.log_malformed), 0);
 
     uint64_t calls = 0, loops = 0;

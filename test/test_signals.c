@@ -136,7 +136,7 @@ static void check_started_and_stopped(const struct probe *p, const char *name)
 /* Records that are the first-signal line: "received SIG...: stopping". */
 static size_t stop_lines(void)
 {
-    return log_count(LSVC_LOG_INFO, "received");
+    return log_count(LSVC_LOG_INFO, ": stopping ");
 }
 
 /* However many signals came, one stopped the group. */
@@ -161,7 +161,7 @@ static void block_as_a_program_does(void)
 {
     default_signal_actions();
     ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
+    log_capture_info();
 }
 
 /* An empty group whose waits are bounded by STOP_LIMIT_S. */
@@ -424,7 +424,7 @@ static void signals_mid_run(void)
      * only if the library blocks it for them. */
     ck_assert_int_eq(pthread_sigmask(SIG_UNBLOCK, &usr1_set, NULL), 0);
     ck_assert_int_eq(lsvc_block_signals(), 0);
-    log_capture();
+    log_capture_info();
     struct midrun m[2];
     lsvc *svc[2];
     lsvc_group *g;
@@ -521,7 +521,7 @@ static void second_group(void)
     unblock_stop_signals();
     const sigset_t usr2 = signal_set_of(SIGUSR2);
     ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr2, NULL), 0);
-    log_capture();
+    log_capture_info();
     sigset_t mask_before;
     sigemptyset(&mask_before);
     ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, NULL, &mask_before), 0);
@@ -676,7 +676,7 @@ static void stop_and_wait_with_sigterm_blocked(void *ctx)
 
 START_TEST(test_thread_reusing_the_starters_id_keeps_its_mask)
 {
-    log_capture();
+    log_capture_info();
     struct gfx *g = group_new();
     struct fx *f = &g->m[gfx_add(g, "MaskKept", 60, NULL)];
     struct starter_case sc = {
@@ -750,10 +750,9 @@ static void reusing_sink(int level, const char *logger, const char *message,
     pthread_mutex_unlock(&reuse.lock);
     if (!go)
         return;
-    /* The library's threads have stacks of the default size. */
+    /* The library's threads have the system's default stack. */
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, LSVC_DEFAULT_STACK_SIZE);
     int tries = run_on_reused_id(wanted, &attr, wait_on_reused_id, NULL);
     pthread_attr_destroy(&attr);
     pthread_mutex_lock(&reuse.lock);
@@ -767,9 +766,8 @@ static void reused_signal_thread_id(void)
     ck_assert_int_eq(lsvc_block_signals(), 0);
     unsetenv("WATCHDOG_USEC");
     unsetenv("WATCHDOG_PID");
-    log_capture();
+    log_capture_info();
     lsvc_set_logger(reusing_sink, NULL);
-    lsvc_set_log_level(LSVC_LOG_INFO);
     reuse.rc = -1;
     reuse.tries = -1;
     reuse.waiter = pthread_self();
@@ -788,6 +786,7 @@ static void reused_signal_thread_id(void)
 
     struct gfx *g = group_new();
     gfx_add(g, "ReusedId", 60, NULL);
+    ck_assert_int_eq(lsvc_group_set_notify(g->g, true), 0);
     reuse.g = g->g;
     gfx_start(g);
     gfx_wait_first_runs(g);
@@ -824,6 +823,101 @@ START_TEST(test_thread_reusing_the_signal_threads_id_gets_ebusy)
 }
 END_TEST
 
+/* --- Signals that wake a service ------------------------------------------ */
+
+#define RELOAD_BITS 0x5u
+
+/* A `during` hook: notes the wake bits of each run in p->user. */
+static void note_wake_bits(lsvc *svc, struct probe *p, uint64_t run)
+{
+    lsvc_run_info info;
+    ck_assert_int_eq(lsvc_get_run_info(svc, &info), 0);
+    unsigned *bits = p->user;
+    if (run < 4)
+        bits[run] = (info.reasons & LSVC_RUN_WOKEN) ? info.wake_bits : ~0u;
+}
+
+/* SIGHUP, blocked in every thread and sent to the process, wakes the
+ * reloader with its bits, twice, and stops nothing; SIGTERM still stops
+ * the group. */
+static void sighup_wakes_a_service(void)
+{
+    default_signal_actions();
+    const sigset_t hup = signal_set_of(SIGHUP);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &hup, NULL), 0);
+    ck_assert_int_eq(lsvc_block_signals(), 0);
+    log_capture_info();
+    static unsigned bits[4];
+    struct gfx *g = group_new();
+    struct fx *reloader = &g->m[gfx_add(g, "Reloader", LSVC_NEVER, NULL)];
+    struct fx *other = &g->m[gfx_add(g, "Other", 60, NULL)];
+    reloader->p.during = note_wake_bits;
+    reloader->p.user = bits;
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGHUP, reloader->svc,
+                                               RELOAD_BITS), 0);
+    gfx_start(g);
+    ck_assert(probe_wait_runs(&other->p, 1, STOP_LIMIT_S));
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(kill(getpid(), SIGHUP), 0);
+        ck_assert_msg(probe_wait_runs(&reloader->p, 1, STOP_LIMIT_S),
+                      "SIGHUP %d did not wake the reloader", i + 1);
+        ck_assert_msg(bits[i] == RELOAD_BITS, "run %d got wake bits %#x", i,
+                      bits[i]);
+    }
+    ck_assert(lsvc_is_running(reloader->svc) && lsvc_is_running(other->svc));
+    ck_assert_uint_eq(stop_lines(), 0);
+    ck_assert_uint_eq(log_count(LSVC_LOG_INFO, "received SIGHUP: waking "
+                                               "Reloader"), 2);
+    ck_assert_uint_eq(probe_runs(&other->p), 1);
+    ck_assert_int_eq(kill(getpid(), SIGTERM), 0);
+    gfx_wait(g);
+    check_one_stop_line();
+    check_all_started_and_stopped(g);
+}
+
+START_TEST(test_sighup_wakes_a_service_and_stops_nothing)
+{
+    run_in_child(sighup_wakes_a_service);
+}
+END_TEST
+
+/* The signals a group cannot wake a service with. */
+static const int refused_wake_signals[] = {SIGTERM, SIGINT, SIGKILL, SIGSTOP,
+                                           SIGSEGV, SIGABRT, 0};
+
+START_TEST(test_wake_on_signal_refuses_what_it_cannot_take)
+{
+    struct fx *outsider = fx_new("Outsider", 60, NULL);
+    struct gfx *g = group_new();
+    lsvc *member = g->m[gfx_add(g, "Member", 60, NULL)].svc;
+    for (const int *sig = refused_wake_signals; *sig != 0; sig++)
+        ck_assert_msg(lsvc_group_wake_on_signal(g->g, *sig, member, 1) ==
+                          EINVAL, "signal %d (%s) accepted", *sig,
+                      strsignal(*sig));
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGHUP, outsider->svc, 1),
+                     EINVAL);
+    ck_assert_int_eq(lsvc_group_wake_on_signal(NULL, SIGHUP, member, 1),
+                     EINVAL);
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGHUP, NULL, 1), EINVAL);
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGHUP, member, 1), 0);
+    /* Now a wake signal, it cannot also be a stop signal. */
+    const sigset_t hup = signal_set_of(SIGHUP);
+    ck_assert_int_eq(lsvc_group_set_signals(g->g, &hup), EINVAL);
+    const sigset_t usr1 = signal_set_of(SIGUSR1);
+    ck_assert_int_eq(lsvc_group_set_signals(g->g, &usr1), 0);
+    /* Started, the group takes no new signal. */
+    default_signal_actions();
+    sigset_t both = usr1;
+    sigaddset(&both, SIGUSR2);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &both, NULL), 0);
+    gfx_start(g);
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGUSR2, member, 1),
+                     EBUSY);
+    gfx_stop(g);
+    ck_assert_int_eq(lsvc_group_wake_on_signal(g->g, SIGUSR2, member, 1), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("signals");
@@ -834,6 +928,8 @@ int main(void)
         test_second_group_after_first_leaves_no_thread_or_mask_behind,
         test_signal_raised_in_the_starting_thread_stops_the_group,
         test_thread_reusing_the_starters_id_keeps_its_mask,
-        test_thread_reusing_the_signal_threads_id_gets_ebusy, NULL});
+        test_thread_reusing_the_signal_threads_id_gets_ebusy,
+        test_sighup_wakes_a_service_and_stops_nothing,
+        test_wake_on_signal_refuses_what_it_cannot_take, NULL});
     return run_suite(s);
 }

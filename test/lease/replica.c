@@ -508,6 +508,8 @@ static int make_lease(const struct args *a, struct lease *l, lsvc_options *opts)
 int main(int argc, char **argv)
 {
     lsvc_block_signals(); /* before any thread: they all inherit it */
+    /* lease_test.py reads the INFO lines (a lease store's reconnection). */
+    lsvc_set_log_level(LSVC_LOG_INFO);
 
     struct args a;
     struct lease lease = { 0 };
