@@ -117,12 +117,14 @@ static void take_requests(lsvc *svc, struct sched *sc, int64_t now)
         } else if (sc->reasons & LSVC_RUN_FIRST) {
             if (sc->due == LSVC_FOREVER)
                 sc->due = lsvc__add_ns(now, interval);
-        } else if (svc->opts.fixed_delay) {
-            sc->due = lsvc__add_ns(svc->last_end_ns, interval);
         } else {
-            uint64_t skipped;
-            sc->due = lsvc__next_due(svc->opts.missed, svc->last_start_ns,
-                                     interval, now, &skipped);
+            /* The new interval after the last run; at once if that is
+             * past, with no missed point counted or run: the points of
+             * the old interval were never on this schedule. */
+            int64_t base = svc->opts.fixed_delay ? svc->last_end_ns
+                                                 : svc->last_start_ns;
+            int64_t next = lsvc__add_ns(base, interval);
+            sc->due = next > now ? next : now;
         }
     }
     if (svc->has_next) {
@@ -320,6 +322,10 @@ static void skip_run(lsvc *svc, struct sched *sc, const struct run *run)
 {
     uint64_t skipped = 0;
 
+    /* The first run, or the first after a resume, is still to come; the
+     * wakes the skipped run took are gone with it (kept, they would ask
+     * the lease again at once, and again). */
+    sc->reasons |= run->reasons & (LSVC_RUN_FIRST | LSVC_RUN_RESUMED);
     if (run->reasons & LSVC_RUN_TIMER)
         sc->due = lsvc__next_due(svc->opts.missed, run->due, svc->interval_ns,
                                  lsvc__now_ns(), &skipped);
