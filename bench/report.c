@@ -73,12 +73,13 @@ void print_title(const char *bench, const struct bench_opts *o,
 
     snprintf(cpu, sizeof cpu, o->cpu >= 0 ? "cpu %d" : "no pinning", o->cpu);
     printf("== %s: %s\n", bench, what);
+    printf("   ");
     if (interval_ns > 0)
-        printf("   interval %.0f %s,", interval_ns >= NS_PER_SEC
-                                           ? (double)interval_ns / 1e9
-                                           : (double)interval_ns / 1e3,
+        printf("interval %.0f %s, ", interval_ns >= NS_PER_SEC
+                                         ? (double)interval_ns / 1e9
+                                         : (double)interval_ns / 1e3,
                interval_ns >= NS_PER_SEC ? "s" : "us");
-    printf("   %s, %s, load %d busy thread%s\n",
+    printf("%s, %s, load %d busy thread%s\n",
            sched_name(o, sched, sizeof sched), cpu, o->load,
            o->load == 1 ? "" : "s");
 }

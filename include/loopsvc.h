@@ -453,8 +453,10 @@ LSVC_API int lsvc_sleep(lsvc *svc, double seconds);
  * move the grid: the run after it is due where it was due before, unless
  * the run set its own next time (lsvc_next_run_in) or the service has
  * fixed_delay. In precise mode a wake takes effect within the 100 ms
- * precise step, as a stop does. lsvc_wake(svc) is lsvc_run_within(svc,
- * 0). Returns EINVAL (svc NULL).
+ * precise step, as a stop does. With a lease, a run the lease refuses
+ * (another replica holds it) takes the wakes remembered so far, as a run
+ * would: they are not asked of the lease again. lsvc_wake(svc) is
+ * lsvc_run_within(svc, 0). Returns EINVAL (svc NULL).
  */
 LSVC_API int lsvc_wake(lsvc *svc);
 
@@ -496,13 +498,17 @@ LSVC_API int lsvc_next_run_in(lsvc *svc, double seconds);
  * `seconds` as lsvc_create takes it, LSVC_NEVER included; lsvc_loop_seconds
  * returns it. On a running service the next run is then due the new
  * interval after the last run began (with fixed_delay: after it ended;
- * for a run in progress, once it has ended), and the missed policy
- * applies if that is past. With no run yet, the first run keeps its
- * time, unless it waited for a wake (the service was started with
- * LSVC_NEVER): it is then due one interval from now; and LSVC_NEVER
- * cancels a first run not yet made, which then waits for a wake. The environment's LOOPSVC_<NAME>_LOOP_SECONDS
- * (lsvc_group_set_environment), read at each group start, overrides this
- * value for that run of the group, as it overrides the code's. Returns
+ * for a run in progress, once it has ended), or at once if that is past:
+ * no point of the old interval is counted as missed or run. With no run
+ * yet, the first run keeps its time, unless it waited for a wake (the
+ * service was started with LSVC_NEVER): it is then due one interval from
+ * now; and LSVC_NEVER cancels a first run not yet made, which then waits
+ * for a wake. The interval the service already has changes nothing. The
+ * environment's LOOPSVC_<NAME>_LOOP_SECONDS (lsvc_group_set_environment),
+ * read at each group start, overrides this value for that run of the
+ * group, as it overrides the code's: while it is in force, the new value
+ * takes effect when the group has ended. With align_to_clock, the next
+ * point is the first of the new interval on the wall clock. Returns
  * EINVAL (svc NULL; seconds NaN, not positive, or finite and above
  * LSVC_MAX_SECONDS; or an interval the service's jitter, clock alignment
  * or backoff maximum does not allow, as at lsvc_create).
@@ -516,7 +522,8 @@ LSVC_API int lsvc_set_loop_seconds(lsvc *svc, double seconds);
  * stop bound (lsvc_stop), after which it returns ETIMEDOUT with the pause
  * still in force. Called from the service's own run it returns 0 at once
  * and takes effect when the run ends. Due points that pass while paused
- * are not missed: they are not counted, and they do not run at resume.
+ * are not missed: they are not counted, and at resume at most one run
+ * makes up for them (lsvc_resume says when).
  * A stop works while paused, and ends the pause. Idempotent. Returns
  * EINVAL or ETIMEDOUT.
  */

@@ -132,11 +132,18 @@ int lsvc_set_loop_seconds(lsvc *svc, double seconds)
         !lsvc__interval_fits(svc, ns))
         return EINVAL;
     lsvc__lock(&svc->lock);
-    atomic_store(&svc->code_interval_ns, ns);
-    atomic_store(&svc->interval_ns, ns);
-    bool running = svc->state == LSVC_THREAD_RUNNING;
-    svc->rescheduled |= running;
-    lsvc__unlock_kick(svc, running);
+    int64_t code = atomic_exchange(&svc->code_interval_ns, ns);
+    int64_t now_in_force = atomic_load(&svc->interval_ns);
+    /* While a group runs the service on the environment's interval, that
+     * one stays in force; the new value is the code's, for later. The
+     * same interval again changes nothing, and moves no point. */
+    bool overridden = svc->group_owned && now_in_force != code;
+    bool changed = !overridden && ns != now_in_force;
+    if (changed)
+        atomic_store(&svc->interval_ns, ns);
+    changed = changed && svc->state == LSVC_THREAD_RUNNING;
+    svc->rescheduled |= changed;
+    lsvc__unlock_kick(svc, changed);
     return 0;
 }
 

@@ -303,6 +303,11 @@ static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run)
 {
     uint64_t skipped = lsvc__sched_skip(svc, sc, &run->point, lsvc__now_ns());
 
+    /* The first run, or the first after a resume, is still to come; the
+     * wakes the skipped run took are gone with it (kept, they would ask
+     * the lease again at once, and again). */
+    sc->reasons |= run->point.reasons & (LSVC_RUN_FIRST | LSVC_RUN_RESUMED);
+
     lsvc__lock(&svc->lock);
     lsvc__stats_skip_run(svc, skipped);
     if (svc->pausers > 0)

@@ -198,13 +198,12 @@ void lsvc__sched_resume(const lsvc *svc, struct lsvc_sched *sc,
 }
 
 /* lsvc_set_loop_seconds: the next point is the new interval after the
- * last run began (with a fixed delay, ended). */
+ * last run began (with a fixed delay, ended), or now. */
 void lsvc__sched_interval_changed(const lsvc *svc, struct lsvc_sched *sc,
                                   int64_t last_start_ns, int64_t last_end_ns,
                                   int64_t now_ns)
 {
     int64_t interval = svc->interval_ns;
-    uint64_t skipped;
 
     if (interval == LSVC_FOREVER)
         set_point(svc, sc, LSVC_FOREVER, false);
@@ -215,11 +214,15 @@ void lsvc__sched_interval_changed(const lsvc *svc, struct lsvc_sched *sc,
                                : lsvc__add_ns(now_ns, interval), true);
     else if (svc->opts.align_to_clock)
         set_wall_point(svc, sc, aligned_point(svc, wall_now_ns()));
-    else if (svc->opts.fixed_delay)
-        set_point(svc, sc, lsvc__add_ns(last_end_ns, interval), true);
-    else
-        set_point(svc, sc, lsvc__next_due(svc->opts.missed, last_start_ns,
-                                          interval, now_ns, &skipped), true);
+    else {
+        /* The new interval after the last run; at once if that is past,
+         * with no missed point counted or run: the points of the old
+         * interval were never on this schedule. */
+        int64_t next = lsvc__add_ns(svc->opts.fixed_delay ? last_end_ns
+                                                          : last_start_ns,
+                                    interval);
+        set_point(svc, sc, next > now_ns ? next : now_ns, true);
+    }
 }
 
 /* interval * 2^failures, at most the backoff maximum. */

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1532,6 +1533,100 @@ START_TEST(test_never_before_the_first_run_cancels_it)
 }
 END_TEST
 
+/* --- What the review of the schedule found ------------------------------- */
+
+/* A shorter interval on a BURST service paused past many points of its
+ * old one: those points were never on the new schedule, and none of them
+ * runs at resume; the next run is at most one, then the new interval. */
+START_TEST(test_new_interval_after_a_pause_runs_no_points_back_to_back)
+{
+    static const lsvc_class cls = PROBE_CLASS("BurstPaused", 0.05);
+    const lsvc_options o = {.missed = LSVC_MISSED_BURST};
+    struct ctl c;
+    ctl_init(&c, &cls, &o);
+    start_past_first_run(&c);
+    ck_assert_int_eq(lsvc_pause(c.svc), 0);
+    /* Time is the point: ten points of the old interval pass. */
+    check_no_run_for(&c, 0.5, "in a paused service");
+    ck_assert_int_eq(lsvc_set_loop_seconds(c.svc, 0.1), 0);
+    uint64_t before = locked(&c, &c.p.completed);
+    ck_assert_int_eq(lsvc_resume(c.svc), 0);
+    ck_assert(wait_ended(&c, before + 3));
+    for (uint64_t k = before + 1; k < before + 3; k++) {
+        int64_t gap = seen(&c, k).start - seen(&c, k - 1).start;
+        ck_assert_msg(gap >= 95 * MS, "runs %llu and %llu after the resume "
+                      "began %.3f ms apart, want the new 100 ms",
+                      (unsigned long long)(k - 1), (unsigned long long)k,
+                      ms(gap));
+    }
+    ck_assert_uint_eq(stats_of(c.svc).missed, 0);
+    ctl_end(&c);
+}
+END_TEST
+
+/* The interval a service already has, set again (a reload that re-applies
+ * its configuration), moves no point: the next run after a woken one is
+ * still on the grid. */
+START_TEST(test_the_same_interval_again_moves_no_point)
+{
+    static const lsvc_class cls = PROBE_CLASS("SameAgain", 0.4);
+    struct ctl c;
+    ctl_init(&c, &cls, NULL);
+    start_past_first_run(&c);
+    ck_assert_int_eq(lsvc_wake(c.svc), 0);
+    ck_assert(wait_ended(&c, 2));
+    ck_assert_int_eq(lsvc_set_loop_seconds(c.svc, 0.4), 0);
+    ck_assert(wait_ended(&c, 3));
+    struct seen first = seen(&c, 0), third = seen(&c, 2);
+    ck_assert_msg(third.due == first.due + 400 * MS, "the run after the wake "
+                  "was due %.3f ms after the first, want 400 ms",
+                  ms(third.due - first.due));
+    ctl_end(&c);
+}
+END_TEST
+
+/* A lease that refuses runs: the first run it lets happen is still
+ * marked LSVC_RUN_FIRST, and the wakes a refused run took are gone with
+ * it, not asked of the lease again and again. */
+static atomic_int lease_calls;
+static atomic_bool lease_grants;
+
+static int counting_acquire(void *ctx, lsvc *svc, bool *held)
+{
+    (void)ctx;
+    (void)svc;
+    atomic_fetch_add(&lease_calls, 1);
+    *held = atomic_load(&lease_grants);
+    return 0;
+}
+
+START_TEST(test_a_refused_run_keeps_first_for_the_first_run_made)
+{
+    static const lsvc_lease_ops ops = {.acquire = counting_acquire};
+    static const lsvc_class cls = PROBE_CLASS("Refused", LSVC_NEVER);
+    const lsvc_options o = {.lease = &ops};
+    struct ctl c;
+    ctl_init(&c, &cls, &o);
+    ck_assert_int_eq(lsvc_start(c.svc, 0), 0);
+    ck_assert_int_eq(lsvc_wake_bits(c.svc, 4), 0);
+    int64_t start = now_ns();
+    while (stats_of(c.svc).skipped_not_leader < 1) {
+        ck_assert_msg(seconds_since(start) < EVENT_S, "no refused run");
+        sched_yield();
+    }
+    check_no_run_for(&c, QUIET_S, "after a refused run");
+    ck_assert_msg(atomic_load(&lease_calls) == 1, "the lease was asked %d "
+                  "times for one wake", atomic_load(&lease_calls));
+    atomic_store(&lease_grants, true);
+    ck_assert_int_eq(lsvc_wake(c.svc), 0);
+    ck_assert(wait_ended(&c, 1));
+    struct seen r = seen(&c, 0);
+    ck_assert_uint_eq(r.info.reasons, LSVC_RUN_FIRST | LSVC_RUN_WOKEN);
+    ck_assert_uint_eq(r.info.wake_bits, 0);
+    ctl_end(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("control");
@@ -1548,6 +1643,12 @@ int main(void)
     tcase_add_loop_test(wakes, test_woken_run_keeps_the_grid_and_its_lateness_counts_from_the_wake, 0, 3);
     tcase_add_test(wakes, test_wakes_counts_the_runs_that_wakes_caused);
     suite_add_tcase(s, wakes);
+
+    TCase *review = timed_tcase("review");
+    tcase_add_test(review, test_new_interval_after_a_pause_runs_no_points_back_to_back);
+    tcase_add_test(review, test_the_same_interval_again_moves_no_point);
+    tcase_add_test(review, test_a_refused_run_keeps_first_for_the_first_run_made);
+    suite_add_tcase(s, review);
 
     TCase *first = timed_tcase("first run");
     tcase_add_test(first, test_never_service_given_an_interval_in_on_start_waits_it);
