@@ -229,8 +229,10 @@ typedef struct lsvc_options {
      * at the wall clock again at least once a second while it sleeps, so
      * that a step of the wall clock moves the next point within 1 s. A
      * run that ends past its next point goes on at the first point after
-     * now (BURST: at once); DELAY's re-base does not apply. Needs a finite
-     * interval; offset_seconds must be in [0, interval). */
+     * now, under every policy (SKIP counts the points passed as missed):
+     * a step of the wall clock is no work missed. DELAY's re-base does
+     * not apply. Needs a finite interval and no fixed_delay;
+     * offset_seconds must be in [0, interval). */
     bool align_to_clock;
     double offset_seconds;
     /* Seconds; 0 = off, else at least the interval. After k consecutive
@@ -315,7 +317,8 @@ typedef struct lsvc_run_info {
  * LSVC_MAX_SECONDS; an unknown missed policy; a stack below
  * PTHREAD_STACK_MIN; a priority out of the policy's range or an unknown
  * policy; a negative slack; a lease without acquire; jitter negative, NaN
- * or above the interval; align_to_clock with LSVC_NEVER, or an
+ * or above the interval; align_to_clock with LSVC_NEVER or fixed_delay,
+ * or an
  * offset_seconds outside [0, interval) or set without align_to_clock; a
  * backoff maximum NaN, negative, above LSVC_MAX_SECONDS or below the
  * interval; a wake gap NaN, negative or above LSVC_MAX_SECONDS),
@@ -406,8 +409,9 @@ LSVC_API int lsvc_get_stats(const lsvc *svc, lsvc_stats *out);
 /*
  * The scheduled start (CLOCK_MONOTONIC) of the run in progress, or of the
  * last run when none is in progress: from run_once, now minus this is the
- * run's wake-up lateness. Returns EINVAL, or EAGAIN when no run has started
- * yet.
+ * run's wake-up lateness (with jitter_seconds, plus the run's jitter: the
+ * scheduled start is the unjittered point). Returns EINVAL, or EAGAIN when
+ * no run has started yet.
  */
 LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
 

@@ -15,7 +15,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,10 +42,12 @@ struct lsvc_group {
 
     enum { GROUP_IDLE, GROUP_STARTING, GROUP_STARTED } state;
     bool stopping, waiting;
-    int stage_asked;          /* the stages up to this one are asked to
-                               * stop; INT_MIN: none */
+    /* Stages are ints; these are wider, so that no stage is mistaken for
+     * "none" (NO_STAGE) or "no more" (AFTER_ALL). */
+    int64_t stage_asked;      /* the stages up to this one are asked to
+                               * stop; NO_STAGE: none */
     int64_t stage_at_ns;      /* when the last was asked */
-    int stage_reached;        /* lsvc_group_wait waits for this stage: the
+    int64_t stage_reached;    /* lsvc_group_wait waits for this stage: the
                                * ones before it have ended */
     bool quit;                /* tells the signal thread to end */
     bool has_signal_thread;
@@ -345,11 +346,14 @@ static void send_stopping(lsvc_group *g)
     lsvc__notify(&g->notifier, state);
 }
 
-/* The lowest stop stage above `above` among the members; INT_MAX when
+#define NO_STAGE INT64_MIN
+#define AFTER_ALL INT64_MAX
+
+/* The lowest stop stage above `above` among the members; AFTER_ALL when
  * there is none. */
-static int stage_after(const lsvc_group *g, int above)
+static int64_t stage_after(const lsvc_group *g, int64_t above)
 {
-    int next = INT_MAX;
+    int64_t next = AFTER_ALL;
 
     for (size_t i = 0; i < g->count; i++)
         if (g->members[i].stage > above && g->members[i].stage < next)
@@ -361,7 +365,7 @@ static int stage_after(const lsvc_group *g, int above)
  * bound from now. Group lock held: a caller from any thread must not see
  * the group end and be freed halfway through; requests take only each
  * service's lock, briefly. */
-static void ask_stages(lsvc_group *g, int stage)
+static void ask_stages(lsvc_group *g, int64_t stage)
 {
     int64_t at = lsvc__now_ns();
 
@@ -389,7 +393,7 @@ int lsvc_group_stop(lsvc_group *g)
     /* The first stage, or the one a wait has reached, all at once, so
      * that the slowest of a stage bounds the stage; later stages are
      * asked by lsvc_group_wait as each one ends. */
-    int first = stage_after(g, INT_MIN);
+    int64_t first = stage_after(g, NO_STAGE);
     ask_stages(g, g->stage_reached > first ? g->stage_reached : first);
     /* A stop while STARTING is told by lsvc_group_start, after READY=1. */
     if (g->state == GROUP_STARTED)
@@ -524,7 +528,7 @@ static int finish(lsvc_group *g)
 {
     int rc = 0;
 
-    for (int stage = stage_after(g, INT_MIN); stage != INT_MAX;
+    for (int64_t stage = stage_after(g, NO_STAGE); stage != AFTER_ALL;
          stage = stage_after(g, stage)) {
         lsvc__lock(&g->lock);
         g->stage_reached = stage;
@@ -710,7 +714,7 @@ int lsvc_group_start(lsvc_group *g)
         /* STARTING lets a signal or lsvc_group_stop in, but not a wait. */
         g->state = GROUP_STARTING;
         g->stopping = g->waiting = g->quit = g->stopping_sent = false;
-        g->stage_asked = g->stage_reached = INT_MIN;
+        g->stage_asked = g->stage_reached = NO_STAGE;
         g->enabled = 0;
     }
     lsvc__unlock(&g->lock);

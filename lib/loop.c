@@ -133,7 +133,10 @@ static void claim_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
         p->reasons |= LSVC_RUN_TIMER;
         p->due = sc->due;
         p->jitter = sc->jitter;
-        run->late_from = timer;
+        /* Begun by a wake before its jittered start: late from the wake
+         * or the point, whichever came last. */
+        run->late_from = now >= timer ? timer
+                                      : asked > sc->due ? asked : sc->due;
     }
     if (now >= asked)
         p->reasons |= LSVC_RUN_WOKEN;

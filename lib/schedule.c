@@ -237,8 +237,9 @@ static int64_t backoff_ns(const lsvc *svc, int64_t interval,
 }
 
 /* With align_to_clock, the point after a run's: the next on the wall
- * clock, or when that is past already, the first after now (BURST: it,
- * at once). Returns the points skipped. */
+ * clock, or when that is past already, the first after now, under every
+ * policy: a step of the wall clock is no work missed. Returns the points
+ * skipped, which SKIP counts. */
 static uint64_t next_wall_point(const lsvc *svc, struct lsvc_sched *sc)
 {
     int64_t interval = svc->interval_ns;
@@ -247,7 +248,7 @@ static uint64_t next_wall_point(const lsvc *svc, struct lsvc_sched *sc)
                                  : aligned_point(svc, now_wall + 1);
     uint64_t skipped = 0;
 
-    if (next < now_wall && svc->opts.missed != LSVC_MISSED_BURST) {
+    if (next < now_wall) {
         int64_t at = aligned_point(svc, now_wall);
         if (svc->opts.missed == LSVC_MISSED_SKIP)
             skipped = (uint64_t)((at - next) / interval);

@@ -111,7 +111,8 @@ static int resolve_timing(const lsvc_options *opts, int64_t interval_ns,
     if (t->backoff_max != 0 && t->backoff_max < interval_ns)
         return EINVAL;
     if (opts->align_to_clock ? interval_ns == LSVC_FOREVER ||
-                                   t->offset >= interval_ns
+                                   t->offset >= interval_ns ||
+                                   opts->fixed_delay
                              : t->offset != 0)
         return EINVAL;
     return 0;
