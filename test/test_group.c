@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,7 +549,12 @@ START_TEST(test_stages_stop_in_increasing_order)
     static const lsvc_class cls = {
         .name = "Staged", .loop_seconds = 60, .run_once = probe_run_once,
         .on_start = probe_on_start, .on_stop = staged_on_stop};
-    static const int stages[] = {0, 0, 2, 1};
+    /* Any int is a stage, the extremes too. */
+    static const int stage_sets[][4] = {
+        {0, 0, 2, 1},
+        {INT_MIN, INT_MIN, INT_MAX, 0},
+    };
+    const int *stages = stage_sets[_i];
     struct gfx *t = gfx_new();
     staged.g = t;
     for (int i = 0; i < 4; i++) {
@@ -639,12 +645,12 @@ int main(void)
         test_members_of_a_started_group_cannot_be_started_alone,
         test_group_start_with_a_running_service_is_undone,
         test_set_stage_needs_a_member_of_an_idle_group,
-        test_stages_stop_in_increasing_order,
         test_destroy_of_a_service_in_a_group_is_ebusy,
         test_group_destroy_leaves_services_alone, NULL});
     tcase_add_loop_test(life,
                         test_calls_that_need_an_idle_group_are_ebusy_while_started,
                         0, (int)(sizeof(idle_only) / sizeof(idle_only[0])));
+    tcase_add_loop_test(life, test_stages_stop_in_increasing_order, 0, 2);
     tcase_add_loop_test(life, test_group_start_failure_is_undone, 0,
                         (int)(sizeof(start_failures) /
                               sizeof(start_failures[0])));

@@ -55,6 +55,8 @@ static const struct {
     {"a negative offset", 0.2, {.align_to_clock = true, .offset_seconds = -0.01}},
     {"an offset without align_to_clock", 0.2, {.offset_seconds = 0.05}},
     {"align_to_clock with LSVC_NEVER", LSVC_NEVER, {.align_to_clock = true}},
+    {"align_to_clock with fixed_delay", 0.2,
+     {.align_to_clock = true, .fixed_delay = true}},
     {"a backoff maximum below the interval", 0.1,
      {.error_backoff_max_seconds = 0.05}},
     {"a negative backoff maximum", 0.1, {.error_backoff_max_seconds = -1}},
