@@ -28,8 +28,6 @@ void lsvc__control_reset(lsvc *svc)
     svc->resumed_ns = 0;
     svc->sleeping = false;
     svc->in_run = false;
-    svc->start_done = false;
-    svc->start_rc = 0;
 }
 
 /* Locks svc when its thread runs; false, unlocked, when it does not. */

@@ -119,6 +119,12 @@ struct lsvc_ratelimit {
     bool primed;          /* an event was admitted before */
 };
 
+/* What on_start returned, for the lsvc_start that waits for it. */
+struct lsvc_start_result {
+    bool done;
+    int rc;
+};
+
 struct lsvc {
     /* Set by lsvc_create and never changed: read without the lock. */
     const lsvc_class *cls;
@@ -185,8 +191,9 @@ struct lsvc {
     unsigned pausers;         /* threads in lsvc_pause, waiting for the
                                * run in progress to end */
     bool in_run;              /* run_once is in progress; info is its */
-    bool start_done;          /* on_start has returned, with start_rc */
-    int start_rc;
+    /* Where the thread starting now tells its starter, who waits for it,
+     * what on_start returned; NULL once told. */
+    struct lsvc_start_result *start_result;
     bool started_never;       /* LSVC_NEVER when this thread was started:
                                * its first run waits for a wake */
     lsvc_run_info info;

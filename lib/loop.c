@@ -389,9 +389,11 @@ void *lsvc__service_main(void *arg)
     if (cls->on_start != NULL)
         rc = cls->on_start(svc, svc->arg);
     lsvc__lock(&svc->lock);
-    svc->start_done = true;
-    svc->start_rc = rc;
-    pthread_cond_broadcast(&svc->cond);
+    if (svc->start_result != NULL) {
+        *svc->start_result = (struct lsvc_start_result){ true, rc };
+        svc->start_result = NULL;
+        pthread_cond_broadcast(&svc->cond);
+    }
     lsvc__unlock(&svc->lock);
     if (rc != 0) {
         lsvc__stats_start_failed(svc);

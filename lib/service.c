@@ -274,17 +274,20 @@ static pthread_t claim_join(lsvc *svc)
     return svc->thread;
 }
 
-/* Waits until the thread of `generation` has run on_start: ECANCELED,
- * with the thread reaped, when it failed. No bound: the header says that
- * a hanging on_start holds up the start. */
-static int await_on_start(lsvc *svc, uint64_t generation)
+/* Waits until the thread of `generation` has told *result what on_start
+ * returned: ECANCELED, with the thread reaped, when it failed. The result
+ * is this start's own, so it holds also when other callers have reaped
+ * the thread and started the service again meanwhile. No bound: the
+ * header says that a hanging on_start holds up the start. */
+static int await_on_start(lsvc *svc, uint64_t generation,
+                          struct lsvc_start_result *result)
 {
     lsvc__lock(&svc->lock);
-    while (svc->generation == generation && !svc->start_done)
+    while (!result->done)
         lsvc__cond_wait(&svc->cond, &svc->lock);
-    bool failed = svc->generation == generation && svc->start_rc != 0;
+    int rc = result->rc;
     lsvc__unlock(&svc->lock);
-    if (!failed)
+    if (rc == 0)
         return 0;
     lsvc__wait_and_reap(svc, generation, LSVC_FOREVER, false);
     return ECANCELED;
@@ -299,6 +302,7 @@ int lsvc_start(lsvc *svc, uint64_t loops)
 
 int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
 {
+    struct lsvc_start_result result = { false, 0 };
     pthread_attr_t attr;
     pthread_t reap;
     bool must_reap = false;
@@ -323,11 +327,14 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     svc->stop_deadline_ns = LSVC_FOREVER;
     svc->loops_wanted = loops;
     lsvc__control_reset(svc);
+    svc->start_result = &result;
     svc->started_never = atomic_load(&svc->interval_ns) == LSVC_FOREVER;
     rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
     if (rc == 0) {
         svc->state = LSVC_THREAD_RUNNING;
         svc->generation++;
+    } else {
+        svc->start_result = NULL;
     }
     uint64_t generation = svc->generation;
     lsvc__unlock(&svc->lock);
@@ -335,7 +342,7 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     pthread_attr_destroy(&attr);
     if (must_reap)
         pthread_join(reap, NULL);
-    return rc != 0 ? rc : await_on_start(svc, generation);
+    return rc != 0 ? rc : await_on_start(svc, generation, &result);
 }
 
 /* Returns the generation of the service's current or last thread; 0 when
