@@ -311,12 +311,27 @@ static int64_t last_begin(struct probe *p, uint64_t *runs)
     return at;
 }
 
+/* Each run's start as the library took it (lsvc_run_info.start): the
+ * gap is between those, which the probe's clock, read a little later
+ * inside the run, only approaches. */
+static int64_t storm_starts[PROBE_MAX_RUNS];
+
+static void note_start(lsvc *svc, struct probe *p, uint64_t run)
+{
+    lsvc_run_info info;
+
+    (void)p;
+    if (run < PROBE_MAX_RUNS && lsvc_get_run_info(svc, &info) == 0)
+        storm_starts[run] = timespec_ns(&info.start);
+}
+
 /* 100 wakes in about 100 ms on a LSVC_NEVER service with a 50 ms gap:
  * its runs start at least 50 ms apart, and a run follows the last wake. */
 START_TEST(test_wake_storm_gives_runs_a_gap_apart_and_keeps_the_wake)
 {
     lsvc_options o = {.min_wake_gap_seconds = 0.05};
     struct fx *f = fx_new("Stormy", LSVC_NEVER, &o);
+    f->p.during = note_start;
     fx_start(f, 0);
     int64_t storm = now_ns(), last_wake = 0;
     for (int i = 0; i < 100; i++) {
@@ -335,9 +350,8 @@ START_TEST(test_wake_storm_gives_runs_a_gap_apart_and_keeps_the_wake)
     /* At one run per gap at most, over the storm and one gap after. */
     ck_assert_uint_le(runs, (uint64_t)((last_wake - storm) / (50 * MS)) + 2);
     for (uint64_t k = 0; k + 1 < runs; k++) {
-        int64_t gap = f->p.begin_ns[k + 1] - f->p.begin_ns[k];
-        ck_assert_msg(gap >= 50 * MS - PROBE_NS,
-                      "runs %lu and %lu began %.3f ms apart",
+        int64_t gap = storm_starts[k + 1] - storm_starts[k];
+        ck_assert_msg(gap >= 50 * MS, "runs %lu and %lu began %.3f ms apart",
                       (unsigned long)k, (unsigned long)k + 1, ms(gap));
     }
     ck_assert_uint_eq(stats_of(f->svc).wakes, runs);
