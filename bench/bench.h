@@ -136,6 +136,18 @@ static inline int64_t ts_to_ns(const struct timespec *ts)
     return (int64_t)ts->tv_sec * NS_PER_SEC + ts->tv_nsec;
 }
 
+/* A random 0..2 ms from the xorshift64 state *rng (never 0): what the stop
+ * and wake benches wait before each sample, so that no phase repeats. */
+static inline struct timespec random_delay(uint64_t *rng)
+{
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    struct timespec d = { .tv_sec = 0,
+                          .tv_nsec = (long)(*rng % (2 * NS_PER_MS)) };
+    return d;
+}
+
 static inline struct timespec ns_to_ts(int64_t ns)
 {
     struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_SEC),

@@ -52,14 +52,6 @@ static int wait_runs(struct latch *ran, size_t runs)
     return latch_wait(ran, runs, now_ns() + 10 * NS_PER_SEC);
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static int stop_samples(const struct block_spec *spec, size_t samples, struct pool *out,
                         long *slack_ns, uint64_t *rng)
 {
@@ -74,7 +66,7 @@ static int stop_samples(const struct block_spec *spec, size_t samples, struct po
         return rc;
     }
     for (size_t i = 0; rc == 0 && i < samples; i++) {
-        struct timespec delay = { .tv_nsec = (long)(xorshift(rng) % (2 * NS_PER_MS)) };
+        struct timespec delay = random_delay(rng);
 
         if ((rc = lsvc_start(svc, 0)) != 0 || (rc = wait_runs(&arg.ran, i + 1)) != 0)
             break;
@@ -129,7 +121,7 @@ static int raw_samples(size_t samples, struct pool *out, uint64_t *rng)
     pthread_condattr_destroy(&ca);
     latch_init(&r.ready);
     for (size_t i = 0; rc == 0 && i < samples; i++) {
-        struct timespec delay = { .tv_nsec = (long)(xorshift(rng) % (2 * NS_PER_MS)) };
+        struct timespec delay = random_delay(rng);
         pthread_t t;
 
         r.stop = false;

@@ -45,18 +45,10 @@ static const lsvc_class wake_class = {
     .run_once = wake_run_once,
 };
 
-static uint64_t next_rng(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 /* A random 0..2 ms, so that the sleeper is asleep and no phase repeats. */
 static void pause_a_little(uint64_t *rng)
 {
-    struct timespec d = { .tv_nsec = (long)(next_rng(rng) % (2 * NS_PER_MS)) };
+    struct timespec d = random_delay(rng);
 
     nanosleep(&d, NULL);
 }
