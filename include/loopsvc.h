@@ -17,9 +17,17 @@
  *    and, for a group under systemd, to NOTIFY_SOCKET
  *    (lsvc_group_set_notify); it installs no signal handler and never
  *    exits the process.
- *  - The layout of the public structs is part of the ABI: a release that
- *    changes one changes the soname (while the major version is 0, the
- *    soname carries major.minor: libloopsvc.so.0.4).
+ *  - The layout of the public structs is part of the ABI. Each ends in
+ *    reserved space, and a struct grows only into it: a new field takes
+ *    the first reserved bytes, so the struct's size and every earlier
+ *    field's offset stay, and a program built against an older header
+ *    keeps working. In the structs the caller fills (lsvc_class,
+ *    lsvc_options, lsvc_lease_ops) the reserved space must be zero,
+ *    which zero-initialising gives: a later field then reads as its
+ *    default, and lsvc_create refuses nonzero reserved bytes with
+ *    EINVAL. Only a change that cannot fit (a field removed or moved, a
+ *    struct out of room) changes the soname; while the major version is
+ *    0 the soname carries major.minor: libloopsvc.so.0.5.
  */
 #ifndef LOOPSVC_H
 #define LOOPSVC_H
@@ -48,7 +56,7 @@ extern "C" {
 /* The version of this header; the library's soname follows it (see the
  * conventions above). */
 #define LSVC_VERSION_MAJOR 0
-#define LSVC_VERSION_MINOR 4
+#define LSVC_VERSION_MINOR 5
 #define LSVC_VERSION_PATCH 0
 
 /* The longest interval, initial delay or wait accepted: 365 days. */
@@ -97,6 +105,7 @@ typedef struct lsvc_class {
      * succeeded, after the last run, also when the service was stopped
      * before its first run. */
     void (*on_stop)(lsvc *svc, void *arg);
+    void *reserved[4];  /* zero (see the conventions above) */
 } lsvc_class;
 
 /*
@@ -155,6 +164,7 @@ typedef struct lsvc_lease_ops {
      * it up, so that another replica takes over at its next run instead
      * of waiting for the lease to lapse. */
     void (*release)(void *ctx, lsvc *svc);
+    void *reserved[4];  /* zero (see the conventions above) */
 } lsvc_lease_ops;
 
 /*
@@ -249,6 +259,10 @@ typedef struct lsvc_options {
      * began (the wake is kept, not dropped), so that a storm of requests
      * cannot make the service run back to back. 0 = none. */
     double min_wake_gap_seconds;
+    /* true: the service keeps no histograms (lsvc_get_histogram and the
+     * metrics show them empty), saving their two updates per run. */
+    bool no_histograms;
+    uint64_t reserved[8]; /* zero (see the conventions above) */
 } lsvc_options;
 
 /* A consistent snapshot of a service's counters, across all its starts. */
@@ -277,6 +291,9 @@ typedef struct lsvc_stats {
     uint64_t consecutive_failures; /* runs that failed in a row, up to the
                                     * last run; 0 after a success */
     bool paused;             /* paused (lsvc_pause), and running */
+    int64_t last_success_ns; /* CLOCK_MONOTONIC time the last run that
+                              * returned 0 ended; 0 = none yet */
+    uint64_t reserved[8];    /* zero */
 } lsvc_stats;
 
 /* Why a run happens: lsvc_run_info.reasons, any of them at once. */
@@ -302,6 +319,7 @@ typedef struct lsvc_run_info {
                                  * the service's first run */
     uint64_t run;              /* its number: 1 for the service's first
                                 * run, counting across starts */
+    uint64_t reserved[4];      /* zero */
 } lsvc_run_info;
 
 /* --- Services ----------------------------------------------------------- */
@@ -551,6 +569,99 @@ LSVC_API int lsvc_resume(lsvc *svc);
  */
 LSVC_API int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out);
 
+/* --- Histograms, health and run observers ------------------------------ */
+
+/*
+ * Each service keeps two histograms across its starts: how long its runs
+ * took, and how late they began (actual start minus scheduled start, as
+ * lsvc_stats.last_lateness_ns; never negative). Both share one set of
+ * fixed buckets on a log scale, 1, 2 and 5 times each power of ten from
+ * 1 us to 2000 s, then 3600 s, then +Inf: bucket i holds the
+ * observations above lsvc_histogram_bound(i - 1) and at most
+ * lsvc_histogram_bound(i). The service thread updates them without any
+ * lock another thread takes, so reading them never delays a run.
+ */
+#define LSVC_HISTOGRAM_BUCKETS 31
+
+typedef enum lsvc_histogram_kind {
+    LSVC_HISTOGRAM_DURATION = 0, /* run_once's duration */
+    LSVC_HISTOGRAM_LATENESS,     /* a run's start minus its scheduled start */
+} lsvc_histogram_kind;
+
+typedef struct lsvc_histogram {
+    uint64_t count;        /* observations: the sum of buckets[] */
+    double sum;            /* their sum, in seconds */
+    uint64_t buckets[LSVC_HISTOGRAM_BUCKETS]; /* per bucket, not cumulative */
+    uint64_t reserved[4];  /* zero */
+} lsvc_histogram;
+
+/*
+ * The upper bound, in seconds, of bucket i of every histogram: 1e-6 for
+ * i = 0, up to 3600 for i = LSVC_HISTOGRAM_BUCKETS - 2, and INFINITY for
+ * the last; NAN when i is out of range. Any thread.
+ */
+LSVC_API double lsvc_histogram_bound(unsigned i);
+
+/*
+ * Copies one histogram of svc into *out. Each bucket is read atomically
+ * and count is the sum of the buckets read; a run ending during the call
+ * may be in the buckets but not yet in sum (or the other way round), so
+ * sum is within one observation of the buckets. Returns EINVAL (NULL, or
+ * an unknown kind).
+ */
+LSVC_API int lsvc_get_histogram(const lsvc *svc, lsvc_histogram_kind kind,
+                                lsvc_histogram *out);
+
+/*
+ * Whether svc makes progress. A running service is unhealthy while:
+ *  - "stuck": one run has lasted more than the stuck limit
+ *    (lsvc_group_set_stuck_after, 10 intervals by default);
+ *  - "failing": its last `failures` runs failed in a row
+ *    (lsvc_group_set_health, 3 by default);
+ *  - "stale": it is between runs, not paused, and nothing has shown
+ *    progress for `stale` intervals (lsvc_group_set_health, 3 by
+ *    default), and at least 1 s: progress is a run that returned 0, a due
+ *    run left to the replica that holds the lease, the start of the
+ *    thread (plus the initial delay), or a resume. A service that runs
+ *    only when woken (LSVC_NEVER) is never stale.
+ * A service in no group uses the defaults. A service that is not running
+ * or is paused is healthy by these rules; lsvc_group_healthy also asks
+ * that every member of a started group runs. *why, when why is not NULL,
+ * is set to "stuck", "failing" or "stale", or to NULL when healthy
+ * (static strings). Returns false for NULL svc, with *why "invalid".
+ * Any thread.
+ */
+LSVC_API bool lsvc_healthy(const lsvc *svc, const char **why);
+
+/* What lsvc_set_run_observer's function is told of a run. Times are
+ * CLOCK_MONOTONIC, as in lsvc_run_info. */
+typedef struct lsvc_run_event {
+    const lsvc *svc;
+    bool ended;            /* false: the run begins; true: it has ended */
+    unsigned reasons;      /* LSVC_RUN_* bits */
+    uint64_t run;          /* its number, as lsvc_run_info.run */
+    struct timespec due;   /* its scheduled start */
+    struct timespec start; /* when it began */
+    int64_t lateness_ns;   /* start minus scheduled start, never negative */
+    int64_t duration_ns;   /* once ended: how long run_once took; else 0 */
+    int result;            /* once ended: what run_once returned; else 0 */
+    bool lease_held;       /* the run holds a lease (lsvc_options.lease) */
+    uint64_t reserved[4];  /* zero */
+} lsvc_run_event;
+
+typedef void (*lsvc_run_observer_fn)(const lsvc_run_event *event, void *ctx);
+
+/*
+ * Calls fn(event, ctx) on the service thread as each run of every service
+ * begins (just before run_once) and as it ends (just after), with no
+ * library lock held: for tracing, one span per run. fn delays the
+ * service by the time it takes, so it should only record. NULL (the
+ * default) removes the observer. As with lsvc_set_logger, a run in
+ * progress at the time of the call may still reach the previous fn, so
+ * keep its ctx valid until the services are stopped. Any thread.
+ */
+LSVC_API void lsvc_set_run_observer(lsvc_run_observer_fn fn, void *ctx);
+
 /* --- Groups and signals ------------------------------------------------- */
 
 /*
@@ -626,11 +737,12 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * process shutting down. systemd keeps one state per process, so let one
  * group notify (a second one logs a WARNING). When WATCHDOG_USEC is
  * also set (and WATCHDOG_PID, if set, is this process), a watchdog thread
- * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while no service is stuck: a
- * service is stuck while one run has lasted more than
- * lsvc_group_set_stuck_after() intervals. A stuck service is logged at
- * WARNING once per stuck run, and the pings stop until its run ends, so
- * that systemd's WatchdogSec= restarts a process whose chores have hung.
+ * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while every service is
+ * healthy (lsvc_healthy: not stuck in one run, not failing run after run,
+ * not stale). A service that becomes unhealthy is logged at WARNING with
+ * its reason, and the pings stop until it is healthy again, so that
+ * systemd's WatchdogSec= restarts a process whose chores no longer make
+ * progress.
  * An unusable NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID is logged at
  * WARNING at group start and the group runs without it. Returns EINVAL or
  * EBUSY (started).
@@ -638,11 +750,88 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
 LSVC_API int lsvc_group_set_notify(lsvc_group *g, bool enable);
 
 /*
- * Sets after how many intervals of one run a service counts as stuck for
- * the systemd watchdog (see lsvc_group_set_notify): a finite number from 1
- * to 1e6; the default is 10. Returns EINVAL or EBUSY (started).
+ * Sets after how many intervals of one run a member counts as stuck
+ * (lsvc_healthy, and through it the systemd watchdog of
+ * lsvc_group_set_notify): a finite number from 1 to 1e6; the default is
+ * 10. Returns EINVAL or EBUSY (started).
  */
 LSVC_API int lsvc_group_set_stuck_after(lsvc_group *g, double intervals);
+
+/*
+ * Sets when a member counts as unhealthy (lsvc_healthy): after `failures`
+ * consecutive failed runs (1 to 1e6; default 3), or with no progress for
+ * `stale_intervals` of its intervals (a finite number from 1 to 1e6;
+ * default 3). Returns EINVAL or EBUSY (started).
+ */
+LSVC_API int lsvc_group_set_health(lsvc_group *g, unsigned failures,
+                                   double stale_intervals);
+
+/*
+ * Whether the group makes progress: false when a member is unhealthy
+ * (lsvc_healthy), or, while the group is started and not stopping, a
+ * member the environment did not disable is not running ("stopped").
+ * *which and *why (each may be NULL) name the first such member and its
+ * reason; both NULL when healthy. An idle group is healthy. Any thread
+ * but not concurrently with lsvc_group_destroy.
+ */
+LSVC_API bool lsvc_group_healthy(lsvc_group *g, const lsvc **which,
+                                 const char **why);
+
+/*
+ * Writes the group's metrics into buf in Prometheus's text exposition
+ * format (version 0.0.4), one sample per member and family, each with a
+ * label service="<name>" escaped as the format asks (\\, \" and \n):
+ *   counters   loopsvc_runs_total, loopsvc_errors_total,
+ *              loopsvc_overruns_total, loopsvc_missed_total,
+ *              loopsvc_skipped_not_leader_total, loopsvc_wakes_total
+ *   gauges     loopsvc_running, loopsvc_paused, loopsvc_healthy,
+ *              loopsvc_lease_held (0 or 1), loopsvc_consecutive_failures,
+ *              loopsvc_last_success_timestamp_seconds (Unix time; 0 for
+ *              none), loopsvc_interval_seconds (+Inf for LSVC_NEVER)
+ *   histograms loopsvc_run_duration_seconds, loopsvc_lateness_seconds
+ * Every family has its HELP and TYPE lines. The text is NUL-terminated;
+ * *needed (when not NULL) is set to its length plus the NUL. buf may be
+ * NULL when size is 0, to learn the size. Returns EINVAL (g NULL; buf
+ * NULL with size > 0), ENOSPC (size < *needed: buf holds as much as fits,
+ * NUL-terminated, when size > 0) or ENOMEM. Any thread but not
+ * concurrently with lsvc_group_destroy.
+ */
+LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
+                                size_t *needed);
+
+/*
+ * Makes the group serve a control socket at `path` while it is started,
+ * for operators and the loopsvcctl program: a Unix stream socket made
+ * at lsvc_group_start, mode 0600, removed when lsvc_group_wait ends the
+ * group. NULL (the default) turns it off. One command per line, each
+ * answered by lines that end with an empty line:
+ *   status               one row per service: name, state, interval,
+ *                        runs, errors, last run age, next run in,
+ *                        health and lease
+ *   metrics              lsvc_group_metrics' text
+ *   wake NAME            lsvc_wake
+ *   pause NAME           lsvc_pause, without waiting for a run in
+ *                        progress
+ *   resume NAME          lsvc_resume
+ *   interval NAME SECS   lsvc_set_loop_seconds
+ *   help                 the commands
+ * A reply to a command that fails is one line "error: <why>"; one that
+ * acts answers "ok: <what>". Only a peer of the process's effective uid
+ * or root is served, whatever the file's mode (checked with the peer's
+ * credentials; where the system cannot tell them, nobody is served);
+ * others are refused and logged at WARNING. A line longer than 4 KiB
+ * gets an error and the connection is closed; at most 16 clients are
+ * served at once (a 17th is told so and closed); a client with half a
+ * line, or that does not read its reply, is dropped after 10 s. One
+ * thread serves the socket and never waits for a service, so no client
+ * delays a run.
+ * lsvc_group_start then fails with EEXIST (path exists and is not a
+ * socket), EADDRINUSE (a live process serves it; a socket nobody serves
+ * is replaced), ENAMETOOLONG, or what socket(2), bind(2) or listen(2)
+ * return. Returns EINVAL, ENAMETOOLONG (longer than a socket address
+ * holds), EBUSY (started) or ENOMEM.
+ */
+LSVC_API int lsvc_group_set_control_socket(lsvc_group *g, const char *path);
 
 /*
  * Puts svc, a service of the group, in stop stage `stage` (any int; 0 by

@@ -28,6 +28,9 @@ void lsvc__control_reset(lsvc *svc)
     svc->resumed_ns = 0;
     svc->sleeping = false;
     svc->in_run = false;
+    svc->next_due_ns = 0;
+    /* The thread's start counts as progress; on_start's end again. */
+    svc->progress_ns = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
 }
 
 /* Locks svc when its thread runs; false, unlocked, when it does not. */
@@ -145,11 +148,11 @@ int lsvc_set_loop_seconds(lsvc *svc, double seconds)
     return 0;
 }
 
-int lsvc_pause(lsvc *svc)
+/* Pauses svc; with `wait`, until the run in progress has ended. */
+static int pause_service(lsvc *svc, bool wait)
 {
-    if (svc == NULL)
-        return EINVAL;
-    bool own = lsvc__is_own_thread(svc);
+    /* A run cannot wait for its own end. */
+    bool nowait = !wait || lsvc__is_own_thread(svc);
     int64_t until = lsvc__add_ns(lsvc__now_ns(), lsvc__stop_bound_ns(svc));
     struct timespec ts = lsvc__timespec(until);
     uint64_t generation;
@@ -165,7 +168,7 @@ int lsvc_pause(lsvc *svc)
     generation = svc->generation;
     svc->pausers++;
     /* The run in progress, or the lease's asking before it. */
-    while (!own && svc->run_begin_ns != 0 && svc->generation == generation &&
+    while (!nowait && svc->run_begin_ns != 0 && svc->generation == generation &&
            svc->state == LSVC_THREAD_RUNNING) {
         if (lsvc__now_ns() >= until) {
             rc = ETIMEDOUT;
@@ -178,6 +181,16 @@ int lsvc_pause(lsvc *svc)
     return rc;
 }
 
+int lsvc_pause(lsvc *svc)
+{
+    return svc == NULL ? EINVAL : pause_service(svc, true);
+}
+
+void lsvc__pause_nowait(lsvc *svc)
+{
+    pause_service(svc, false);
+}
+
 int lsvc_resume(lsvc *svc)
 {
     if (svc == NULL)
@@ -186,7 +199,7 @@ int lsvc_resume(lsvc *svc)
         bool paused = svc->paused;
         if (paused) {
             svc->paused = false;
-            svc->resumed_ns = lsvc__now_ns();
+            svc->resumed_ns = svc->progress_ns = lsvc__now_ns();
         }
         lsvc__unlock_kick(svc, paused);
     }

@@ -38,7 +38,8 @@ struct lsvc_group {
     int64_t stop_timeout_ns;  /* 0 = each service's lsvc_stop bound */
     bool use_environment;     /* read LOOPSVC_<NAME>_* at start */
     bool use_notify;          /* speak NOTIFY_SOCKET's protocol */
-    double stuck_after;       /* intervals of one run, for the watchdog */
+    struct lsvc_health_limits health; /* its members' */
+    char *control_path;       /* the control socket's; NULL = none */
 
     enum { GROUP_IDLE, GROUP_STARTING, GROUP_STARTED } state;
     bool stopping, waiting;
@@ -64,6 +65,8 @@ struct lsvc_group {
     bool stopping_sent;
     bool has_watchdog;
     struct lsvc_watchdog watchdog;
+    bool has_control;
+    struct lsvc_ctlsock control;
 };
 
 /* A signal that wakes a service instead of stopping the group. */
@@ -112,7 +115,7 @@ int lsvc_group_create(lsvc_group **out)
     sigaddset(&g->signals, SIGTERM);
     g->use_environment = true;
     g->use_notify = false;
-    g->stuck_after = 10;
+    g->health = lsvc__health_defaults;
     g->notifier.fd = -1;
     *out = g;
     return 0;
@@ -145,8 +148,10 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
         rc = grow(g);
     if (rc == 0)
         rc = lsvc__group_join(svc, g);
-    if (rc == 0)
+    if (rc == 0) {
         g->members[g->count++] = (struct lsvc_member){ .svc = svc };
+        lsvc__set_health_limits(svc, &g->health);
+    }
     lsvc__unlock(&g->lock);
     return rc;
 }
@@ -297,17 +302,110 @@ int lsvc_group_set_notify(lsvc_group *g, bool enable)
     return 0;
 }
 
-int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
+/* Sets the health limits of an idle group and its members. */
+static int set_health(lsvc_group *g, const struct lsvc_health_limits *l)
 {
     int rc;
 
-    if (g == NULL || isnan(intervals) || intervals < 1 || intervals > 1e6)
-        return EINVAL;
     if ((rc = lock_idle(g)) != 0)
         return rc;
-    g->stuck_after = intervals;
+    g->health = *l;
+    for (size_t i = 0; i < g->count; i++)
+        lsvc__set_health_limits(g->members[i].svc, l);
     lsvc__unlock(&g->lock);
     return 0;
+}
+
+static bool times_ok(double intervals)
+{
+    return !isnan(intervals) && intervals >= 1 && intervals <= 1e6;
+}
+
+int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
+{
+    if (g == NULL || !times_ok(intervals))
+        return EINVAL;
+    lsvc__lock(&g->lock);
+    struct lsvc_health_limits l = g->health;
+    lsvc__unlock(&g->lock);
+    l.stuck_after = intervals;
+    return set_health(g, &l);
+}
+
+int lsvc_group_set_health(lsvc_group *g, unsigned failures,
+                          double stale_intervals)
+{
+    if (g == NULL || failures < 1 || failures > 1000000 ||
+        !times_ok(stale_intervals))
+        return EINVAL;
+    lsvc__lock(&g->lock);
+    struct lsvc_health_limits l = g->health;
+    lsvc__unlock(&g->lock);
+    l.failures = failures;
+    l.stale_after = stale_intervals;
+    return set_health(g, &l);
+}
+
+int lsvc_group_set_control_socket(lsvc_group *g, const char *path)
+{
+    char *copy = NULL;
+    int rc;
+
+    if (g == NULL || (path != NULL && *path == '\0'))
+        return EINVAL;
+    if (path != NULL && strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path)
+        return ENAMETOOLONG;
+    if (path != NULL && (copy = strdup(path)) == NULL)
+        return ENOMEM;
+    if ((rc = lock_idle(g)) != 0) {
+        free(copy);
+        return rc;
+    }
+    free(g->control_path);
+    g->control_path = copy;
+    lsvc__unlock(&g->lock);
+    return 0;
+}
+
+int lsvc__group_members(lsvc_group *g, struct lsvc_member **out, size_t *count)
+{
+    lsvc__lock(&g->lock);
+    size_t n = g->count;
+    struct lsvc_member *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (copy != NULL && n > 0)
+        memcpy(copy, g->members, n * sizeof *copy);
+    lsvc__unlock(&g->lock);
+    if (copy == NULL)
+        return ENOMEM;
+    *out = copy;
+    *count = n;
+    return 0;
+}
+
+bool lsvc_group_healthy(lsvc_group *g, const lsvc **which, const char **why)
+{
+    const lsvc *bad = NULL;
+    const char *reason = "invalid";
+
+    if (g != NULL) {
+        reason = NULL;
+        lsvc__lock(&g->lock);
+        bool all_run = g->state == GROUP_STARTED && !g->stopping;
+        for (size_t i = 0; reason == NULL && i < g->count; i++) {
+            const struct lsvc_member *m = &g->members[i];
+
+            if (!lsvc_healthy(m->svc, &reason))
+                bad = m->svc;
+            else if (all_run && !m->skip && !lsvc_is_running(m->svc))
+                bad = m->svc, reason = "stopped";
+        }
+        lsvc__unlock(&g->lock);
+    }
+    if (which != NULL)
+        *which = bad;
+    if (why != NULL)
+        *why = reason;
+    return reason == NULL;
 }
 
 /* While the group is started its services are its own: lsvc_start on one
@@ -500,7 +598,7 @@ static void release(lsvc_group *g)
     lsvc__notifier_log_errors(&g->notifier);
     lsvc__lock(&g->lock);
     lsvc__notifier_close(&g->notifier);
-    g->has_signal_thread = g->has_watchdog = false;
+    g->has_signal_thread = g->has_watchdog = g->has_control = false;
     for (size_t i = 0; i < g->count; i++)
         lsvc__group_release(g->members[i].svc);
     g->state = GROUP_IDLE;
@@ -551,6 +649,8 @@ static int finish(lsvc_group *g)
     }
     if (g->has_watchdog)
         lsvc__watchdog_stop(&g->watchdog);
+    if (g->has_control)
+        lsvc__ctlsock_stop(&g->control);
     if (g->has_signal_thread) {
         /* Directed at the thread, so it is taken before any pending
          * process-wide signal; sent under the lock, so that it is pending
@@ -668,13 +768,23 @@ static void apply_settings(lsvc_group *g)
                   "the group has nothing to run.");
 }
 
+static int start_control(lsvc_group *g)
+{
+    int rc = lsvc__ctlsock_start(&g->control, g->control_path, g,
+                                 g->members, g->count);
+
+    lsvc__lock(&g->lock);
+    g->has_control = rc == 0;
+    lsvc__unlock(&g->lock);
+    return rc;
+}
+
 static int start_watchdog(lsvc_group *g)
 {
     int rc;
 
     g->watchdog.members = g->members;
     g->watchdog.count = g->count;
-    g->watchdog.stuck_after = g->stuck_after;
     g->watchdog.notifier = &g->notifier;
     rc = lsvc__watchdog_start(&g->watchdog);
     lsvc__lock(&g->lock);
@@ -730,6 +840,8 @@ int lsvc_group_start(lsvc_group *g)
     }
     if (g->notifier.watchdog_ns > 0 && (rc = start_watchdog(g)) != 0)
         return fail_start(g, "the systemd watchdog thread", rc);
+    if (g->control_path != NULL && (rc = start_control(g)) != 0)
+        return fail_start(g, "the control socket", rc);
     for (size_t i = 0; i < g->count; i++) {
         lsvc *svc = g->members[i].svc;
 
@@ -812,6 +924,7 @@ int lsvc_group_destroy(lsvc_group *g)
     pthread_mutex_destroy(&g->lock.mutex);
     free(g->members);
     free(g->wakes);
+    free(g->control_path);
     free(g);
     return 0;
 }

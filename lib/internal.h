@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -119,6 +120,37 @@ struct lsvc_ratelimit {
     bool primed;          /* an event was admitted before */
 };
 
+/* histogram.c: one histogram; only the service thread writes it. */
+struct lsvc_hist {
+    _Atomic uint64_t buckets[LSVC_HISTOGRAM_BUCKETS];
+    _Atomic uint64_t sum_ns;
+};
+LSVC_HIDDEN void lsvc__hist_observe(struct lsvc_hist *h, int64_t ns);
+
+/* health.c: when a service counts as unhealthy (lsvc_healthy). */
+struct lsvc_health_limits {
+    double stuck_after;   /* intervals of one run */
+    uint64_t failures;    /* failed runs in a row */
+    double stale_after;   /* intervals with no progress */
+};
+LSVC_HIDDEN extern const struct lsvc_health_limits lsvc__health_defaults;
+
+/* A service is never stale sooner than this. */
+#define LSVC_STALE_MIN_NS LSVC_NS_PER_SEC
+
+/* What to judge a service's health by, read at one instant. */
+struct lsvc_health_view {
+    bool running, paused;
+    int64_t now_ns;
+    int64_t run_begin_ns;     /* 0 = between runs */
+    int64_t interval_ns;
+    int64_t progress_ns;      /* the last sign of progress */
+    uint64_t consecutive_failures;
+    struct lsvc_health_limits limits;
+};
+/* NULL when healthy, else "stuck", "failing" or "stale". */
+LSVC_HIDDEN const char *lsvc__health(const struct lsvc_health_view *v);
+
 /* What on_start returned, for the lsvc_start that waits for it. */
 struct lsvc_start_result {
     bool done;
@@ -200,6 +232,13 @@ struct lsvc {
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */
     int64_t last_end_ns;      /* end of the last run; 0 = none */
+    int64_t next_due_ns;      /* when the sleeping thread runs next;
+                               * LSVC_FOREVER: when woken; 0: unknown */
+    int64_t progress_ns;      /* the last sign of progress (health.c) */
+    struct lsvc_health_limits health; /* its group's, or the defaults */
+
+    /* Written by the service thread alone, read by any: atomic. */
+    struct lsvc_hist hist[2]; /* by lsvc_histogram_kind */
 
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
@@ -286,6 +325,8 @@ LSVC_HIDDEN void lsvc__unlock_kick(lsvc *svc, bool changed);
 
 /* control.c: what other threads ask of a running service. */
 LSVC_HIDDEN void lsvc__control_reset(lsvc *svc);
+/* lsvc_pause without waiting for the run in progress to end. */
+LSVC_HIDDEN void lsvc__pause_nowait(lsvc *svc);
 
 /* service.c: stop requests and waits, shared with the group. */
 LSVC_HIDDEN int lsvc__start(lsvc *svc, uint64_t loops, bool by_group);
@@ -308,24 +349,46 @@ LSVC_HIDDEN void lsvc__group_leave(lsvc *svc);
 LSVC_HIDDEN bool lsvc__group_claim(lsvc *svc);
 LSVC_HIDDEN void lsvc__group_release(lsvc *svc);
 LSVC_HIDDEN void lsvc__override_interval(lsvc *svc, int64_t interval_ns);
+LSVC_HIDDEN void lsvc__set_health_limits(lsvc *svc,
+                                         const struct lsvc_health_limits *l);
 
 /* lease.c: whether this replica runs a due run. Service thread. */
-LSVC_HIDDEN bool lsvc__lease_acquire(lsvc *svc);
+enum lsvc_lease_answer {
+    LSVC_LEASE_HELD,      /* held here: run */
+    LSVC_LEASE_ELSEWHERE, /* the lease said "not held" */
+    LSVC_LEASE_UNKNOWN,   /* the lease could not tell */
+};
+LSVC_HIDDEN enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc);
 LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
 
 /* stats.c: what a run leaves in the counters. */
 LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
                                        int64_t late_from_ns, int64_t begin_ns,
                                        bool woken);
-LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed,
+LSVC_HIDDEN void lsvc__stats_end_run(lsvc *svc, int64_t end_ns,
+                                     int64_t run_ns, bool failed,
                                      bool overrun, uint64_t skipped);
 LSVC_HIDDEN void lsvc__stats_start_failed(lsvc *svc);
-LSVC_HIDDEN void lsvc__stats_skip_run(lsvc *svc, uint64_t missed);
+LSVC_HIDDEN void lsvc__stats_skip_run(lsvc *svc, uint64_t missed,
+                                      bool elsewhere);
 LSVC_HIDDEN void lsvc__stats_lease_change(lsvc *svc, bool held,
                                           int64_t now_ns);
-/* When the run in progress began (the lease's asking included); 0 when
- * none is. */
-LSVC_HIDDEN int64_t lsvc__stats_run_begin(lsvc *svc);
+LSVC_HIDDEN void lsvc__stats_health_view(const lsvc *svc,
+                                         struct lsvc_health_view *out);
+/* What the control socket's status shows of a service, read at once. */
+struct lsvc_status {
+    lsvc_stats stats;
+    int64_t interval_ns;
+    int64_t next_due_ns;      /* 0: unknown or in a run */
+    int64_t last_start_ns;
+    bool in_run;
+    const char *health;       /* NULL: healthy */
+};
+LSVC_HIDDEN void lsvc__stats_status(const lsvc *svc, struct lsvc_status *out);
+
+/* observer.c: the run observer. */
+LSVC_HIDDEN bool lsvc__observing(void);
+LSVC_HIDDEN void lsvc__observe(const lsvc_run_event *event);
 
 /* settings.c: a service's settings from the environment. */
 struct lsvc_settings {
@@ -355,15 +418,22 @@ struct lsvc_member {
     lsvc *svc;
     int stage;                /* its stop stage (lsvc_group_set_stage) */
     bool skip;                /* disabled by the environment for this start */
-    int64_t stuck_run_ns;     /* run_begin_ns of the run the watchdog
-                               * reported stuck; 0 = none */
+    const char *unhealthy;    /* the watchdog's last verdict: NULL =
+                               * healthy, else lsvc__health's reason */
 };
 
-/* watchdog.c: WATCHDOG=1 while no service of a group is stuck. */
+/* group.c: a copy of the group's members, for its metrics and control
+ * socket; the caller frees *out. ENOMEM, or 0. */
+LSVC_HIDDEN int lsvc__group_members(lsvc_group *g, struct lsvc_member **out,
+                                    size_t *count);
+
+/* metrics.c: the group's metrics as a malloc'd string of *len bytes. */
+LSVC_HIDDEN int lsvc__metrics_text(lsvc_group *g, char **text, size_t *len);
+
+/* watchdog.c: WATCHDOG=1 while every service of a group is healthy. */
 struct lsvc_watchdog {
     struct lsvc_member *members; /* the group's, fixed while it is started */
     size_t count;
-    double stuck_after;       /* intervals of one run */
     struct lsvc_notifier *notifier;
 
     pthread_mutex_t lock;     /* protects quit */
@@ -374,6 +444,27 @@ struct lsvc_watchdog {
 };
 LSVC_HIDDEN int lsvc__watchdog_start(struct lsvc_watchdog *w);
 LSVC_HIDDEN void lsvc__watchdog_stop(struct lsvc_watchdog *w);
+
+/* ctlsock.c: a group's control socket, served by a thread of its own.
+ * The members are the group's, fixed while it is started. */
+struct lsvc_ctlsock {
+    lsvc_group *group;
+    struct lsvc_member *members;
+    size_t count;
+    const char *path;
+    int fd;                   /* listening */
+    int quit[2];              /* a pipe: a byte in it ends the thread */
+    dev_t dev;                /* the socket file made, to remove only it */
+    ino_t ino;
+    pthread_t thread;
+    struct lsvc_ratelimit refused_rl;
+};
+/* Makes the socket and starts serving it; ctlsock_stop ends it all and
+ * removes the file. */
+LSVC_HIDDEN int lsvc__ctlsock_start(struct lsvc_ctlsock *c, const char *path,
+                                    lsvc_group *g, struct lsvc_member *members,
+                                    size_t count);
+LSVC_HIDDEN void lsvc__ctlsock_stop(struct lsvc_ctlsock *c);
 
 /* thread.c: platform shims for library threads. */
 LSVC_HIDDEN int lsvc__spawn(pthread_t *thread, const pthread_attr_t *attr,

@@ -27,7 +27,7 @@ static void warn_error(lsvc *svc, int rc, int64_t now_ns)
               "suppressed for a minute at a time." : "");
 }
 
-bool lsvc__lease_acquire(lsvc *svc)
+enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc)
 {
     bool held = false;
     int rc = svc->opts.lease->acquire(svc->opts.lease_ctx, svc, &held);
@@ -37,8 +37,11 @@ bool lsvc__lease_acquire(lsvc *svc)
         held = false;
         warn_error(svc, rc, now);
     }
+    enum lsvc_lease_answer answer = held      ? LSVC_LEASE_HELD
+                                    : rc == 0 ? LSVC_LEASE_ELSEWHERE
+                                              : LSVC_LEASE_UNKNOWN;
     if (held == svc->stats.lease_held)
-        return held;
+        return answer;
     lsvc__stats_lease_change(svc, held, now);
     if (held)
         lsvc__log(LSVC_LOG_INFO, svc->logger,
@@ -48,7 +51,7 @@ bool lsvc__lease_acquire(lsvc *svc)
         lsvc__log(LSVC_LOG_INFO, svc->logger,
                   "This replica lost the lease of %s: another replica may run "
                   "it now.", svc->name);
-    return held;
+    return answer;
 }
 
 void lsvc__lease_release(lsvc *svc)

@@ -187,6 +187,7 @@ static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
             int64_t asked = asked_target(svc);
             until = timer < asked ? timer : asked;
             if (now >= until) {
+                svc->next_due_ns = 0;
                 claim_run(svc, sc, run, timer, asked, now);
                 /* With a lease the run begins once the lease allows it;
                  * until then the asking is what a pause waits for and
@@ -198,8 +199,11 @@ static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
                 lsvc__unlock(&svc->lock);
                 return true;
             }
+            svc->next_due_ns = until;
             if (sc->wall != 0 && until - now > LSVC_WALL_CHECK_NS)
                 until = now + LSVC_WALL_CHECK_NS;
+        } else {
+            svc->next_due_ns = LSVC_FOREVER;
         }
         svc->sleeping = !stop && !svc->opts.precise;
         lsvc__unlock(&svc->lock);
@@ -247,7 +251,8 @@ static void end_run(lsvc *svc, const struct run *run, int64_t end_ns, int rc,
     lsvc__lock(&svc->lock);
     svc->in_run = false;
     svc->last_end_ns = end_ns;
-    lsvc__stats_end_run(svc, run_ns, rc != 0, run_ns > interval, skipped);
+    lsvc__stats_end_run(svc, end_ns, run_ns, rc != 0, run_ns > interval,
+                        skipped);
     if (svc->pausers > 0)
         pthread_cond_broadcast(&svc->cond);
     lsvc__unlock(&svc->lock);
@@ -302,7 +307,8 @@ static void log_next_run(lsvc *svc, int64_t due_ns, int64_t now_ns)
 
 /* The lease does not let this replica run: the run is skipped, and a run
  * due by the interval moves on to its next point. */
-static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run)
+static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run,
+                     bool elsewhere)
 {
     uint64_t skipped = lsvc__sched_skip(svc, sc, &run->point, lsvc__now_ns());
 
@@ -312,10 +318,38 @@ static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run)
     sc->reasons |= run->point.reasons & (LSVC_RUN_FIRST | LSVC_RUN_RESUMED);
 
     lsvc__lock(&svc->lock);
-    lsvc__stats_skip_run(svc, skipped);
+    lsvc__stats_skip_run(svc, skipped, elsewhere);
     if (svc->pausers > 0)
         pthread_cond_broadcast(&svc->cond);
     lsvc__unlock(&svc->lock);
+}
+
+/* Tells the run observer that the run begins. Only this thread writes
+ * the run's number and the lease's state, so it reads them unlocked. */
+static void observe_begin(lsvc *svc, const struct run *run,
+                          lsvc_run_event *ev)
+{
+    int64_t late = run->point.begin - run->late_from;
+
+    *ev = (lsvc_run_event){
+        .svc = svc,
+        .reasons = run->point.reasons,
+        .run = svc->runs_begun,
+        .due = lsvc__timespec(run->point.due),
+        .start = lsvc__timespec(run->point.begin),
+        .lateness_ns = late > 0 ? late : 0,
+        .lease_held = svc->opts.lease != NULL && svc->stats.lease_held,
+    };
+    lsvc__observe(ev);
+}
+
+static void observe_end(lsvc_run_event *ev, int64_t end_ns, int rc)
+{
+    ev->ended = true;
+    ev->duration_ns = end_ns - (ev->start.tv_sec * LSVC_NS_PER_SEC +
+                                ev->start.tv_nsec);
+    ev->result = rc;
+    lsvc__observe(ev);
 }
 
 /* Runs until stopped or until `wanted` runs (0 = no limit) are done. */
@@ -332,8 +366,10 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         if (svc->opts.lease != NULL) {
             bool paused;
 
-            if (!lsvc__lease_acquire(svc)) {
-                skip_run(svc, &sc, &run);
+            enum lsvc_lease_answer lease = lsvc__lease_acquire(svc);
+
+            if (lease != LSVC_LEASE_HELD) {
+                skip_run(svc, &sc, &run, lease == LSVC_LEASE_ELSEWHERE);
                 continue;
             }
             if (!begin_leased_run(svc, &sc, &run, &paused))
@@ -342,8 +378,14 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
                 continue;
         }
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
+        bool observed = lsvc__observing();
+        lsvc_run_event event;
+        if (observed)
+            observe_begin(svc, &run, &event);
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
+        if (observed)
+            observe_end(&event, end, rc);
         int64_t interval = svc->interval_ns;
         int64_t run_ns = end - run.point.begin;
         uint64_t skipped =
@@ -389,6 +431,7 @@ void *lsvc__service_main(void *arg)
     if (cls->on_start != NULL)
         rc = cls->on_start(svc, svc->arg);
     lsvc__lock(&svc->lock);
+    svc->progress_ns = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
     if (svc->start_result != NULL) {
         *svc->start_result = (struct lsvc_start_result){ true, rc };
         svc->start_result = NULL;

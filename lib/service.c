@@ -118,6 +118,18 @@ static int resolve_timing(const lsvc_options *opts, int64_t interval_ns,
     return 0;
 }
 
+/* Whether the n bytes at p are all zero: the reserved space of a struct
+ * the caller filled. */
+static bool zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0)
+            return false;
+    return true;
+}
+
 bool lsvc__interval_fits(const lsvc *svc, int64_t interval_ns)
 {
     struct timing t;
@@ -149,6 +161,11 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
         return EINVAL;
     if (opts->lease != NULL && opts->lease->acquire == NULL)
         return EINVAL;
+    if (!zero(cls->reserved, sizeof cls->reserved) ||
+        !zero(opts->reserved, sizeof opts->reserved) ||
+        (opts->lease != NULL &&
+         !zero(opts->lease->reserved, sizeof opts->lease->reserved)))
+        return EINVAL;
 
     size_t name_len = strlen(cls->name);
     svc = calloc(1, sizeof *svc);
@@ -179,6 +196,7 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     svc->backoff_max_ns = timing.backoff_max;
     svc->wake_gap_ns = timing.wake_gap;
     svc->opts = *opts;
+    svc->health = lsvc__health_defaults;
     svc->state = LSVC_THREAD_NONE;
     *out = svc;
     return 0;
@@ -207,6 +225,14 @@ void lsvc__group_leave(lsvc *svc)
 {
     lsvc__lock(&svc->lock);
     svc->group = NULL;
+    svc->health = lsvc__health_defaults;
+    lsvc__unlock(&svc->lock);
+}
+
+void lsvc__set_health_limits(lsvc *svc, const struct lsvc_health_limits *l)
+{
+    lsvc__lock(&svc->lock);
+    svc->health = *l;
     lsvc__unlock(&svc->lock);
 }
 

@@ -23,14 +23,20 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t late_from_ns,
     svc->stats.last_lateness_ns = late;
     if (late > svc->stats.max_lateness_ns)
         svc->stats.max_lateness_ns = late;
+    if (!svc->opts.no_histograms)
+        lsvc__hist_observe(&svc->hist[LSVC_HISTOGRAM_LATENESS], late);
 }
 
-/* Called with the lock held, as run_once has returned. */
-void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
-                         uint64_t skipped)
+/* Called with the lock held, as run_once has returned at end_ns. */
+void lsvc__stats_end_run(lsvc *svc, int64_t end_ns, int64_t run_ns,
+                         bool failed, bool overrun, uint64_t skipped)
 {
     lsvc__assert_held(&svc->lock);
+    if (!svc->opts.no_histograms)
+        lsvc__hist_observe(&svc->hist[LSVC_HISTOGRAM_DURATION], run_ns);
     svc->run_begin_ns = 0;
+    if (!failed)
+        svc->stats.last_success_ns = svc->progress_ns = end_ns;
     svc->stats.loops++;
     svc->stats.errors += failed;
     svc->stats.consecutive_failures =
@@ -42,10 +48,14 @@ void lsvc__stats_end_run(lsvc *svc, int64_t run_ns, bool failed, bool overrun,
         svc->stats.max_run_ns = run_ns;
 }
 
-/* A due run not made: another replica holds the lease. Lock held. */
-void lsvc__stats_skip_run(lsvc *svc, uint64_t missed)
+/* A due run not made: the lease is not held here, by another replica
+ * (elsewhere, which is progress: the chore is that replica's), or as far
+ * as this one can tell. Lock held. */
+void lsvc__stats_skip_run(lsvc *svc, uint64_t missed, bool elsewhere)
 {
     lsvc__assert_held(&svc->lock);
+    if (elsewhere)
+        svc->progress_ns = lsvc__now_ns();
     svc->run_begin_ns = 0;
     svc->stats.skipped_not_leader++;
     svc->stats.missed += missed;
@@ -61,12 +71,54 @@ void lsvc__stats_lease_change(lsvc *svc, bool held, int64_t now_ns)
     lsvc__unlock(&svc->lock);
 }
 
-int64_t lsvc__stats_run_begin(lsvc *svc)
+/* Lock held. */
+static void snapshot(const lsvc *svc, lsvc_stats *out)
 {
-    lsvc__lock(&svc->lock);
-    int64_t begin = svc->run_begin_ns;
-    lsvc__unlock(&svc->lock);
-    return begin;
+    lsvc__assert_held(&svc->lock);
+    *out = svc->stats;
+    out->running = svc->state == LSVC_THREAD_RUNNING;
+    out->paused = out->running && svc->paused;
+}
+
+/* Lock held. */
+static void health_view(const lsvc *svc, struct lsvc_health_view *out)
+{
+    lsvc__assert_held(&svc->lock);
+    *out = (struct lsvc_health_view){
+        .running = svc->state == LSVC_THREAD_RUNNING,
+        .paused = svc->paused,
+        .now_ns = lsvc__now_ns(),
+        .run_begin_ns = svc->run_begin_ns,
+        .interval_ns = svc->interval_ns,
+        .progress_ns = svc->progress_ns,
+        .consecutive_failures = svc->stats.consecutive_failures,
+        .limits = svc->health,
+    };
+}
+
+void lsvc__stats_health_view(const lsvc *svc, struct lsvc_health_view *out)
+{
+    lsvc *s = (lsvc *)svc; /* the lock is not part of the value */
+
+    lsvc__lock(&s->lock);
+    health_view(s, out);
+    lsvc__unlock(&s->lock);
+}
+
+void lsvc__stats_status(const lsvc *svc, struct lsvc_status *out)
+{
+    lsvc *s = (lsvc *)svc;
+    struct lsvc_health_view view;
+
+    lsvc__lock(&s->lock);
+    snapshot(s, &out->stats);
+    health_view(s, &view);
+    out->interval_ns = s->interval_ns;
+    out->in_run = s->run_begin_ns != 0;
+    out->next_due_ns = out->in_run ? 0 : s->next_due_ns;
+    out->last_start_ns = s->last_start_ns;
+    lsvc__unlock(&s->lock);
+    out->health = lsvc__health(&view);
 }
 
 void lsvc__stats_start_failed(lsvc *svc)
@@ -83,9 +135,7 @@ int lsvc_get_stats(const lsvc *svc, lsvc_stats *out)
     if (s == NULL || out == NULL)
         return EINVAL;
     lsvc__lock(&s->lock);
-    *out = s->stats;
-    out->running = s->state == LSVC_THREAD_RUNNING;
-    out->paused = out->running && s->paused;
+    snapshot(s, out);
     lsvc__unlock(&s->lock);
     return 0;
 }

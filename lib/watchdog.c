@@ -1,13 +1,12 @@
 /*
  * The systemd watchdog of a group: WATCHDOG=1 every WATCHDOG_USEC / 2
- * while no service of the group is stuck.
+ * while every service of the group is healthy (lsvc_healthy).
  *
  * A ping from a thread of its own proves only that this thread lives;
  * what systemd needs to know is whether the chores still make progress.
- * So a ping is withheld while any service has been in one run for more
- * than `stuck_after` of its intervals, and WatchdogSec= restarts a process
- * whose chores hang. A service asleep between runs is never stuck, however
- * long its interval.
+ * So a ping is withheld while any service is stuck in one run, failing
+ * run after run, or stale, and WatchdogSec= restarts a process whose
+ * chores no longer make progress.
  *
  * Pings are due on a CLOCK_MONOTONIC grid; a late one moves the grid
  * rather than sending a burst.
@@ -15,34 +14,36 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <string.h>
 
-/* Whether svc is stuck now, logging when it becomes stuck and when the
- * stuck run ends. */
-static bool check_stuck(struct lsvc_watchdog *w, struct lsvc_member *m,
-                        int64_t now)
+static const char *explain(const char *why)
+{
+    if (strcmp(why, "stuck") == 0)
+        return "it counts as stuck, in one run for longer than its stuck "
+               "limit";
+    if (strcmp(why, "failing") == 0)
+        return "it counts as failing, its last runs having failed in a row";
+    return "it counts as stale, with no progress for longer than its stale "
+           "limit";
+}
+
+/* Whether svc is healthy now, logging when that changes. */
+static bool check_health(struct lsvc_member *m)
 {
     lsvc *svc = m->svc;
-    int64_t begin = lsvc__stats_run_begin(svc);
-    int64_t interval = svc->interval_ns;
-    double limit = w->stuck_after * (double)interval;
+    const char *why;
+    bool healthy = lsvc_healthy(svc, &why);
 
-    bool stuck = begin != 0 && (double)(now - begin) > limit;
-    if (stuck && m->stuck_run_ns != begin) {
-        m->stuck_run_ns = begin;
+    if (!healthy && m->unhealthy != why)
         lsvc__log(LSVC_LOG_WARNING, svc->logger,
-                  "%s has been in one run for %.3g s, more than %g times its "
-                  "interval of %g s: it counts as stuck, and the systemd "
-                  "watchdog is not pinged until the run ends.",
-                  svc->name, (double)(now - begin) / 1e9, w->stuck_after,
-                  (double)interval / 1e9);
-    } else if (!stuck && m->stuck_run_ns != 0 && m->stuck_run_ns != begin) {
-        m->stuck_run_ns = 0;
+                  "%s is unhealthy: %s. The systemd watchdog is not pinged "
+                  "until it is healthy again.", svc->name, explain(why));
+    else if (healthy && m->unhealthy != NULL)
         lsvc__log(LSVC_LOG_INFO, svc->logger,
-                  "%s's stuck run has ended: pinging the systemd watchdog "
-                  "again.",
+                  "%s is healthy again: pinging the systemd watchdog.",
                   svc->name);
-    }
-    return stuck;
+    m->unhealthy = why;
+    return healthy;
 }
 
 static void *watchdog_main(void *arg)
@@ -63,10 +64,10 @@ static void *watchdog_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&w->lock);
-        bool stuck = false;
+        bool healthy = true;
         for (size_t i = 0; i < w->count; i++)
-            stuck |= check_stuck(w, &w->members[i], now);
-        if (!stuck)
+            healthy &= check_health(&w->members[i]);
+        if (healthy)
             lsvc__notify(w->notifier, "WATCHDOG=1");
         lsvc__notifier_log_errors(w->notifier);
         due = lsvc__add_ns(due, period);
@@ -86,7 +87,7 @@ int lsvc__watchdog_start(struct lsvc_watchdog *w)
     int rc;
 
     for (size_t i = 0; i < w->count; i++)
-        w->members[i].stuck_run_ns = 0;
+        w->members[i].unhealthy = NULL;
     w->quit = false;
     if ((rc = pthread_condattr_init(&cattr)) != 0)
         return rc;

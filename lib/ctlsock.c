@@ -1,0 +1,643 @@
+/*
+ * The control socket: a Unix stream socket on which an operator (or
+ * loopsvcctl) looks at a started group and steers its services, one
+ * command per line, each reply ending with an empty line.
+ *
+ * One thread serves every client with poll(). It never blocks on a client
+ * (every socket is non-blocking, and a client that does not read its reply
+ * is not read from until it has) nor on a service (a pause does not wait
+ * for the run in progress), so no client can delay a run, or another
+ * client, for longer than the text of one reply takes to make.
+ *
+ * What protects the socket is the peer's credentials, checked at accept:
+ * the file's mode (0600) is only the first fence, and an operator may open
+ * it up.
+ */
+#define _GNU_SOURCE /* only takes effect for the extensions config.h found */
+#include "config.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 4096
+#define MAX_CLIENTS 16
+#define CLIENT_TIMEOUT_NS (10 * LSVC_NS_PER_SEC)
+#define REFUSED_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
+
+struct client {
+    int fd;                   /* -1: a free slot */
+    char in[LINE_MAX_BYTES + 1];
+    size_t in_len;
+    char *out;                /* the reply being sent */
+    size_t out_len, out_sent;
+    bool hang_up;             /* close once the reply is sent */
+    int64_t deadline_ns;      /* dropped then, unless it made progress */
+};
+
+/* --- Replies ------------------------------------------------------------ */
+
+/* A reply under construction. On allocation failure `failed` is set and
+ * the client is hung up on. */
+struct reply {
+    char *text;
+    size_t len, cap;
+    bool failed;
+};
+
+static void put(struct reply *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void put(struct reply *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    for (;;) {
+        size_t room = r->cap - r->len;
+        va_start(ap, fmt);
+        int n = r->failed ? 0 : vsnprintf(r->text + r->len, room, fmt, ap);
+        va_end(ap);
+        if (r->failed || n < 0) {
+            r->failed = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            r->len += (size_t)n;
+            return;
+        }
+        size_t cap = r->cap * 2 + (size_t)n + 64;
+        char *text = realloc(r->text, cap);
+        if (text == NULL) {
+            r->failed = true;
+            return;
+        }
+        r->text = text;
+        r->cap = cap;
+    }
+}
+
+/* A span of time for people: 850ms, 2.5s, 12m, 3.0h. */
+static void put_span(struct reply *r, const char *before, int64_t ns,
+                     const char *after)
+{
+    double s = (double)ns / 1e9;
+
+    if (s < 1)
+        put(r, "%s%.0fms%s", before, s * 1e3, after);
+    else if (s < 120)
+        put(r, "%s%.1fs%s", before, s, after);
+    else if (s < 7200)
+        put(r, "%s%.1fm%s", before, s / 60, after);
+    else
+        put(r, "%s%.1fh%s", before, s / 3600, after);
+}
+
+static const char *state_of(const struct lsvc_member *m,
+                            const struct lsvc_status *st)
+{
+    if (m->skip)
+        return "disabled";
+    if (!st->stats.running)
+        return "stopped";
+    return st->stats.paused ? "paused" : "running";
+}
+
+/* One cell of `width`: the text of a put_span or put, padded. */
+static void pad_to(struct reply *r, size_t from, size_t width)
+{
+    while (r->len - from < width && !r->failed)
+        put(r, " ");
+    put(r, " ");
+}
+
+static void status_row(struct reply *r, const struct lsvc_member *m,
+                       size_t name_width, int64_t now)
+{
+    struct lsvc_status st;
+    size_t at;
+
+    lsvc__stats_status(m->svc, &st);
+    put(r, "%s", lsvc_name(m->svc));
+    pad_to(r, r->len - strlen(lsvc_name(m->svc)), name_width);
+    at = r->len;
+    put(r, "%s", state_of(m, &st));
+    pad_to(r, at, 8);
+    at = r->len;
+    if (st.interval_ns == LSVC_FOREVER)
+        put(r, "never");
+    else
+        put_span(r, "", st.interval_ns, "");
+    pad_to(r, at, 8);
+    at = r->len;
+    put(r, "%llu", (unsigned long long)st.stats.loops);
+    pad_to(r, at, 8);
+    at = r->len;
+    put(r, "%llu", (unsigned long long)st.stats.errors);
+    pad_to(r, at, 6);
+    at = r->len;
+    if (st.in_run)
+        put(r, "running");
+    else if (st.last_start_ns == 0)
+        put(r, "-");
+    else
+        put_span(r, "", now - st.last_start_ns, " ago");
+    pad_to(r, at, 10);
+    at = r->len;
+    if (!st.stats.running || st.in_run)
+        put(r, "-");
+    else if (st.stats.paused)
+        put(r, "paused");
+    else if (st.next_due_ns == LSVC_FOREVER)
+        put(r, "on wake");
+    else if (st.next_due_ns <= now)
+        put(r, "due");
+    else
+        put_span(r, "in ", st.next_due_ns - now, "");
+    pad_to(r, at, 9);
+    at = r->len;
+    put(r, "%s", !st.stats.running ? "-" : st.health ? st.health : "ok");
+    pad_to(r, at, 7);
+    put(r, "%s\n", m->svc->opts.lease == NULL ? "-"
+                   : st.stats.lease_held      ? "held"
+                                              : "not-held");
+}
+
+static void do_status(struct lsvc_ctlsock *c, struct reply *r)
+{
+    size_t width = sizeof "SERVICE" - 1;
+    int64_t now = lsvc__now_ns();
+
+    for (size_t i = 0; i < c->count; i++) {
+        size_t len = strlen(lsvc_name(c->members[i].svc));
+        if (len > width)
+            width = len;
+    }
+    put(r, "%-*s %-8s %-8s %-8s %-6s %-10s %-9s %-7s %s\n", (int)width,
+        "SERVICE", "STATE", "INTERVAL", "RUNS", "ERRORS", "LAST-RUN",
+        "NEXT-RUN", "HEALTH", "LEASE");
+    for (size_t i = 0; i < c->count; i++)
+        status_row(r, &c->members[i], width, now);
+}
+
+static void do_metrics(struct lsvc_ctlsock *c, struct reply *r)
+{
+    char *text;
+    size_t len;
+
+    if (lsvc__metrics_text(c->group, &text, &len) != 0) {
+        put(r, "error: out of memory\n");
+        return;
+    }
+    put(r, "%s", text);
+    free(text);
+}
+
+static lsvc *find(struct lsvc_ctlsock *c, const char *name)
+{
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(lsvc_name(c->members[i].svc), name) == 0)
+            return c->members[i].svc;
+    return NULL;
+}
+
+static void put_result(struct reply *r, int rc, const char *done,
+                       const char *name)
+{
+    char why[128];
+
+    if (rc == 0) {
+        put(r, "ok: %s %s\n", done, name);
+        return;
+    }
+    lsvc__strerror(rc, why, sizeof why);
+    put(r, "error: %s: %s\n", name, why);
+}
+
+/* interval NAME SECONDS: the name is everything before the last space. */
+static void do_interval(struct lsvc_ctlsock *c, struct reply *r, char *args)
+{
+    char *space = strrchr(args, ' ');
+    char *end;
+
+    if (space == NULL) {
+        put(r, "error: usage: interval NAME SECONDS\n");
+        return;
+    }
+    *space = '\0';
+    lsvc *svc = find(c, args);
+    double seconds = strtod(space + 1, &end);
+    if (svc == NULL) {
+        put(r, "error: no service named \"%s\"\n", args);
+    } else if (end == space + 1 || *end != '\0' || isnan(seconds)) {
+        put(r, "error: not a number of seconds: \"%s\"\n", space + 1);
+    } else {
+        int rc = lsvc_set_loop_seconds(svc, seconds);
+        if (rc == 0)
+            put(r, "ok: %s runs every %g s\n", args, seconds);
+        else
+            put_result(r, rc, "", args);
+    }
+}
+
+static const char help_text[] =
+    "status               one row per service\n"
+    "metrics              the metrics, in Prometheus's text format\n"
+    "wake NAME            run NAME now\n"
+    "pause NAME           start no run of NAME until resumed\n"
+    "resume NAME          let NAME run again\n"
+    "interval NAME SECS   run NAME every SECS seconds (inf: only when woken)\n"
+    "help                 this text\n";
+
+/* Answers one line. */
+static void answer(struct lsvc_ctlsock *c, struct reply *r, char *line)
+{
+    size_t len = strlen(line);
+    char *args;
+
+    if (len > 0 && line[len - 1] == '\r')
+        line[--len] = '\0';
+    args = strchr(line, ' ');
+    if (args != NULL)
+        *args++ = '\0';
+
+    if (strcmp(line, "status") == 0 && args == NULL) {
+        do_status(c, r);
+    } else if (strcmp(line, "metrics") == 0 && args == NULL) {
+        do_metrics(c, r);
+    } else if (strcmp(line, "help") == 0 && args == NULL) {
+        put(r, "%s", help_text);
+    } else if (strcmp(line, "interval") == 0 && args != NULL) {
+        do_interval(c, r, args);
+    } else if ((strcmp(line, "wake") == 0 || strcmp(line, "pause") == 0 ||
+                strcmp(line, "resume") == 0) &&
+               args != NULL) {
+        lsvc *svc = find(c, args);
+        if (svc == NULL)
+            put(r, "error: no service named \"%s\"\n", args);
+        else if (line[0] == 'w')
+            put_result(r, lsvc_wake(svc), "woke", args);
+        else if (line[0] == 'p')
+            lsvc__pause_nowait(svc), put_result(r, 0, "paused", args);
+        else
+            put_result(r, lsvc_resume(svc), "resumed", args);
+    } else if (*line == '\0') {
+        put(r, "error: empty command; try help\n");
+    } else {
+        put(r, "error: unknown command or arguments: \"%s\"; try help\n",
+            line);
+    }
+    put(r, "\n");
+}
+
+/* --- Clients ------------------------------------------------------------ */
+
+/* Non-blocking, and closed in a child that execs. */
+static int set_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static void drop(struct client *cl)
+{
+    close(cl->fd);
+    free(cl->out);
+    *cl = (struct client){.fd = -1};
+}
+
+/* Queues text and, with hang_up, closes once it is sent. */
+static void queue(struct client *cl, char *text, size_t len, bool hang_up)
+{
+    cl->out = text;
+    cl->out_len = len;
+    cl->out_sent = 0;
+    cl->hang_up |= hang_up;
+}
+
+/* A short refusal, sent once without waiting, before closing. */
+static void refuse(int fd, const char *why)
+{
+    ssize_t n = send(fd, why, strlen(why), MSG_NOSIGNAL);
+    (void)n;
+    close(fd);
+}
+
+/* Whether the peer is this process's effective user or root. */
+static bool peer_allowed(int fd, long *uid, long *pid)
+{
+    *uid = -1;
+    *pid = -1;
+#if HAVE_SO_PEERCRED
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return false;
+    *uid = (long)cred.uid;
+    *pid = (long)cred.pid;
+    return cred.uid == 0 || cred.uid == geteuid();
+#elif HAVE_GETPEEREID
+    uid_t u;
+    gid_t gid;
+
+    if (getpeereid(fd, &u, &gid) != 0)
+        return false;
+    *uid = (long)u;
+    return u == 0 || u == geteuid();
+#else
+    (void)fd;
+    return false;
+#endif
+}
+
+static void accept_client(struct lsvc_ctlsock *c, struct client *clients,
+                          int64_t now)
+{
+    int fd = accept(c->fd, NULL, NULL);
+    long uid, pid;
+    uint64_t suppressed;
+
+    if (fd < 0)
+        return;
+    if (!peer_allowed(fd, &uid, &pid)) {
+        refuse(fd, "error: permission denied\n\n");
+        if (lsvc__ratelimit_admit(&c->refused_rl, now, &suppressed))
+            lsvc__log(LSVC_LOG_WARNING, "loopsvc",
+                      "Refused a connection to the control socket %s from "
+                      "uid %ld (pid %ld): only uid %ld and root are served.%s",
+                      c->path, uid, pid, (long)geteuid(),
+                      suppressed ? " Later refusals are logged once a minute."
+                                 : "");
+        return;
+    }
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+        if (clients[i].fd != -1)
+            continue;
+        if (set_flags(fd) != 0)
+            break;
+        clients[i].fd = fd;
+        clients[i].deadline_ns = now + CLIENT_TIMEOUT_NS;
+        return;
+    }
+    refuse(fd, "error: too many clients\n\n");
+}
+
+/* Answers the first complete line in cl's input, if any. */
+static void take_line(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
+{
+    char *nl = memchr(cl->in, '\n', cl->in_len);
+
+    if (nl == NULL) {
+        if (cl->in_len == LINE_MAX_BYTES) {
+            static const char too_long[] =
+                "error: line longer than 4096 bytes\n\n";
+            char *text = strdup(too_long);
+            if (text == NULL) {
+                drop(cl);
+                return;
+            }
+            queue(cl, text, strlen(text), true);
+        }
+        return;
+    }
+    struct reply r = {0};
+    *nl = '\0';
+    answer(c, &r, cl->in);
+    size_t used = (size_t)(nl + 1 - cl->in);
+    memmove(cl->in, nl + 1, cl->in_len - used);
+    cl->in_len -= used;
+    if (r.failed) {
+        free(r.text);
+        drop(cl);
+        return;
+    }
+    queue(cl, r.text, r.len, false);
+    cl->deadline_ns = now + CLIENT_TIMEOUT_NS;
+}
+
+static void read_client(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
+{
+    ssize_t n = recv(cl->fd, cl->in + cl->in_len,
+                     LINE_MAX_BYTES - cl->in_len, 0);
+
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        drop(cl);
+        return;
+    }
+    if (n > 0)
+        cl->in_len += (size_t)n;
+    take_line(c, cl, now);
+}
+
+static void write_client(struct lsvc_ctlsock *c, struct client *cl,
+                         int64_t now)
+{
+    ssize_t n = send(cl->fd, cl->out + cl->out_sent,
+                     cl->out_len - cl->out_sent, MSG_NOSIGNAL);
+
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        drop(cl);
+        return;
+    }
+    if (n <= 0)
+        return;
+    cl->out_sent += (size_t)n;
+    cl->deadline_ns = now + CLIENT_TIMEOUT_NS;
+    if (cl->out_sent < cl->out_len)
+        return;
+    free(cl->out);
+    cl->out = NULL;
+    if (cl->hang_up)
+        drop(cl);
+    else
+        take_line(c, cl, now); /* a command sent before this reply ended */
+}
+
+/* --- The thread --------------------------------------------------------- */
+
+static void *control_main(void *arg)
+{
+    struct lsvc_ctlsock *c = arg;
+    struct client clients[MAX_CLIENTS];
+    struct pollfd fds[MAX_CLIENTS + 2];
+
+    lsvc__thread_name("lsvc-control");
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        clients[i] = (struct client){.fd = -1};
+    for (;;) {
+        int64_t now = lsvc__now_ns(), next = LSVC_FOREVER;
+        nfds_t n = 0;
+
+        fds[n++] = (struct pollfd){.fd = c->quit[0], .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+        for (int i = 0; i < MAX_CLIENTS; i++) {
+            struct client *cl = &clients[i];
+
+            if (cl->fd != -1 && now >= cl->deadline_ns)
+                drop(cl);
+            if (cl->fd == -1) {
+                fds[n++] = (struct pollfd){.fd = -1};
+                continue;
+            }
+            if (cl->deadline_ns < next)
+                next = cl->deadline_ns;
+            fds[n++] = (struct pollfd){
+                .fd = cl->fd, .events = cl->out ? POLLOUT : POLLIN};
+        }
+        int64_t wait_ms = next == LSVC_FOREVER
+                              ? -1
+                              : (next - now) / 1000000 + 1;
+        if (poll(fds, n, (int)wait_ms) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents != 0)
+            break;
+        now = lsvc__now_ns();
+        for (int i = 0; i < MAX_CLIENTS; i++) {
+            struct client *cl = &clients[i];
+            short ev = fds[i + 2].revents;
+
+            if (cl->fd == -1 || ev == 0)
+                continue;
+            if (cl->out != NULL)
+                write_client(c, cl, now);
+            else
+                read_client(c, cl, now);
+        }
+        if (fds[1].revents != 0)
+            accept_client(c, clients, now);
+    }
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        if (clients[i].fd != -1)
+            drop(&clients[i]);
+    return NULL;
+}
+
+/* --- The socket file ---------------------------------------------------- */
+
+/* Makes room for the socket at path: EEXIST when something else is
+ * there, EADDRINUSE when a live process serves it; a socket nobody
+ * serves is removed. */
+static int clear_path(const struct sockaddr_un *addr)
+{
+    struct stat st;
+
+    if (lstat(addr->sun_path, &st) != 0)
+        return errno == ENOENT ? 0 : errno;
+    if (!S_ISSOCK(st.st_mode))
+        return EEXIST;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0)
+        return errno;
+    int rc = connect(fd, (const struct sockaddr *)addr, sizeof *addr);
+    int err = errno;
+    close(fd);
+    if (rc == 0)
+        return EADDRINUSE;
+    if (err != ECONNREFUSED)
+        return err;
+    return unlink(addr->sun_path) == 0 || errno == ENOENT ? 0 : errno;
+}
+
+static int open_socket(struct lsvc_ctlsock *c)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    struct stat st;
+    int rc;
+
+    if (strlen(c->path) >= sizeof addr.sun_path)
+        return ENAMETOOLONG;
+    strcpy(addr.sun_path, c->path);
+    if ((rc = clear_path(&addr)) != 0)
+        return rc;
+    c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (c->fd < 0)
+        return errno;
+    if (set_flags(c->fd) != 0) {
+        rc = errno;
+        goto fail;
+    }
+    if (bind(c->fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        rc = errno;
+        goto fail;
+    }
+    /* Closed to others before it listens: nobody connects in between. */
+    if (chmod(c->path, 0600) != 0 || stat(c->path, &st) != 0 ||
+        listen(c->fd, MAX_CLIENTS) != 0) {
+        rc = errno;
+        unlink(c->path);
+        goto fail;
+    }
+    c->dev = st.st_dev;
+    c->ino = st.st_ino;
+    return 0;
+fail:
+    close(c->fd);
+    return rc;
+}
+
+/* Removes the socket file, if it is still the one this group made. */
+static void remove_socket(struct lsvc_ctlsock *c)
+{
+    struct stat st;
+
+    if (lstat(c->path, &st) == 0 && st.st_dev == c->dev &&
+        st.st_ino == c->ino)
+        unlink(c->path);
+}
+
+int lsvc__ctlsock_start(struct lsvc_ctlsock *c, const char *path,
+                        lsvc_group *g, struct lsvc_member *members,
+                        size_t count)
+{
+    static const lsvc_options defaults;
+    pthread_attr_t attr;
+    int rc;
+
+    *c = (struct lsvc_ctlsock){
+        .group = g, .members = members, .count = count, .path = path};
+    lsvc__ratelimit_init(&c->refused_rl, REFUSED_WARN_PERIOD_NS);
+    if ((rc = open_socket(c)) != 0)
+        return rc;
+    if (pipe(c->quit) != 0) {
+        rc = errno;
+        goto no_pipe;
+    }
+    fcntl(c->quit[0], F_SETFD, FD_CLOEXEC);
+    fcntl(c->quit[1], F_SETFD, FD_CLOEXEC);
+    if ((rc = lsvc__thread_attr(&attr, &defaults)) != 0)
+        goto no_thread;
+    rc = lsvc__spawn(&c->thread, &attr, control_main, c);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        return 0;
+no_thread:
+    close(c->quit[0]);
+    close(c->quit[1]);
+no_pipe:
+    remove_socket(c);
+    close(c->fd);
+    return rc;
+}
+
+void lsvc__ctlsock_stop(struct lsvc_ctlsock *c)
+{
+    ssize_t n = write(c->quit[1], "", 1);
+
+    (void)n;
+    pthread_join(c->thread, NULL);
+    remove_socket(c);
+    close(c->fd);
+    close(c->quit[0]);
+    close(c->quit[1]);
+}

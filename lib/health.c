@@ -1,0 +1,65 @@
+/*
+ * Health: whether a service makes progress, by three rules over a
+ * snapshot of its state (stats.c takes the snapshot under the service's
+ * lock; the rules need no lock).
+ *
+ *  - stuck:   one run has lasted more than stuck_after intervals;
+ *  - failing: the last `failures` runs failed in a row;
+ *  - stale:   between runs, not paused, and nothing has shown progress
+ *             for stale_after intervals, and at least LSVC_STALE_MIN_NS
+ *             (so that scheduling noise on a busy machine does not make
+ *             a short-interval service unhealthy).
+ *
+ * A service that is not running, or is paused, is not judged.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+const struct lsvc_health_limits lsvc__health_defaults = {
+    .stuck_after = 10,
+    .failures = 3,
+    .stale_after = 3,
+};
+
+/* Whether `elapsed` is more than `times` intervals. */
+static bool longer_than(int64_t elapsed, double times, int64_t interval_ns)
+{
+    return interval_ns != LSVC_FOREVER &&
+           (double)elapsed > times * (double)interval_ns;
+}
+
+const char *lsvc__health(const struct lsvc_health_view *v)
+{
+    const struct lsvc_health_limits *l = &v->limits;
+
+    if (!v->running)
+        return NULL;
+    if (v->run_begin_ns != 0 &&
+        longer_than(v->now_ns - v->run_begin_ns, l->stuck_after,
+                    v->interval_ns))
+        return "stuck";
+    if (v->consecutive_failures >= l->failures)
+        return "failing";
+    if (v->paused || v->run_begin_ns != 0)
+        return NULL;
+    int64_t idle = v->now_ns - v->progress_ns;
+    if (idle > LSVC_STALE_MIN_NS &&
+        longer_than(idle, l->stale_after, v->interval_ns))
+        return "stale";
+    return NULL;
+}
+
+bool lsvc_healthy(const lsvc *svc, const char **why)
+{
+    struct lsvc_health_view v;
+    const char *reason = "invalid";
+
+    if (svc != NULL) {
+        lsvc__stats_health_view(svc, &v);
+        reason = lsvc__health(&v);
+    }
+    if (why != NULL)
+        *why = reason;
+    return reason == NULL;
+}
