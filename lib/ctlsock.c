@@ -256,6 +256,39 @@ static const char help_text[] =
     "interval NAME SECS   run NAME every SECS seconds (inf: only when woken)\n"
     "help                 this text\n";
 
+static int pause_now(lsvc *svc)
+{
+    lsvc__pause_nowait(svc);
+    return 0;
+}
+
+/* The commands that act on one service, named by the rest of the line. */
+static const struct {
+    const char *command;
+    int (*act)(lsvc *svc);
+    const char *done;
+} actions[] = {
+    {"wake", lsvc_wake, "woke"},
+    {"pause", pause_now, "paused"},
+    {"resume", lsvc_resume, "resumed"},
+};
+
+static bool act(struct lsvc_ctlsock *c, struct reply *r, const char *command,
+                const char *name)
+{
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
+        if (strcmp(command, actions[i].command) != 0)
+            continue;
+        lsvc *svc = find(c, name);
+        if (svc == NULL)
+            put(r, "error: no service named \"%s\"\n", name);
+        else
+            put_result(r, actions[i].act(svc), actions[i].done, name);
+        return true;
+    }
+    return false;
+}
+
 /* Answers one line. */
 static void answer(struct lsvc_ctlsock *c, struct reply *r, char *line)
 {
@@ -268,32 +301,21 @@ static void answer(struct lsvc_ctlsock *c, struct reply *r, char *line)
     if (args != NULL)
         *args++ = '\0';
 
-    if (strcmp(line, "status") == 0 && args == NULL) {
+    if (strcmp(line, "status") == 0 && args == NULL)
         do_status(c, r);
-    } else if (strcmp(line, "metrics") == 0 && args == NULL) {
+    else if (strcmp(line, "metrics") == 0 && args == NULL)
         do_metrics(c, r);
-    } else if (strcmp(line, "help") == 0 && args == NULL) {
+    else if (strcmp(line, "help") == 0 && args == NULL)
         put(r, "%s", help_text);
-    } else if (strcmp(line, "interval") == 0 && args != NULL) {
+    else if (strcmp(line, "interval") == 0 && args != NULL)
         do_interval(c, r, args);
-    } else if ((strcmp(line, "wake") == 0 || strcmp(line, "pause") == 0 ||
-                strcmp(line, "resume") == 0) &&
-               args != NULL) {
-        lsvc *svc = find(c, args);
-        if (svc == NULL)
-            put(r, "error: no service named \"%s\"\n", args);
-        else if (line[0] == 'w')
-            put_result(r, lsvc_wake(svc), "woke", args);
-        else if (line[0] == 'p')
-            lsvc__pause_nowait(svc), put_result(r, 0, "paused", args);
-        else
-            put_result(r, lsvc_resume(svc), "resumed", args);
-    } else if (*line == '\0') {
+    else if (args != NULL && act(c, r, line, args))
+        ;
+    else if (*line == '\0')
         put(r, "error: empty command; try help\n");
-    } else {
+    else
         put(r, "error: unknown command or arguments: \"%s\"; try help\n",
             line);
-    }
     put(r, "\n");
 }
 
