@@ -779,8 +779,9 @@ LSVC_API bool lsvc_group_healthy(lsvc_group *g, const lsvc **which,
 
 /*
  * Writes the group's metrics into buf in Prometheus's text exposition
- * format (version 0.0.4), one sample per member and family, each with a
- * label service="<name>" escaped as the format asks (\\, \" and \n):
+ * format (version 0.0.4): for each family, one sample per member (a
+ * histogram's buckets, sum and count per member), each with a label
+ * service="<name>" escaped as the format asks (\\, \" and \n):
  *   counters   loopsvc_runs_total, loopsvc_errors_total,
  *              loopsvc_overruns_total, loopsvc_missed_total,
  *              loopsvc_skipped_not_leader_total, loopsvc_wakes_total
@@ -805,9 +806,13 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  * at lsvc_group_start, mode 0600, removed when lsvc_group_wait ends the
  * group. NULL (the default) turns it off. One command per line, each
  * answered by lines that end with an empty line:
- *   status               one row per service: name, state, interval,
- *                        runs, errors, last run age, next run in,
- *                        health and lease
+ *   status               a header row, then one row per service, in
+ *                        columns aligned with spaces: SERVICE, STATE
+ *                        (running, paused, stopped or disabled),
+ *                        INTERVAL, RUNS, ERRORS, LAST-RUN (since the
+ *                        last run began), NEXT-RUN, HEALTH (ok, stuck,
+ *                        failing, stale, or - when not running) and
+ *                        LEASE (held, not-held, or - without one)
  *   metrics              lsvc_group_metrics' text
  *   wake NAME            lsvc_wake
  *   pause NAME           lsvc_pause, without waiting for a run in
