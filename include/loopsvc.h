@@ -622,8 +622,10 @@ LSVC_API int lsvc_get_histogram(const lsvc *svc, lsvc_histogram_kind kind,
  *    progress for `stale` intervals (lsvc_group_set_health, 3 by
  *    default), and at least 1 s: progress is a run that returned 0, a due
  *    run left to the replica that holds the lease, the start of the
- *    thread (plus the initial delay), or a resume. A service that runs
- *    only when woken (LSVC_NEVER) is never stale.
+ *    thread (plus the initial delay), or a resume. A next run put off on
+ *    purpose (lsvc_next_run_in, an error backoff) starts the count one
+ *    interval before it is due; a service that waits for a wake
+ *    (LSVC_NEVER, or lsvc_next_run_in(INFINITY)) is never stale.
  * A service in no group uses the defaults. A service that is not running
  * or is paused is healthy by these rules; lsvc_group_healthy also asks
  * that every member of a started group runs. *why, when why is not NULL,

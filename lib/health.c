@@ -8,7 +8,9 @@
  *  - stale:   between runs, not paused, and nothing has shown progress
  *             for stale_after intervals, and at least LSVC_STALE_MIN_NS
  *             (so that scheduling noise on a busy machine does not make
- *             a short-interval service unhealthy).
+ *             a short-interval service unhealthy); a run put off on
+ *             purpose moves the count's start, and a service that waits
+ *             for a wake is never stale.
  *
  * A service that is not running, or is paused, is not judged.
  */
@@ -41,9 +43,15 @@ const char *lsvc__health(const struct lsvc_health_view *v)
         return "stuck";
     if (v->consecutive_failures >= l->failures)
         return "failing";
-    if (v->paused || v->run_begin_ns != 0)
+    if (v->paused || v->run_begin_ns != 0 || v->next_due_ns == LSVC_FOREVER)
         return NULL;
-    int64_t idle = v->now_ns - v->progress_ns;
+    /* A run put off on purpose (lsvc_next_run_in, a backoff) is not
+     * overdue: the count starts an interval before it was due. */
+    int64_t since = v->progress_ns;
+    if (v->next_due_ns != 0 && v->interval_ns != LSVC_FOREVER &&
+        v->next_due_ns - v->interval_ns > since)
+        since = v->next_due_ns - v->interval_ns;
+    int64_t idle = v->now_ns - since;
     if (idle > LSVC_STALE_MIN_NS &&
         longer_than(idle, l->stale_after, v->interval_ns))
         return "stale";

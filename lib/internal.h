@@ -145,6 +145,8 @@ struct lsvc_health_view {
     int64_t run_begin_ns;     /* 0 = between runs */
     int64_t interval_ns;
     int64_t progress_ns;      /* the last sign of progress */
+    int64_t next_due_ns;      /* when the sleeping thread runs next;
+                               * LSVC_FOREVER: when woken; 0: unknown */
     uint64_t consecutive_failures;
     struct lsvc_health_limits limits;
 };

@@ -91,6 +91,7 @@ static void health_view(const lsvc *svc, struct lsvc_health_view *out)
         .run_begin_ns = svc->run_begin_ns,
         .interval_ns = svc->interval_ns,
         .progress_ns = svc->progress_ns,
+        .next_due_ns = svc->next_due_ns,
         .consecutive_failures = svc->stats.consecutive_failures,
         .limits = svc->health,
     };
