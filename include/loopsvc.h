@@ -674,8 +674,11 @@ LSVC_API int lsvc_group_create(lsvc_group **out);
 
 /*
  * Adds a service to the group. A group does not own its services: it never
- * destroys them. Returns EINVAL, EBUSY (the service is already in a group,
- * this one included, or the group is started) or ENOMEM.
+ * destroys them. The names of a group's services are unique, since its
+ * metrics and control socket tell them apart by name. Returns EINVAL,
+ * EBUSY (the service is already in a group, this one included, or the
+ * group is started), EEXIST (another service of the group has its name)
+ * or ENOMEM.
  */
 LSVC_API int lsvc_group_add(lsvc_group *g, lsvc *svc);
 

@@ -144,7 +144,10 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
     lsvc__lock(&g->lock);
     if (g->state != GROUP_IDLE)
         rc = EBUSY;
-    else if (g->count == g->cap)
+    for (size_t i = 0; rc == 0 && i < g->count; i++)
+        if (strcmp(lsvc_name(g->members[i].svc), lsvc_name(svc)) == 0)
+            rc = g->members[i].svc == svc ? EBUSY : EEXIST;
+    if (rc == 0 && g->count == g->cap)
         rc = grow(g);
     if (rc == 0)
         rc = lsvc__group_join(svc, g);

@@ -558,10 +558,12 @@ END_TEST
 START_TEST(test_group_add_that_cannot_grow_keeps_the_members)
 {
     enum { N = 9 };
+    static const char *const names[N] = {"M0", "M1", "M2", "M3", "M4",
+                                         "M5", "M6", "M7", "M8"};
     struct gfx *g = gfx_new();
     lsvc *svcs[N];
     for (int i = 0; i < N; i++)
-        svcs[i] = fx_new("Member", 60, NULL)->svc;
+        svcs[i] = fx_new(names[i], 60, NULL)->svc;
     for (int i = 0; i < N - 2; i++)
         ck_assert_int_eq(lsvc_group_add(g->g, svcs[i]), 0);
 

@@ -546,9 +546,13 @@ static void staged_on_stop(lsvc *svc, void *arg)
  * has ended, and no later stage is even asked to stop before then. */
 START_TEST(test_stages_stop_in_increasing_order)
 {
-    static const lsvc_class cls = {
-        .name = "Staged", .loop_seconds = 60, .run_once = probe_run_once,
-        .on_start = probe_on_start, .on_stop = staged_on_stop};
+#define STAGED(label)                                                      \
+    {.name = label, .loop_seconds = 60, .run_once = probe_run_once,          \
+     .on_start = probe_on_start, .on_stop = staged_on_stop}
+    static const lsvc_class classes[] = {
+        STAGED("Staged0"), STAGED("Staged1"), STAGED("Staged2"),
+        STAGED("Staged3")};
+#undef STAGED
     /* Any int is a stage, the extremes too. */
     static const int stage_sets[][4] = {
         {0, 0, 2, 1},
@@ -558,7 +562,7 @@ START_TEST(test_stages_stop_in_increasing_order)
     struct gfx *t = gfx_new();
     staged.g = t;
     for (int i = 0; i < 4; i++) {
-        gfx_add_class(t, &cls, NULL);
+        gfx_add_class(t, &classes[i], NULL);
         staged.stage[i] = stages[i];
         /* Stage 0 is the default: set only the others. */
         if (stages[i] != 0)
@@ -619,6 +623,30 @@ START_TEST(test_group_destroy_leaves_services_alone)
 }
 END_TEST
 
+/* The metrics and the control socket name a member by its name, so a
+ * group refuses a second service of the same name, and keeps the first. */
+START_TEST(test_a_second_service_of_one_name_is_eexist)
+{
+    struct gfx *t = two();
+    struct fx *twin = fx_new("Alpha", 60, NULL);
+    ck_assert_int_eq(lsvc_group_add(t->g, twin->svc), EEXIST);
+    ck_assert_int_eq(lsvc_group_add(t->g, t->m[0].svc), EBUSY);
+    /* Refused, the twin is in no group: free to be destroyed. */
+    ck_assert_int_eq(lsvc_destroy(twin->svc), 0);
+    twin->svc = NULL;
+    size_t needed;
+    ck_assert_int_eq(lsvc_group_metrics(t->g, NULL, 0, &needed), ENOSPC);
+    char *text = malloc(needed);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_int_eq(lsvc_group_metrics(t->g, text, needed, NULL), 0);
+    const char *sample = "loopsvc_runs_total{service=\"Alpha\"}";
+    const char *first = strstr(text, sample);
+    ck_assert_ptr_nonnull(first);
+    ck_assert_ptr_null(strstr(first + 1, sample));
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("group");
@@ -646,6 +674,7 @@ int main(void)
         test_group_start_with_a_running_service_is_undone,
         test_set_stage_needs_a_member_of_an_idle_group,
         test_destroy_of_a_service_in_a_group_is_ebusy,
+        test_a_second_service_of_one_name_is_eexist,
         test_group_destroy_leaves_services_alone, NULL});
     tcase_add_loop_test(life,
                         test_calls_that_need_an_idle_group_are_ebusy_while_started,
