@@ -578,8 +578,9 @@ LSVC_API int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out);
  * fixed buckets on a log scale, 1, 2 and 5 times each power of ten from
  * 1 us to 2000 s, then 3600 s, then +Inf: bucket i holds the
  * observations above lsvc_histogram_bound(i - 1) and at most
- * lsvc_histogram_bound(i). The service thread updates them without any
- * lock another thread takes, so reading them never delays a run.
+ * lsvc_histogram_bound(i). Only the service thread writes them, with
+ * atomic stores, and a reader takes no lock, so reading them never delays
+ * a run.
  */
 #define LSVC_HISTOGRAM_BUCKETS 31
 
@@ -613,7 +614,8 @@ LSVC_API int lsvc_get_histogram(const lsvc *svc, lsvc_histogram_kind kind,
                                 lsvc_histogram *out);
 
 /*
- * Whether svc makes progress. A running service is unhealthy while:
+ * Whether svc makes progress. A running service that is not paused is
+ * unhealthy while:
  *  - "stuck": one run has lasted more than the stuck limit
  *    (lsvc_group_set_stuck_after, 10 intervals by default);
  *  - "failing": its last `failures` runs failed in a row

@@ -305,16 +305,13 @@ int lsvc_group_set_notify(lsvc_group *g, bool enable)
     return 0;
 }
 
-/* Sets the health limits of an idle group and its members. */
-static int set_health(lsvc_group *g, const struct lsvc_health_limits *l)
+/* Gives the members of a group, locked, its health limits, and unlocks
+ * it. */
+static int push_health(lsvc_group *g)
 {
-    int rc;
-
-    if ((rc = lock_idle(g)) != 0)
-        return rc;
-    g->health = *l;
+    lsvc__assert_held(&g->lock);
     for (size_t i = 0; i < g->count; i++)
-        lsvc__set_health_limits(g->members[i].svc, l);
+        lsvc__set_health_limits(g->members[i].svc, &g->health);
     lsvc__unlock(&g->lock);
     return 0;
 }
@@ -326,27 +323,29 @@ static bool times_ok(double intervals)
 
 int lsvc_group_set_stuck_after(lsvc_group *g, double intervals)
 {
+    int rc;
+
     if (g == NULL || !times_ok(intervals))
         return EINVAL;
-    lsvc__lock(&g->lock);
-    struct lsvc_health_limits l = g->health;
-    lsvc__unlock(&g->lock);
-    l.stuck_after = intervals;
-    return set_health(g, &l);
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->health.stuck_after = intervals;
+    return push_health(g);
 }
 
 int lsvc_group_set_health(lsvc_group *g, unsigned failures,
                           double stale_intervals)
 {
+    int rc;
+
     if (g == NULL || failures < 1 || failures > 1000000 ||
         !times_ok(stale_intervals))
         return EINVAL;
-    lsvc__lock(&g->lock);
-    struct lsvc_health_limits l = g->health;
-    lsvc__unlock(&g->lock);
-    l.failures = failures;
-    l.stale_after = stale_intervals;
-    return set_health(g, &l);
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->health.failures = failures;
+    g->health.stale_after = stale_intervals;
+    return push_health(g);
 }
 
 int lsvc_group_set_control_socket(lsvc_group *g, const char *path)
@@ -375,8 +374,11 @@ int lsvc__group_members(lsvc_group *g, struct lsvc_member **out, size_t *count)
     lsvc__lock(&g->lock);
     size_t n = g->count;
     struct lsvc_member *copy = malloc((n ? n : 1) * sizeof *copy);
-    if (copy != NULL && n > 0)
-        memcpy(copy, g->members, n * sizeof *copy);
+    /* Field by field: the watchdog thread writes `unhealthy` unlocked. */
+    for (size_t i = 0; copy != NULL && i < n; i++)
+        copy[i] = (struct lsvc_member){.svc = g->members[i].svc,
+                                       .stage = g->members[i].stage,
+                                       .skip = g->members[i].skip};
     lsvc__unlock(&g->lock);
     if (copy == NULL)
         return ENOMEM;

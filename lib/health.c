@@ -35,7 +35,7 @@ const char *lsvc__health(const struct lsvc_health_view *v)
 {
     const struct lsvc_health_limits *l = &v->limits;
 
-    if (!v->running)
+    if (!v->running || v->paused)
         return NULL;
     if (v->run_begin_ns != 0 &&
         longer_than(v->now_ns - v->run_begin_ns, l->stuck_after,
@@ -43,7 +43,7 @@ const char *lsvc__health(const struct lsvc_health_view *v)
         return "stuck";
     if (v->consecutive_failures >= l->failures)
         return "failing";
-    if (v->paused || v->run_begin_ns != 0 || v->next_due_ns == LSVC_FOREVER)
+    if (v->run_begin_ns != 0 || v->next_due_ns == LSVC_FOREVER)
         return NULL;
     /* A run put off on purpose (lsvc_next_run_in, a backoff) is not
      * overdue: the count starts an interval before it was due. */
