@@ -657,9 +657,11 @@ typedef void (*lsvc_run_observer_fn)(const lsvc_run_event *event, void *ctx);
 
 /*
  * Calls fn(event, ctx) on the service thread as each run of every service
- * begins (just before run_once) and as it ends (just after), with no
- * library lock held: for tracing, one span per run. fn delays the
- * service by the time it takes, so it should only record. NULL (the
+ * begins (just before run_once) and as it ends (just after, once the
+ * run is counted in lsvc_get_stats), with no library lock held: for
+ * tracing, one span per run. fn delays the service by the time it takes
+ * (which is not counted in the run's duration), so it should only
+ * record. NULL (the
  * default) removes the observer. As with lsvc_set_logger, a run in
  * progress at the time of the call may still reach the previous fn, so
  * keep its ctx valid until the services are stopped. Any thread.

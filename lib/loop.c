@@ -243,11 +243,9 @@ static bool begin_leased_run(lsvc *svc, struct lsvc_sched *sc,
 }
 
 /* The run has ended: what other threads may now read of it. */
-static void end_run(lsvc *svc, const struct run *run, int64_t end_ns, int rc,
+static void end_run(lsvc *svc, int64_t end_ns, int64_t run_ns, int rc,
                     int64_t interval, uint64_t skipped)
 {
-    int64_t run_ns = end_ns - run->point.begin;
-
     lsvc__lock(&svc->lock);
     svc->in_run = false;
     svc->last_end_ns = end_ns;
@@ -343,11 +341,10 @@ static void observe_begin(lsvc *svc, const struct run *run,
     lsvc__observe(ev);
 }
 
-static void observe_end(lsvc_run_event *ev, int64_t end_ns, int rc)
+static void observe_end(lsvc_run_event *ev, int64_t run_ns, int rc)
 {
     ev->ended = true;
-    ev->duration_ns = end_ns - (ev->start.tv_sec * LSVC_NS_PER_SEC +
-                                ev->start.tv_nsec);
+    ev->duration_ns = run_ns;
     ev->result = rc;
     lsvc__observe(ev);
 }
@@ -380,18 +377,21 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         bool observed = lsvc__observing();
         lsvc_run_event event;
-        if (observed)
+        int64_t called = run.point.begin;
+        if (observed) {
             observe_begin(svc, &run, &event);
+            called = lsvc__now_ns(); /* the observer's time is not the run's */
+        }
         int rc = svc->cls->run_once(svc, svc->arg);
         int64_t end = lsvc__now_ns();
-        if (observed)
-            observe_end(&event, end, rc);
         int64_t interval = svc->interval_ns;
-        int64_t run_ns = end - run.point.begin;
+        int64_t run_ns = end - called;
         uint64_t skipped =
             lsvc__sched_after_run(svc, &sc, &run.point, end, rc != 0);
 
-        end_run(svc, &run, end, rc, interval, skipped);
+        end_run(svc, end, run_ns, rc, interval, skipped);
+        if (observed)
+            observe_end(&event, run_ns, rc);
         if (rc != 0)
             lsvc__log(LSVC_LOG_ERROR, svc->logger,
                       "Unexpected error in %s: run_once returned %d.",
