@@ -835,8 +835,10 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  * credentials; where the system cannot tell them, nobody is served);
  * others are refused and logged at WARNING. A line longer than 4 KiB
  * gets an error and the connection is closed; at most 16 clients are
- * served at once (a 17th is told so and closed); a client with half a
- * line, or that does not read its reply, is dropped after 10 s. One
+ * served at once (a 17th is told so and closed); a client idle for 10 s
+ * (with half a line, nothing sent, or a reply it does not read) is
+ * dropped. A last line without its newline is answered as the client
+ * closes its side. Numbers are read and written in the C locale. One
  * thread serves the socket and never waits for a service, so no client
  * delays a run.
  * lsvc_group_start then fails with EEXIST (path exists and is not a

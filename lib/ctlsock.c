@@ -28,14 +28,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 4096
+#define LINE_MAX_BYTES 4096   /* without its newline */
+#define IN_MAX (LINE_MAX_BYTES + 1)
 #define MAX_CLIENTS 16
 #define CLIENT_TIMEOUT_NS (10 * LSVC_NS_PER_SEC)
 #define REFUSED_WARN_PERIOD_NS (60 * LSVC_NS_PER_SEC)
+#define ACCEPT_RETRY_NS (100 * INT64_C(1000000))
 
 struct client {
     int fd;                   /* -1: a free slot */
-    char in[LINE_MAX_BYTES + 1];
+    char in[IN_MAX];          /* a line and its newline, at most */
     size_t in_len;
     char *out;                /* the reply being sent */
     size_t out_len, out_sent;
@@ -62,8 +64,9 @@ static void put(struct reply *r, const char *fmt, ...)
 
     for (;;) {
         size_t room = r->cap - r->len;
+        char *at = r->text != NULL ? r->text + r->len : NULL;
         va_start(ap, fmt);
-        int n = r->failed ? 0 : vsnprintf(r->text + r->len, room, fmt, ap);
+        int n = r->failed ? 0 : vsnprintf(at, room, fmt, ap);
         va_end(ap);
         if (r->failed || n < 0) {
             r->failed = true;
@@ -240,10 +243,15 @@ static void do_interval(struct lsvc_ctlsock *c, struct reply *r, char *args)
         put(r, "error: not a number of seconds: \"%s\"\n", space + 1);
     } else {
         int rc = lsvc_set_loop_seconds(svc, seconds);
-        if (rc == 0)
-            put(r, "ok: %s runs every %g s\n", args, seconds);
-        else
+        double in_force = lsvc_loop_seconds(svc);
+        if (rc != 0)
             put_result(r, rc, "", args);
+        else if (in_force != seconds)
+            put(r, "error: %s keeps the interval of %g s that the "
+                   "environment gives it while the group runs\n",
+                args, in_force);
+        else
+            put(r, "ok: %s runs every %g s\n", args, seconds);
     }
 }
 
@@ -282,6 +290,8 @@ static bool act(struct lsvc_ctlsock *c, struct reply *r, const char *command,
         lsvc *svc = find(c, name);
         if (svc == NULL)
             put(r, "error: no service named \"%s\"\n", name);
+        else if (!lsvc_is_running(svc))
+            put(r, "error: %s is not running\n", name);
         else
             put_result(r, actions[i].act(svc), actions[i].done, name);
         return true;
@@ -390,8 +400,15 @@ static void accept_client(struct lsvc_ctlsock *c, struct client *clients,
     long uid, pid;
     uint64_t suppressed;
 
-    if (fd < 0)
+    if (fd < 0) {
+        /* Out of descriptors or memory: the connection stays queued, and
+         * the listener is left alone for a while rather than polled in a
+         * busy loop. */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+            errno == ENOMEM)
+            c->listen_again_ns = now + ACCEPT_RETRY_NS;
         return;
+    }
     if (!peer_allowed(fd, &uid, &pid)) {
         refuse(fd, "error: permission denied\n\n");
         if (lsvc__ratelimit_admit(&c->refused_rl, now, &suppressed))
@@ -421,7 +438,7 @@ static void take_line(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
     char *nl = memchr(cl->in, '\n', cl->in_len);
 
     if (nl == NULL) {
-        if (cl->in_len == LINE_MAX_BYTES) {
+        if (cl->in_len == IN_MAX) {
             static const char too_long[] =
                 "error: line longer than 4096 bytes\n\n";
             char *text = strdup(too_long);
@@ -435,7 +452,9 @@ static void take_line(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
     }
     struct reply r = {0};
     *nl = '\0';
+    locale_t previous = lsvc__use_c_locale();
     answer(c, &r, cl->in);
+    lsvc__restore_locale(previous);
     size_t used = (size_t)(nl + 1 - cl->in);
     memmove(cl->in, nl + 1, cl->in_len - used);
     cl->in_len -= used;
@@ -450,9 +469,16 @@ static void take_line(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
 
 static void read_client(struct lsvc_ctlsock *c, struct client *cl, int64_t now)
 {
-    ssize_t n = recv(cl->fd, cl->in + cl->in_len,
-                     LINE_MAX_BYTES - cl->in_len, 0);
+    ssize_t n = recv(cl->fd, cl->in + cl->in_len, IN_MAX - cl->in_len, 0);
 
+    if (n == 0 && cl->in_len > 0 && cl->in_len < IN_MAX) {
+        /* The last line came without its newline: answered, then the
+         * connection is closed. */
+        cl->in[cl->in_len++] = '\n';
+        cl->hang_up = true;
+        take_line(c, cl, now);
+        return;
+    }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         drop(cl);
         return;
@@ -502,7 +528,11 @@ static void *control_main(void *arg)
         nfds_t n = 0;
 
         fds[n++] = (struct pollfd){.fd = c->quit[0], .events = POLLIN};
-        fds[n++] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+        bool listening = now >= c->listen_again_ns;
+        fds[n++] = (struct pollfd){.fd = listening ? c->fd : -1,
+                                   .events = POLLIN};
+        if (!listening)
+            next = c->listen_again_ns;
         for (int i = 0; i < MAX_CLIENTS; i++) {
             struct client *cl = &clients[i];
 
@@ -520,8 +550,15 @@ static void *control_main(void *arg)
         int64_t wait_ms = next == LSVC_FOREVER
                               ? -1
                               : (next - now) / 1000000 + 1;
-        if (poll(fds, n, (int)wait_ms) < 0 && errno != EINTR)
+        if (poll(fds, n, (int)wait_ms) < 0 && errno != EINTR) {
+            char why[128];
+
+            lsvc__strerror(errno, why, sizeof why);
+            lsvc__log(LSVC_LOG_ERROR, "loopsvc",
+                      "The control socket %s is no longer served: poll "
+                      "failed: %s.", c->path, why);
             break;
+        }
         if (fds[0].revents != 0)
             break;
         now = lsvc__now_ns();
@@ -549,7 +586,9 @@ static void *control_main(void *arg)
 
 /* Makes room for the socket at path: EEXIST when something else is
  * there, EADDRINUSE when a live process serves it; a socket nobody
- * serves is removed. */
+ * serves is removed. The probe does not block, so a server that does not
+ * accept (its backlog full) cannot hold up the start: it counts as
+ * live. */
 static int clear_path(const struct sockaddr_un *addr)
 {
     struct stat st;
@@ -561,14 +600,26 @@ static int clear_path(const struct sockaddr_un *addr)
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0)
         return errno;
-    int rc = connect(fd, (const struct sockaddr *)addr, sizeof *addr);
+    int rc = set_flags(fd);
+    if (rc == 0)
+        rc = connect(fd, (const struct sockaddr *)addr, sizeof *addr);
     int err = errno;
     close(fd);
-    if (rc == 0)
+    if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
         return EADDRINUSE;
     if (err != ECONNREFUSED)
         return err;
     return unlink(addr->sun_path) == 0 || errno == ENOENT ? 0 : errno;
+}
+
+/* Removes the socket file, if it is still the one this group made. */
+static void remove_socket(struct lsvc_ctlsock *c)
+{
+    struct stat st;
+
+    if (lstat(c->path, &st) == 0 && st.st_dev == c->dev &&
+        st.st_ino == c->ino)
+        unlink(c->path);
 }
 
 static int open_socket(struct lsvc_ctlsock *c)
@@ -593,29 +644,25 @@ static int open_socket(struct lsvc_ctlsock *c)
         rc = errno;
         goto fail;
     }
-    /* Closed to others before it listens: nobody connects in between. */
-    if (chmod(c->path, 0600) != 0 || stat(c->path, &st) != 0 ||
-        listen(c->fd, MAX_CLIENTS) != 0) {
+    /* Listening at once, so that another starter's probe finds it live
+     * and leaves it alone; a peer that connects before the chmod is
+     * still checked by its credentials. */
+    if (listen(c->fd, MAX_CLIENTS) != 0 || lstat(c->path, &st) != 0) {
         rc = errno;
         unlink(c->path);
         goto fail;
     }
     c->dev = st.st_dev;
     c->ino = st.st_ino;
+    if (chmod(c->path, 0600) != 0) {
+        rc = errno;
+        remove_socket(c);
+        goto fail;
+    }
     return 0;
 fail:
     close(c->fd);
     return rc;
-}
-
-/* Removes the socket file, if it is still the one this group made. */
-static void remove_socket(struct lsvc_ctlsock *c)
-{
-    struct stat st;
-
-    if (lstat(c->path, &st) == 0 && st.st_dev == c->dev &&
-        st.st_ino == c->ino)
-        unlink(c->path);
 }
 
 int lsvc__ctlsock_start(struct lsvc_ctlsock *c, const char *path,

@@ -13,6 +13,7 @@
 #include "loopsvc.h"
 
 #include <assert.h>
+#include <locale.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -431,6 +432,10 @@ LSVC_HIDDEN int lsvc__group_members(lsvc_group *g, struct lsvc_member **out,
 
 /* metrics.c: the group's metrics as a malloc'd string of *len bytes. */
 LSVC_HIDDEN int lsvc__metrics_text(lsvc_group *g, char **text, size_t *len);
+/* Numbers in the calling thread written and read as the formats want
+ * them ("0.5", whatever the process's locale), until restored. */
+LSVC_HIDDEN locale_t lsvc__use_c_locale(void);
+LSVC_HIDDEN void lsvc__restore_locale(locale_t previous);
 
 /* watchdog.c: WATCHDOG=1 while every service of a group is healthy. */
 struct lsvc_watchdog {
@@ -456,6 +461,8 @@ struct lsvc_ctlsock {
     const char *path;
     int fd;                   /* listening */
     int quit[2];              /* a pipe: a byte in it ends the thread */
+    int64_t listen_again_ns;  /* accept() ran out of descriptors: the
+                               * listener rests until then */
     dev_t dev;                /* the socket file made, to remove only it */
     ino_t ino;
     pthread_t thread;

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +216,26 @@ static void write_text(FILE *f, const struct sample *s, size_t n)
     put_histogram(f, s, n, LSVC_HISTOGRAM_LATENESS);
 }
 
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+locale_t lsvc__use_c_locale(void)
+{
+    pthread_once(&c_locale_once, make_c_locale);
+    return c_locale != (locale_t)0 ? uselocale(c_locale) : (locale_t)0;
+}
+
+void lsvc__restore_locale(locale_t previous)
+{
+    if (previous != (locale_t)0)
+        uselocale(previous);
+}
+
 int lsvc__metrics_text(lsvc_group *g, char **text, size_t *len)
 {
     struct lsvc_member *members;
@@ -232,7 +253,9 @@ int lsvc__metrics_text(lsvc_group *g, char **text, size_t *len)
     }
     for (size_t i = 0; i < n; i++)
         read_sample(&s[i], members[i].svc);
+    locale_t previous = lsvc__use_c_locale();
     write_text(f, s, n);
+    lsvc__restore_locale(previous);
     rc = ferror(f) ? ENOMEM : 0;
     if (fclose(f) != 0)
         rc = ENOMEM;

@@ -10,6 +10,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,13 +23,14 @@
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
 #define LINE_MAX_BYTES 4096
+#define MAX_TIMEOUT 86400
 
 static const char usage[] =
     "usage: loopsvcctl [-s PATH] [-t SECONDS] COMMAND [ARG...]\n"
     "  status | metrics | help | wake NAME | pause NAME | resume NAME |\n"
     "  interval NAME SECONDS\n"
     "  -s PATH     the control socket (default: $LOOPSVC_CONTROL_SOCKET)\n"
-    "  -t SECONDS  how long to wait for the reply (default: 10)\n";
+    "  -t SECONDS  how long to wait for the connection and reply (default: 10)\n";
 
 static int fail(const char *what, const char *path)
 {
@@ -81,10 +83,13 @@ static char *command_line(int argc, char **argv)
     return line;
 }
 
-static int connect_to(const char *path)
+/* Connects within the deadline: a server whose queue is full answers
+ * EAGAIN, and is asked again every 10 ms. The socket stays
+ * non-blocking. */
+static int connect_to(const char *path, double deadline)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int fd;
+    int fd, fl;
 
     if (strlen(path) >= sizeof addr.sun_path) {
         errno = ENAMETOOLONG;
@@ -93,34 +98,53 @@ static int connect_to(const char *path)
     strcpy(addr.sun_path, path);
     if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
         return -1;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        int err = errno;
-        close(fd);
-        errno = err;
-        return -1;
+    if ((fl = fcntl(fd, F_GETFL)) < 0 ||
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+        goto fail;
+    while (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            goto fail;
+        if (now_s() >= deadline) {
+            errno = ETIMEDOUT;
+            goto fail;
+        }
+        poll(NULL, 0, 10);
     }
     return fd;
+fail:;
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
 }
 
-static int send_all(int fd, const char *text)
+/* Sends text within the deadline. */
+static int send_all(int fd, const char *text, double deadline)
 {
     size_t len = strlen(text), sent = 0;
 
     while (sent < len) {
         ssize_t n = send(fd, text + sent, len - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno != EINTR)
-            return -1;
-        if (n > 0)
+        if (n > 0) {
             sent += (size_t)n;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EINTR)
+            return -1;
+        double left = deadline - now_s();
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
     }
     return 0;
 }
 
-/* Reads the reply up to its empty line, within `timeout` seconds, and
- * prints it without that line. Returns the exit status. */
-static int print_reply(int fd, const char *path, double timeout)
+/* Reads the reply up to its empty line, before the deadline, and prints
+ * it without that line. Returns the exit status. */
+static int print_reply(int fd, const char *path, double deadline)
 {
-    double deadline = now_s() + timeout;
     size_t len = 0, cap = 4096;
     char *reply = malloc(cap);
 
@@ -178,8 +202,10 @@ int main(int argc, char **argv)
             break;
         case 't':
             timeout = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(timeout > 0)) {
-                fprintf(stderr, "loopsvcctl: -t wants seconds > 0\n%s", usage);
+            if (end == optarg || *end != '\0' || !(timeout > 0) ||
+                timeout > MAX_TIMEOUT) {
+                fprintf(stderr, "loopsvcctl: -t wants seconds, more than 0 "
+                                "and at most %d\n%s", MAX_TIMEOUT, usage);
                 return EXIT_USAGE;
             }
             break;
@@ -206,13 +232,15 @@ int main(int argc, char **argv)
                 LINE_MAX_BYTES - 1);
         return EXIT_USAGE;
     }
-    int fd = connect_to(path);
+    double deadline = now_s() + timeout;
+    int fd = connect_to(path, deadline);
     if (fd < 0) {
         free(line);
         return fail("cannot connect to", path);
     }
-    int status = send_all(fd, line) == 0 ? print_reply(fd, path, timeout)
-                                         : fail("cannot send to", path);
+    int status = send_all(fd, line, deadline) == 0
+                     ? print_reply(fd, path, deadline)
+                     : fail("cannot send to", path);
     free(line);
     close(fd);
     return status;
