@@ -49,7 +49,7 @@ SNIPPETS = {
 # top meson.build reads the header and enters lib/ and doc/, and doc/ makes
 # the manual page from the header and README.md; test/ and bench/ are not
 # entered in a subproject.
-SUBPROJECT_TREE = ["meson.build", "meson_options.txt", "README.md", "include", "lib", "doc"]
+SUBPROJECT_TREE = ["meson.build", "meson_options.txt", "README.md", "include", "lib", "doc", "tools"]
 
 STEP_TIMEOUT = 300  # seconds, for any one command
 RUN_TIMEOUT = 60    # seconds, for a consumer program
