@@ -827,13 +827,14 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  *   pause NAME           lsvc_pause, without waiting for a run in
  *                        progress
  *   resume NAME          lsvc_resume
- *   interval NAME SECS   lsvc_set_loop_seconds
+ *   interval NAME SECS   lsvc_set_loop_seconds; SECS is decimal
+ *                        (digits[.digits][e[+|-]digits]) or "never"
  *   help                 the commands
  * A reply to a command that fails is one line "error: <why>"; one that
  * acts answers "ok: <what>". Only a peer of the process's effective uid
  * or root is served, whatever the file's mode (checked with the peer's
  * credentials; where the system cannot tell them, nobody is served);
- * others are refused and logged at WARNING. A line longer than 4 KiB
+ * others are refused and logged at WARNING, at most once a minute. A line longer than 4 KiB
  * gets an error and the connection is closed; at most 16 clients are
  * served at once (a 17th is told so and closed); a client idle for 10 s
  * (with half a line, nothing sent, or a reply it does not read) is
@@ -843,9 +844,10 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  * delays a run.
  * lsvc_group_start then fails with EEXIST (path exists and is not a
  * socket), EADDRINUSE (a live process serves it; a socket nobody serves
- * is replaced), ENAMETOOLONG, or what socket(2), bind(2) or listen(2)
- * return. Returns EINVAL, ENAMETOOLONG (longer than a socket address
- * holds), EBUSY (started) or ENOMEM.
+ * is replaced), or what socket(2), connect(2) (probing an existing
+ * socket), bind(2), listen(2) or chmod(2) return. Returns EINVAL (g NULL,
+ * or path empty), ENAMETOOLONG (longer than a socket address holds),
+ * EBUSY (started) or ENOMEM.
  */
 LSVC_API int lsvc_group_set_control_socket(lsvc_group *g, const char *path);
 

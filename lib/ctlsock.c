@@ -228,7 +228,6 @@ static void put_result(struct reply *r, int rc, const char *done,
 static void do_interval(struct lsvc_ctlsock *c, struct reply *r, char *args)
 {
     char *space = strrchr(args, ' ');
-    char *end;
 
     if (space == NULL) {
         put(r, "error: usage: interval NAME SECONDS\n");
@@ -236,11 +235,14 @@ static void do_interval(struct lsvc_ctlsock *c, struct reply *r, char *args)
     }
     *space = '\0';
     lsvc *svc = find(c, args);
-    double seconds = strtod(space + 1, &end);
+    const char *value = space + 1;
+    double seconds = LSVC_NEVER;
     if (svc == NULL) {
         put(r, "error: no service named \"%s\"\n", args);
-    } else if (end == space + 1 || *end != '\0' || isnan(seconds)) {
-        put(r, "error: not a number of seconds: \"%s\"\n", space + 1);
+    } else if (strcmp(value, "never") != 0 &&
+               lsvc__parse_decimal(value, &seconds) != 0) {
+        put(r, "error: not a number of seconds, nor never: \"%s\"\n",
+            value);
     } else {
         int rc = lsvc_set_loop_seconds(svc, seconds);
         double in_force = lsvc_loop_seconds(svc);
@@ -251,7 +253,9 @@ static void do_interval(struct lsvc_ctlsock *c, struct reply *r, char *args)
                    "environment gives it while the group runs\n",
                 args, in_force);
         else
-            put(r, "ok: %s runs every %g s\n", args, seconds);
+            put(r, isinf(seconds) ? "ok: %s runs only when woken\n"
+                                  : "ok: %s runs every %g s\n",
+                args, seconds);
     }
 }
 
@@ -261,7 +265,7 @@ static const char help_text[] =
     "wake NAME            run NAME now\n"
     "pause NAME           start no run of NAME until resumed\n"
     "resume NAME          let NAME run again\n"
-    "interval NAME SECS   run NAME every SECS seconds (inf: only when woken)\n"
+    "interval NAME SECS   run NAME every SECS seconds (never: only when woken)\n"
     "help                 this text\n";
 
 static int pause_now(lsvc *svc)
@@ -414,7 +418,8 @@ static void accept_client(struct lsvc_ctlsock *c, struct client *clients,
         if (lsvc__ratelimit_admit(&c->refused_rl, now, &suppressed))
             lsvc__log(LSVC_LOG_WARNING, "loopsvc",
                       "Refused a connection to the control socket %s from "
-                      "uid %ld (pid %ld): only uid %ld and root are served.%s",
+                      "uid %ld (pid %ld): only uid %ld (and root) is "
+                      "served.%s",
                       c->path, uid, pid, (long)geteuid(),
                       suppressed ? " Later refusals are logged once a minute."
                                  : "");

@@ -401,6 +401,10 @@ struct lsvc_settings {
 LSVC_HIDDEN int lsvc__settings_names(lsvc *svc);
 LSVC_HIDDEN void lsvc__settings_read(const lsvc *svc,
                                      struct lsvc_settings *out);
+/* digits[.digits][e[+|-]digits] (or .digits...), as a double: EINVAL for
+ * anything else, signs, hex, inf and nan included, and for a value out of
+ * a double's range. Any locale. */
+LSVC_HIDDEN int lsvc__parse_decimal(const char *s, double *out);
 
 /* notify.c: systemd's notify protocol. fd is -1 when it is off. */
 struct lsvc_notifier {

@@ -109,30 +109,34 @@ static bool is_decimal(const char *s)
     return *s == '\0';
 }
 
-/* Seconds, in the range lsvc_create accepts. strtod() runs in the C
- * locale: the server's LC_NUMERIC must not make "2.5" mean 2. */
-static int parse_seconds(const char *s, int64_t *out)
+/* strtod() runs in the C locale: the server's LC_NUMERIC must not make
+ * "2.5" mean 2. */
+int lsvc__parse_decimal(const char *s, double *out)
 {
-    locale_t c_locale, old;
-    double seconds;
     char *end;
 
     if (!is_decimal(s))
         return EINVAL;
-    c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-    if (c_locale == (locale_t)0)
-        return errno;
-    old = uselocale(c_locale);
+    locale_t previous = lsvc__use_c_locale();
     errno = 0;
-    seconds = strtod(s, &end);
+    double value = strtod(s, &end);
     int range = errno;
-    uselocale(old);
-    freelocale(c_locale);
+    lsvc__restore_locale(previous);
     /* ERANGE is an overflow to HUGE_VAL ("1e999") or an underflow to or
      * near 0 ("1e-999"): neither is what was written. */
     if (*end != '\0' || range != 0)
         return EINVAL;
-    return lsvc__seconds_to_ns(seconds, false, out);
+    *out = value;
+    return 0;
+}
+
+/* Seconds, in the range lsvc_create accepts. */
+static int parse_seconds(const char *s, int64_t *out)
+{
+    double seconds;
+    int rc = lsvc__parse_decimal(s, &seconds);
+
+    return rc != 0 ? rc : lsvc__seconds_to_ns(seconds, false, out);
 }
 
 void lsvc__settings_read(const lsvc *svc, struct lsvc_settings *out)
