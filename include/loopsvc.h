@@ -624,10 +624,14 @@ LSVC_API int lsvc_get_histogram(const lsvc *svc, lsvc_histogram_kind kind,
  *    progress for `stale` intervals (lsvc_group_set_health, 3 by
  *    default), and at least 1 s: progress is a run that returned 0, a due
  *    run left to the replica that holds the lease, the start of the
- *    thread (plus the initial delay), or a resume. A next run put off on
- *    purpose (lsvc_next_run_in, an error backoff) starts the count one
- *    interval before it is due; a service that waits for a wake
+ *    thread (plus the initial delay), or a resume. After such progress, a
+ *    next run put off on purpose (lsvc_next_run_in) starts the count one
+ *    interval before it is due; after a failed run or a lease that could
+ *    not tell, nothing moves it. A service that waits for a wake
  *    (LSVC_NEVER, or lsvc_next_run_in(INFINITY)) is never stale.
+ * A run includes the lease's asking before it, so a hung acquire is
+ * "stuck". When several apply, the first of stuck, failing and stale is
+ * the reason.
  * A service in no group uses the defaults. A service that is not running
  * or is paused is healthy by these rules; lsvc_group_healthy also asks
  * that every member of a started group runs. *why, when why is not NULL,
@@ -800,7 +804,9 @@ LSVC_API bool lsvc_group_healthy(lsvc_group *g, const lsvc **which,
  *              none), loopsvc_interval_seconds (+Inf for LSVC_NEVER)
  *   histograms loopsvc_run_duration_seconds, loopsvc_lateness_seconds
  * Every family has its HELP and TYPE lines. The text is NUL-terminated;
- * *needed (when not NULL) is set to its length plus the NUL. buf may be
+ * *needed (when not NULL) is set to its length plus the NUL. The text of
+ * a later call may be longer (counters grow): leave room, or call again
+ * while ENOSPC. buf may be
  * NULL when size is 0, to learn the size. Returns EINVAL (g NULL; buf
  * NULL with size > 0), ENOSPC (size < *needed: buf holds as much as fits,
  * NUL-terminated, when size > 0) or ENOMEM. Any thread but not

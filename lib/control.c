@@ -31,6 +31,7 @@ void lsvc__control_reset(lsvc *svc)
     svc->next_due_ns = 0;
     /* The thread's start counts as progress; on_start's end again. */
     svc->progress_ns = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
+    svc->progressed = true;
 }
 
 /* Locks svc when its thread runs; false, unlocked, when it does not. */
@@ -200,6 +201,7 @@ int lsvc_resume(lsvc *svc)
         if (paused) {
             svc->paused = false;
             svc->resumed_ns = svc->progress_ns = lsvc__now_ns();
+            svc->progressed = true;
         }
         lsvc__unlock_kick(svc, paused);
     }

@@ -9,8 +9,8 @@
  *             for stale_after intervals, and at least LSVC_STALE_MIN_NS
  *             (so that scheduling noise on a busy machine does not make
  *             a short-interval service unhealthy); a run put off on
- *             purpose moves the count's start, and a service that waits
- *             for a wake is never stale.
+ *             purpose after progress moves the count's start, and a
+ *             service that waits for a wake is never stale.
  *
  * A service that is not running, or is paused, is not judged.
  */
@@ -45,10 +45,13 @@ const char *lsvc__health(const struct lsvc_health_view *v)
         return "failing";
     if (v->run_begin_ns != 0 || v->next_due_ns == LSVC_FOREVER)
         return NULL;
-    /* A run put off on purpose (lsvc_next_run_in, a backoff) is not
-     * overdue: the count starts an interval before it was due. */
+    /* A run put off on purpose after progress (lsvc_next_run_in after a
+     * success) is not overdue: the count starts an interval before it
+     * is due. After a failure it is not moved, or a service whose every
+     * run fails would never be stale. */
     int64_t since = v->progress_ns;
-    if (v->next_due_ns != 0 && v->interval_ns != LSVC_FOREVER &&
+    if (v->progressed && v->next_due_ns != 0 &&
+        v->interval_ns != LSVC_FOREVER &&
         v->next_due_ns - v->interval_ns > since)
         since = v->next_due_ns - v->interval_ns;
     int64_t idle = v->now_ns - since;

@@ -146,6 +146,7 @@ struct lsvc_health_view {
     int64_t run_begin_ns;     /* 0 = between runs */
     int64_t interval_ns;
     int64_t progress_ns;      /* the last sign of progress */
+    bool progressed;          /* the last due point was progress */
     int64_t next_due_ns;      /* when the sleeping thread runs next;
                                * LSVC_FOREVER: when woken; 0: unknown */
     uint64_t consecutive_failures;
@@ -238,6 +239,7 @@ struct lsvc {
     int64_t next_due_ns;      /* when the sleeping thread runs next;
                                * LSVC_FOREVER: when woken; 0: unknown */
     int64_t progress_ns;      /* the last sign of progress (health.c) */
+    bool progressed;          /* the last run, or skipped run, was one */
     struct lsvc_health_limits health; /* its group's, or the defaults */
 
     /* Written by the service thread alone, read by any: atomic. */

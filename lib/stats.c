@@ -35,6 +35,7 @@ void lsvc__stats_end_run(lsvc *svc, int64_t end_ns, int64_t run_ns,
     if (!svc->opts.no_histograms)
         lsvc__hist_observe(&svc->hist[LSVC_HISTOGRAM_DURATION], run_ns);
     svc->run_begin_ns = 0;
+    svc->progressed = !failed;
     if (!failed)
         svc->stats.last_success_ns = svc->progress_ns = end_ns;
     svc->stats.loops++;
@@ -54,6 +55,7 @@ void lsvc__stats_end_run(lsvc *svc, int64_t end_ns, int64_t run_ns,
 void lsvc__stats_skip_run(lsvc *svc, uint64_t missed, bool elsewhere)
 {
     lsvc__assert_held(&svc->lock);
+    svc->progressed = elsewhere;
     if (elsewhere)
         svc->progress_ns = lsvc__now_ns();
     svc->run_begin_ns = 0;
@@ -91,6 +93,7 @@ static void health_view(const lsvc *svc, struct lsvc_health_view *out)
         .run_begin_ns = svc->run_begin_ns,
         .interval_ns = svc->interval_ns,
         .progress_ns = svc->progress_ns,
+        .progressed = svc->progressed,
         .next_due_ns = svc->next_due_ns,
         .consecutive_failures = svc->stats.consecutive_failures,
         .limits = svc->health,
