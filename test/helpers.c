@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -720,6 +722,35 @@ void child_spawn(struct child *c, const char *path, const char *arg, int out)
         _exit(127);
     }
     close(fds[1]);
+    c->fd = fds[0];
+}
+
+void child_spawn_argv(struct child *c, const char *const argv[], int out)
+{
+    extern char **environ;
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    /* Another thread's child must not hold the write end open. */
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    memset(c, 0, sizeof(*c));
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none;
+    sigemptyset(&none);
+    ck_assert_int_eq(posix_spawn_file_actions_init(&actions), 0);
+    ck_assert_int_eq(
+        posix_spawn_file_actions_adddup2(&actions, fds[1], out), 0);
+    ck_assert_int_eq(posix_spawnattr_init(&attr), 0);
+    ck_assert_int_eq(posix_spawnattr_setsigmask(&attr, &none), 0);
+    ck_assert_int_eq(
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK), 0);
+    int rc = posix_spawn(&c->pid, argv[0], &actions, &attr,
+                         (char *const *)argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    ck_assert_msg(rc == 0, "posix_spawn(%s): %s", argv[0], strerror(rc));
     c->fd = fds[0];
 }
 

@@ -286,6 +286,11 @@ struct child {
  * blocked, its descriptor `out` (STDOUT_FILENO or STDERR_FILENO) sent to
  * c->fd, and killed (SIGKILL) if the test process ends first. */
 void child_spawn(struct child *c, const char *path, const char *arg, int out);
+/* The same with an argument vector (argv[0] the path, a NULL at its end)
+ * and posix_spawn: safe while other threads run, where a fork() may leave
+ * the child deadlocked before its exec under ThreadSanitizer; but the
+ * child is not killed when the test process ends first. */
+void child_spawn_argv(struct child *c, const char *const argv[], int out);
 /* Reads the child's output until done(c->text, ctx) holds (done NULL:
  * until the end of file), for at most `seconds`; whether it held. */
 bool child_read_until(struct child *c,
