@@ -30,6 +30,10 @@ import time
 import traceback
 import urllib.parse
 
+# The helpers the Python tests share, in test/.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testlib import Failure, check, free_port, wait_until  # noqa: E402
+
 SKIP = 77
 INTERVAL = 0.05
 IV_NS = int(INTERVAL * 1e9)
@@ -43,34 +47,8 @@ STOP_BOUND = 5.0
 SLACK_NS = 20 * MS
 
 
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
-
-
 def now_ns():
     return time.monotonic_ns()
-
-
-def wait_until(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Failure(f"waited {seconds} s for {what}")
-        time.sleep(0.02)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Run:
