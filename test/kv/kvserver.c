@@ -11,7 +11,11 @@
  *    removes expired keys every 100 ms, "kv-stats" reports every second;
  *  - a shutdown that leaves nothing behind: every thread blocked in
  *    accept(), recv() or send() is woken with shutdown() and joined, and
- *    the server checks that main is its last thread.
+ *    the server checks that main is its last thread;
+ *  - the chores made visible to operators: the group's metrics for
+ *    Prometheus and its health for a load balancer, over HTTP, and its
+ *    control socket for loopsvcctl (status, wake, pause, resume,
+ *    interval).
  *
  * Protocol: one request per line, at most MAX_LINE bytes before the '\n'
  * (a '\r' just before it is ignored), and one reply line to each.
@@ -27,14 +31,25 @@
  * past its TTL is never returned, though it stays stored (and counted in
  * keys=) until the next sweep.
  *
- * Usage: kvserver PORT    (0: any free port; the one taken is printed)
+ * HTTP, with -m: GET /metrics answers the group's metrics in Prometheus's
+ * text format; GET /healthz answers 200 "ok" while every chore makes
+ * progress, else 503 and which one does not, and why; anything else 404.
+ *
+ * Usage: kvserver [-m HTTP_PORT] [-c CONTROL_SOCKET] PORT
+ *   PORT        the key-value port on 127.0.0.1 (0: any free port)
+ *   -m          also serve HTTP on 127.0.0.1:HTTP_PORT (0: any free port)
+ *   -c          serve loopsvcctl's control socket at this path
+ * Once it serves, it prints "listening on 127.0.0.1:<port>" and, with -m,
+ * "http on 127.0.0.1:<port>", each on a line of its own.
  */
 #include <loopsvc.h>
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -666,9 +681,249 @@ static const lsvc_class stats_class = {
     .name = "kv-stats", .loop_seconds = 1, .run_once = report_stats,
 };
 
+/* --- Metrics and health over HTTP --------------------------------------- */
+
+/*
+ * GET /metrics for Prometheus and GET /healthz for a load balancer, on a
+ * port of their own so that the key-value protocol stays as it is. One
+ * thread answers one client at a time: a request is a few hundred bytes and
+ * its answer is ready at once, and a client gets HTTP_SECONDS for the
+ * whole exchange and HTTP_MAX_REQUEST bytes for its request, so a silent,
+ * slow or endless one holds up the next client by that much at most. The
+ * thread waits only in poll(), on the socket at hand and on a pipe whose
+ * write end the shutdown closes.
+ */
+#define HTTP_MAX_REQUEST 4096 /* bytes up to the empty line ending the head */
+#define HTTP_SECONDS 2        /* per client, from accept() to close() */
+
+struct http {
+    lsvc_group *group; /* what the answers tell of */
+    int listen_fd;
+    int stop_pipe[2]; /* the shutdown closes [1]; [0] then reads as ended */
+    pthread_t thread;
+};
+
+/* Waits until fd (-1: none) has one of `events`, and returns true; false
+ * when the shutdown comes first, or the deadline (a now_ns() time; -1:
+ * none) passes. */
+static bool http_wait(struct http *h, int fd, short events, int64_t deadline)
+{
+    struct pollfd fds[2] = {{.fd = fd, .events = events},
+                            {.fd = h->stop_pipe[0], .events = POLLIN}};
+
+    for (;;) {
+        int timeout_ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0)
+                return false;
+            timeout_ms = (int)((left + NS_PER_MS - 1) / NS_PER_MS);
+        }
+        int rc = poll(fds, 2, timeout_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        return rc > 0 && fds[1].revents == 0;
+    }
+}
+
+/* Reads the request's head, up to its empty line, into buf (a string
+ * then); false when it is longer than size - 1 bytes, or does not come
+ * whole by the deadline. */
+static bool http_read_head(struct http *h, int fd, char *buf, size_t size,
+                           int64_t deadline)
+{
+    size_t len = 0;
+
+    buf[0] = '\0';
+    while (strstr(buf, "\r\n\r\n") == NULL && strstr(buf, "\n\n") == NULL) {
+        if (len == size - 1 || !http_wait(h, fd, POLLIN, deadline))
+            return false;
+        ssize_t n = recv(fd, buf + len, size - 1 - len, 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return false;
+        len += n > 0 ? (size_t)n : 0;
+        /* A NUL byte in the request hides what follows it: such a request
+         * ends as one too long. */
+        buf[len] = '\0';
+    }
+    return true;
+}
+
+static bool http_send(struct http *h, int fd, const char *data, size_t len,
+                      int64_t deadline)
+{
+    while (len > 0) {
+        if (!http_wait(h, fd, POLLOUT, deadline))
+            return false;
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            return false;
+        data += n > 0 ? n : 0;
+        len -= n > 0 ? (size_t)n : 0;
+    }
+    return true;
+}
+
+/* HTTP/1.0: one answer, its length said, then the connection closes. */
+static void http_answer(struct http *h, int fd, int64_t deadline,
+                        const char *status, const char *type,
+                        const char *body, size_t len)
+{
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.0 %s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                     status, type, len);
+
+    if (http_send(h, fd, head, (size_t)n, deadline))
+        http_send(h, fd, body, len, deadline);
+}
+
+/* The group's metrics, in a buffer of the size the library asks for: a
+ * counter may gain a digit between two calls, hence the loop. NULL, with
+ * *err set, when they cannot be had. */
+static char *metrics_text(lsvc_group *g, size_t *len, int *err)
+{
+    size_t size = 0, needed = 0;
+    char *text = NULL;
+
+    while ((*err = lsvc_group_metrics(g, text, size, &needed)) == ENOSPC) {
+        char *bigger = realloc(text, needed);
+        if (bigger == NULL) {
+            *err = ENOMEM;
+            break;
+        }
+        text = bigger;
+        size = needed;
+    }
+    if (*err != 0) {
+        free(text);
+        return NULL;
+    }
+    *len = needed - 1; /* less its NUL */
+    return text;
+}
+
+static void http_metrics(struct http *h, int fd, int64_t deadline)
+{
+    static const char type[] = "text/plain; version=0.0.4; charset=utf-8";
+    char why[128], body[160];
+    size_t len;
+    int err;
+
+    char *text = metrics_text(h->group, &len, &err);
+    if (text == NULL) {
+        int n = snprintf(body, sizeof body, "no metrics: %s\n",
+                         describe(err, why, sizeof why));
+        http_answer(h, fd, deadline, "500 Internal Server Error",
+                    "text/plain", body, (size_t)n);
+        return;
+    }
+    http_answer(h, fd, deadline, "200 OK", type, text, len);
+    free(text);
+}
+
+static void http_health(struct http *h, int fd, int64_t deadline)
+{
+    const lsvc *which = NULL;
+    const char *why = NULL;
+    char body[128];
+
+    if (lsvc_group_healthy(h->group, &which, &why)) {
+        http_answer(h, fd, deadline, "200 OK", "text/plain", "ok\n", 3);
+        return;
+    }
+    int n = snprintf(body, sizeof body, "%s: %s\n",
+                     which != NULL ? lsvc_name(which) : "group",
+                     why != NULL ? why : "?");
+    http_answer(h, fd, deadline, "503 Service Unavailable", "text/plain",
+                body, (size_t)n < sizeof body ? (size_t)n : sizeof body - 1);
+}
+
+/* Whether the request line asks for GET of path (a query string aside). */
+static bool http_is_get(const char *head, const char *path)
+{
+    size_t n = strlen(path);
+
+    return strncmp(head, "GET ", 4) == 0 && strncmp(head + 4, path, n) == 0 &&
+           (head[4 + n] == ' ' || head[4 + n] == '?');
+}
+
+static void http_serve_client(struct http *h, int fd)
+{
+    static const char bad[] = "bad request\n", none[] = "not found\n";
+    int64_t deadline = now_ns() + HTTP_SECONDS * 1000 * NS_PER_MS;
+    char head[HTTP_MAX_REQUEST + 1];
+
+    if (!http_read_head(h, fd, head, sizeof head, deadline))
+        http_answer(h, fd, deadline, "400 Bad Request", "text/plain", bad,
+                    strlen(bad));
+    else if (http_is_get(head, "/metrics"))
+        http_metrics(h, fd, deadline);
+    else if (http_is_get(head, "/healthz"))
+        http_health(h, fd, deadline);
+    else
+        http_answer(h, fd, deadline, "404 Not Found", "text/plain", none,
+                    strlen(none));
+}
+
+static void *serve_http(void *arg)
+{
+    struct http *h = arg;
+    char why[128];
+
+    while (http_wait(h, h->listen_fd, POLLIN, -1)) {
+        int fd = accept(h->listen_fd, NULL, NULL);
+        if (fd >= 0) {
+            /* Never blocks: every wait is http_wait's, with a deadline. */
+            fcntl(fd, F_SETFL, O_NONBLOCK);
+            http_serve_client(h, fd);
+            close(fd);
+        } else if (errno != EINTR && errno != EAGAIN &&
+                   errno != ECONNABORTED) {
+            /* Out of descriptors or memory: wait for some to be freed
+             * rather than spin on the pending connection. */
+            kv_log("http: accept() failed: %s.",
+                   describe(errno, why, sizeof why));
+            http_wait(h, -1, 0, now_ns() + 100 * NS_PER_MS);
+        }
+    }
+    return NULL;
+}
+
+/* Serves listen_fd, a listening socket, from a thread of its own; on
+ * failure closes nothing. */
+static int http_start(struct http *h, lsvc_group *group, int listen_fd)
+{
+    h->group = group;
+    h->listen_fd = listen_fd;
+    if (pipe(h->stop_pipe) != 0)
+        return errno;
+    /* accept() must not block when a client left between poll and it. */
+    fcntl(listen_fd, F_SETFL, O_NONBLOCK);
+    int rc = pthread_create(&h->thread, NULL, serve_http, h);
+    if (rc != 0) {
+        close(h->stop_pipe[0]);
+        close(h->stop_pipe[1]);
+    }
+    return rc;
+}
+
+/* Ends the thread, at once or after the client at hand, and closes the
+ * sockets. */
+static void http_stop(struct http *h)
+{
+    close(h->stop_pipe[1]);
+    pthread_join(h->thread, NULL);
+    close(h->stop_pipe[0]);
+    close(h->listen_fd);
+}
+
 /* --- Start and shutdown ------------------------------------------------- */
 
-static int listen_on(struct server *srv, unsigned port, unsigned *bound)
+/* A listening socket on 127.0.0.1:port (0: any free port) in *fd, and
+ * the port it took in *bound. */
+static int listen_on(unsigned port, int *fd, unsigned *bound)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET,
                                .sin_port = htons((uint16_t)port)};
@@ -676,16 +931,16 @@ static int listen_on(struct server *srv, unsigned port, unsigned *bound)
     int one = 1;
 
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    srv->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (srv->listen_fd < 0)
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (*fd < 0)
         return errno;
     /* A restarted server may bind while old connections are in TIME_WAIT. */
-    setsockopt(srv->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(srv->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
-        listen(srv->listen_fd, 64) != 0 ||
-        getsockname(srv->listen_fd, (struct sockaddr *)&addr, &addr_len) != 0) {
+    setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(*fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        listen(*fd, 64) != 0 ||
+        getsockname(*fd, (struct sockaddr *)&addr, &addr_len) != 0) {
         int err = errno;
-        close(srv->listen_fd);
+        close(*fd);
         return err;
     }
     *bound = ntohs(addr.sin_port);
@@ -813,45 +1068,103 @@ static bool parse_port(const char *s, unsigned *port)
     return true;
 }
 
+/* What the command line asks for. */
+struct options {
+    unsigned port;
+    bool http;           /* -m: serve HTTP too, on http_port */
+    unsigned http_port;
+    const char *control; /* -c: the control socket's path; NULL: none */
+};
+
+static bool parse_options(int argc, char **argv, struct options *opt)
+{
+    int c;
+
+    *opt = (struct options){.http = false};
+    while ((c = getopt(argc, argv, "m:c:")) != -1) {
+        if (c == 'm' && parse_port(optarg, &opt->http_port))
+            opt->http = true;
+        else if (c == 'c' && *optarg != '\0')
+            opt->control = optarg;
+        else
+            return false;
+    }
+    return optind == argc - 1 && parse_port(argv[optind], &opt->port);
+}
+
+/* The two chores, in one group; partly made on failure. */
+static int make_group(struct server *srv, const char *control,
+                      lsvc_group **group, lsvc **expiry, lsvc **stats)
+{
+    int rc;
+
+    if ((rc = lsvc_create(expiry, &expiry_class, srv, NULL)) != 0 ||
+        (rc = lsvc_create(stats, &stats_class, srv, NULL)) != 0 ||
+        (rc = lsvc_group_create(group)) != 0 ||
+        (rc = lsvc_group_add(*group, *expiry)) != 0 ||
+        (rc = lsvc_group_add(*group, *stats)) != 0 ||
+        (rc = lsvc_group_set_stop_timeout(*group, STOP_SECONDS)) != 0)
+        return rc;
+    /* Made as the group starts, removed as it ends; NULL: none. */
+    return lsvc_group_set_control_socket(*group, control);
+}
+
 /* Runs the server until SIGINT or SIGTERM stops the group, then winds it
  * down. Returns true when all went well. */
-static bool serve(struct server *srv, unsigned port)
+static bool serve(struct server *srv, const struct options *opt)
 {
     lsvc *expiry = NULL, *stats = NULL;
     lsvc_group *group = NULL;
-    unsigned bound = 0;
+    struct http http = {.listen_fd = -1};
+    unsigned bound = 0, http_bound = 0;
+    bool accepting = false, serving_http = false;
     char why[128];
     int rc;
 
-    if ((rc = listen_on(srv, port, &bound)) != 0) {
-        kv_log("cannot listen on 127.0.0.1:%u: %s.", port,
+    if ((rc = listen_on(opt->port, &srv->listen_fd, &bound)) != 0) {
+        kv_log("cannot listen on 127.0.0.1:%u: %s.", opt->port,
                describe(rc, why, sizeof why));
         return false;
     }
-    if ((rc = lsvc_create(&expiry, &expiry_class, srv, NULL)) != 0 ||
-        (rc = lsvc_create(&stats, &stats_class, srv, NULL)) != 0 ||
-        (rc = lsvc_group_create(&group)) != 0 ||
-        (rc = lsvc_group_add(group, expiry)) != 0 ||
-        (rc = lsvc_group_add(group, stats)) != 0 ||
-        (rc = lsvc_group_set_stop_timeout(group, STOP_SECONDS)) != 0 ||
-        (rc = pthread_create(&srv->accept_thread, NULL, accept_connections,
-                             srv)) != 0) {
-        kv_log("cannot start: %s.", describe(rc, why, sizeof why));
-        lsvc_group_destroy(group);
-        lsvc_destroy(expiry);
-        lsvc_destroy(stats);
+    if (opt->http &&
+        (rc = listen_on(opt->http_port, &http.listen_fd, &http_bound)) != 0) {
+        kv_log("cannot listen on 127.0.0.1:%u: %s.", opt->http_port,
+               describe(rc, why, sizeof why));
         close(srv->listen_fd);
         return false;
     }
-    printf("listening on 127.0.0.1:%u\n", bound);
-    fflush(stdout);
 
-    /* Returns once SIGINT or SIGTERM stopped both services. */
-    rc = lsvc_group_run(group);
-    if (rc != 0)
-        kv_log("the services ended with: %s.", describe(rc, why, sizeof why));
-    stop_serving(srv);
+    /* The group starts last: once it has, every door is open, and the
+     * lines below tell the world so. */
+    rc = make_group(srv, opt->control, &group, &expiry, &stats);
+    if (rc == 0 && (rc = pthread_create(&srv->accept_thread, NULL,
+                                        accept_connections, srv)) == 0)
+        accepting = true;
+    if (rc == 0 && opt->http &&
+        (rc = http_start(&http, group, http.listen_fd)) == 0)
+        serving_http = true;
+    if (rc == 0 && (rc = lsvc_group_start(group)) == 0) {
+        printf("listening on 127.0.0.1:%u\n", bound);
+        if (serving_http)
+            printf("http on 127.0.0.1:%u\n", http_bound);
+        fflush(stdout);
+        /* Returns once SIGINT or SIGTERM stopped both services. */
+        rc = lsvc_group_wait(group);
+        if (rc != 0)
+            kv_log("the services ended with: %s.",
+                   describe(rc, why, sizeof why));
+    } else {
+        kv_log("cannot start: %s.", describe(rc, why, sizeof why));
+    }
 
+    if (accepting)
+        stop_serving(srv);
+    else
+        close(srv->listen_fd);
+    if (serving_http)
+        http_stop(&http);
+    else if (opt->http)
+        close(http.listen_fd);
     /* First: a group does not own its services. A service that did not
      * stop in time cannot be freed; that is reported and counted below. */
     lsvc_group_destroy(group);
@@ -864,7 +1177,7 @@ int main(int argc, char **argv)
 {
     static struct server srv;
     struct tids runtime;
-    unsigned port;
+    struct options opt;
 
     /* First, before any thread exists: threads inherit the mask, so only
      * the group's signal thread can take SIGINT and SIGTERM. */
@@ -872,8 +1185,9 @@ int main(int argc, char **argv)
     /* The stats line, and a line as each chore starts and stops. */
     lsvc_set_log_level(LSVC_LOG_INFO);
 
-    if (argc != 2 || !parse_port(argv[1], &port)) {
-        fprintf(stderr, "usage: kvserver PORT    (0: any free port)\n");
+    if (!parse_options(argc, argv, &opt)) {
+        fprintf(stderr, "usage: kvserver [-m HTTP_PORT] [-c CONTROL_SOCKET] "
+                        "PORT    (a port of 0: any free port)\n");
         return 2;
     }
     if (!note_runtime_threads(&runtime) || table_init(&srv.table) != 0 ||
@@ -884,7 +1198,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < MAX_CONNS; i++)
         srv.conns[i] = (struct conn){.srv = &srv, .state = SLOT_FREE, .fd = -1};
 
-    bool ok = serve(&srv, port);
+    bool ok = serve(&srv, &opt);
     table_destroy(&srv.table);
     pthread_mutex_destroy(&srv.lock);
 

@@ -1,8 +1,11 @@
 /*
  * kvserver run as its users run it: started on a free port, driven over
  * loopback by concurrent clients and by hostile ones, stopped with a
- * signal, and expected to exit 0 with main as its last thread. KVSERVER
- * names the binary.
+ * signal, and expected to exit 0 with main as its last thread; and as
+ * its operators run it: status, wakes, pauses, resumes and intervals
+ * through loopsvcctl and the control socket, whose effects show in the
+ * metrics, and /metrics and /healthz over HTTP. KVSERVER and LOOPSVCCTL
+ * name the binaries.
  *
  * Bounds on time are wide (seconds where milliseconds are expected), for
  * loaded machines and for valgrind, which runs this file but not the
@@ -32,6 +35,11 @@
 #define MAX_KEY 250
 #define MAX_CONNS 64
 #define SWEEP_SECONDS 0.1 /* kv-expiry's interval */
+#define HTTP_MAX_REQUEST 4096
+#define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* Bytes of a long text (metrics) that a failure shows: Check refuses a
+ * message of 4 KiB or more. */
+#define SHOWN 2048
 
 #define REPLY_SECONDS 10.0 /* the longest a reply may take */
 #define STOP_SECONDS 20.0  /* from the signal to the server's exit */
@@ -50,33 +58,75 @@ static void sleep_ms(int ms)
 struct server {
     struct child c; /* its stdout */
     unsigned port;
+    /* With operations (server_start_with(s, true)): */
+    unsigned http_port;
+    char dir[32];     /* a directory of its own, for... */
+    char socket[64];  /* ...its control socket; "" without operations */
+    struct child out; /* the last loopsvcctl run's or HTTP answer's text */
 };
 
-static bool contains(const char *text, const void *want)
+/* Whether text holds a whole line that begins with prefix. */
+static bool has_line(const char *text, const void *prefix)
 {
-    return strstr(text, want) != NULL;
+    const char *line = strstr(text, prefix);
+
+    return line != NULL && strchr(line, '\n') != NULL;
 }
 
-/* Starts the server on a free port and reads which one it took. */
-static void server_start(struct server *s)
+/* Reads the port printed after `prefix` on a line of the server's. */
+static bool read_port(const struct server *s, const char *prefix,
+                      unsigned *port)
+{
+    const char *line = strstr(s->c.text, prefix);
+
+    return line != NULL && sscanf(line + strlen(prefix), "%u\n", port) == 1 &&
+           *port != 0;
+}
+
+/* Starts the server on a free port and reads which one it took; with
+ * `ops`, also the free port it took for HTTP, and a control socket in a
+ * directory of its own. */
+static void server_start_with(struct server *s, bool ops)
 {
     const char *path = getenv("KVSERVER");
+    const char *argv[8] = {path};
+    int argc = 1;
+
     ck_assert_msg(path != NULL && *path, "KVSERVER is not set");
     /* The library speaks to systemd when these are set: not for a server
      * started by a test. This test runs in its own process. */
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
-    child_spawn(&s->c, path, "0", STDOUT_FILENO);
+    s->port = s->http_port = 0;
+    s->dir[0] = s->socket[0] = '\0';
+    if (ops) {
+        snprintf(s->dir, sizeof s->dir, "/tmp/kvserver-test.XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(s->dir));
+        snprintf(s->socket, sizeof s->socket, "%s/control.sock", s->dir);
+        argv[argc++] = "-m";
+        argv[argc++] = "0";
+        argv[argc++] = "-c";
+        argv[argc++] = s->socket;
+    }
+    argv[argc++] = "0";
+    argv[argc] = NULL;
+    child_spawn_argv(&s->c, argv, STDOUT_FILENO);
 
-    const char *line = "listening on 127.0.0.1:";
-    if (!child_read_until(&s->c, contains, "\n", REPLY_SECONDS) ||
-        sscanf(s->c.text, "listening on 127.0.0.1:%u\n", &s->port) != 1 ||
-        s->port == 0) {
+    /* Its last line, once every door is open. */
+    const char *last = ops ? "http on 127.0.0.1:" : "listening on 127.0.0.1:";
+    if (!child_read_until(&s->c, has_line, last, REPLY_SECONDS) ||
+        !read_port(s, "listening on 127.0.0.1:", &s->port) ||
+        (ops && !read_port(s, "http on 127.0.0.1:", &s->http_port))) {
         kill(s->c.pid, SIGKILL);
         waitpid(s->c.pid, NULL, 0);
-        ck_abort_msg("the server did not print \"%s<port>\": \"%s\"", line,
+        ck_abort_msg("the server did not print \"%s<port>\": \"%s\"", last,
                      s->c.text);
     }
+}
+
+static void server_start(struct server *s)
+{
+    server_start_with(s, false);
 }
 
 /* Threads of the server process (Linux: /proc/<pid>/task). */
@@ -125,6 +175,13 @@ static void server_stop(struct server *s, int sig)
         waitpid(s->c.pid, &status, 0);
     }
     close(s->c.fd);
+    /* The server removes its control socket as it ends; the directory is
+     * the test's to remove, whatever happened. */
+    bool socket_left = s->dir[0] != '\0' && access(s->socket, F_OK) == 0;
+    if (s->dir[0] != '\0') {
+        unlink(s->socket);
+        rmdir(s->dir);
+    }
     ck_assert_msg(got == s->c.pid, "the server still ran %g s after signal %d",
                   STOP_SECONDS, sig);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -132,6 +189,8 @@ static void server_stop(struct server *s, int sig)
                   s->c.text);
     ck_assert_msg(strstr(s->c.text, "\nthreads at exit: 1\n") != NULL,
                   "no \"threads at exit: 1\" in: %s", s->c.text);
+    ck_assert_msg(!socket_left, "the control socket %s was still there",
+                  s->socket);
 }
 
 /* --- Clients ------------------------------------------------------------ */
@@ -734,6 +793,301 @@ START_TEST(test_sigint_stops_the_server)
 }
 END_TEST
 
+/* --- Operations: loopsvcctl and HTTP ------------------------------------ */
+
+/* Runs argv (argv[0] the program, then its arguments, then NULL) and reads
+ * its stdout to the end into s->out; returns its exit status. */
+static int run_program(struct server *s, const char *const argv[])
+{
+    int status = 0;
+
+    child_spawn_argv(&s->out, argv, STDOUT_FILENO);
+    bool ended = child_read_until(&s->out, NULL, NULL, REPLY_SECONDS);
+    if (!ended)
+        kill(s->out.pid, SIGKILL);
+    waitpid(s->out.pid, &status, 0);
+    close(s->out.fd);
+    ck_assert_msg(ended && WIFEXITED(status),
+                  "%s %s did not end by itself within %g s", argv[0],
+                  argv[1], REPLY_SECONDS);
+    return WEXITSTATUS(status);
+}
+
+static const char *loopsvcctl_path(void)
+{
+    const char *path = getenv("LOOPSVCCTL");
+
+    ck_assert_msg(path != NULL && *path, "LOOPSVCCTL is not set");
+    return path;
+}
+
+/* Runs loopsvcctl -s <the server's control socket> with the arguments that
+ * follow, up to a NULL; returns its exit status, its output in
+ * s->out.text. */
+static int ctl(struct server *s, ...)
+{
+    const char *argv[8] = {loopsvcctl_path(), "-s", s->socket};
+    int argc = 3;
+    va_list ap;
+
+    va_start(ap, s);
+    while (argc < 7 && (argv[argc] = va_arg(ap, const char *)) != NULL)
+        argc++;
+    va_end(ap);
+    argv[argc] = NULL;
+    return run_program(s, argv);
+}
+
+/* The value of the sample of `family` for `service` in a text in
+ * Prometheus's format; NAN when there is none. */
+static double sample(const char *text, const char *family,
+                     const char *service)
+{
+    char head[128];
+
+    snprintf(head, sizeof head, "%s{service=\"%s\"} ", family, service);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (starts_with(line, head))
+            return strtod(line + strlen(head), NULL);
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    return NAN;
+}
+
+/* A sample of the group's metrics, as `loopsvcctl metrics` tells them. */
+static double metric(struct server *s, const char *family,
+                     const char *service)
+{
+    ck_assert_int_eq(ctl(s, "metrics", NULL), 0);
+    double value = sample(s->out.text, family, service);
+    ck_assert_msg(!isnan(value), "no %s for %s in: %.*s", family, service,
+                  SHOWN, s->out.text);
+    return value;
+}
+
+/* Polls the metrics until the sample is at least `least`; returns it. */
+static double wait_metric(struct server *s, const char *family,
+                          const char *service, double least)
+{
+    int64_t start = now_ns();
+    double value;
+
+    while ((value = metric(s, family, service)) < least &&
+           seconds_since(start) < REPLY_SECONDS)
+        sleep_ms(20);
+    ck_assert_msg(value >= least, "%s for %s is %g after %g s, not %g or more",
+                  family, service, value, REPLY_SECONDS, least);
+    return value;
+}
+
+/* Sends an HTTP request and reads the answer to its end (the server closes
+ * the connection) into s->out.text; returns the status code, or 0 when
+ * there is no answer, and the body in *body. */
+static int http(struct server *s, const char *request, const char **body)
+{
+    struct client c;
+    int code = 0;
+
+    client_open(&c, s->http_port);
+    ck_assert(client_send(&c, request, strlen(request)));
+    /* A reader of one descriptor to its end, with a bound: what
+     * child_read_until is, whatever is at the other end. */
+    memset(&s->out, 0, sizeof s->out);
+    s->out.fd = c.fd;
+    ck_assert_msg(child_read_until(&s->out, NULL, NULL, REPLY_SECONDS),
+                  "the answer to \"%.80s\" did not end", request);
+    client_close(&c);
+    const char *end = strstr(s->out.text, "\r\n\r\n");
+    *body = end != NULL ? end + 4 : "";
+    if (sscanf(s->out.text, "HTTP/1.0 %d ", &code) != 1)
+        code = 0;
+    return code;
+}
+
+/* kvserver's chores, in the order it adds them to its group: the order of
+ * their rows and samples. */
+static const char *const services[] = {"kv-expiry", "kv-stats"};
+
+START_TEST(test_loopsvcctl_tells_status_and_refuses_bad_commands)
+{
+    enum { COLUMNS = 9 };
+    static const char *const columns[COLUMNS] = {
+        "SERVICE", "STATE", "INTERVAL", "RUNS", "ERRORS",
+        "LAST-RUN", "NEXT-RUN", "HEALTH", "LEASE"};
+    struct server s;
+
+    server_start_with(&s, true);
+
+    /* A header, then a row per service in the group's order, each cell
+     * beginning where its column's name does. */
+    ck_assert_int_eq(ctl(&s, "status", NULL), 0);
+    const char *header = s.out.text, *row = header;
+    size_t at[COLUMNS];
+    for (size_t i = 0, from = 0; i < COLUMNS; i++) {
+        const char *name = strstr(header + from, columns[i]);
+        ck_assert_msg(name != NULL && name < strchr(header, '\n'),
+                      "no column %s in: %s", columns[i], s.out.text);
+        at[i] = (size_t)(name - header);
+        from = at[i] + strlen(columns[i]);
+    }
+    for (size_t i = 0; i < sizeof services / sizeof services[0]; i++) {
+        char name[64], state[64];
+        const char *end = strchr(row, '\n');
+        ck_assert_ptr_nonnull(end);
+        row = end + 1;
+        ck_assert_msg(strcspn(row, "\n") > at[COLUMNS - 1],
+                      "no row for %s in: %s", services[i], s.out.text);
+        for (size_t k = 1; k < COLUMNS; k++)
+            ck_assert_msg(row[at[k] - 1] == ' ' && row[at[k]] != ' ',
+                          "%s is not aligned under %s in: %s", services[i],
+                          columns[k], s.out.text);
+        ck_assert_int_eq(sscanf(row, "%63s %63s", name, state), 2);
+        ck_assert_str_eq(name, services[i]);
+        ck_assert_str_eq(state, "running");
+    }
+    const char *end = strchr(row, '\n');
+    ck_assert_msg(end != NULL && end[1] == '\0', "more rows than services "
+                  "in: %s", s.out.text);
+
+    ck_assert_int_eq(ctl(&s, "help", NULL), 0);
+    ck_assert_msg(strstr(s.out.text, "interval") != NULL, "help: %s",
+                  s.out.text);
+
+    /* Refused by the server: exit status 1 and its "error:" line. */
+    static const char *const refused[][3] = {
+        {"wake", "no-such-service", NULL},
+        {"pause", "kv", NULL},
+        {"interval", "kv-stats", "0"},
+        {"interval", "kv-stats", "soon"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        int status = ctl(&s, refused[i][0], refused[i][1], refused[i][2],
+                         NULL);
+        ck_assert_msg(status == 1 && starts_with(s.out.text, "error: "),
+                      "loopsvcctl %s %s: status %d, \"%s\"", refused[i][0],
+                      refused[i][1] ? refused[i][1] : "", status, s.out.text);
+    }
+
+    /* Not sent at all, a usage or connection error: exit status 2. */
+    ck_assert_int_eq(ctl(&s, NULL), 2);
+    ck_assert_int_eq(ctl(&s, "frobnicate", NULL), 2);
+    ck_assert_int_eq(ctl(&s, "wake", NULL), 2);
+    const char *nowhere[] = {loopsvcctl_path(), "-s", "/nonexistent/kv.sock",
+                             "status", NULL};
+    ck_assert_int_eq(run_program(&s, nowhere), 2);
+
+    server_stop(&s, SIGTERM);
+}
+END_TEST
+
+START_TEST(test_loopsvcctl_wakes_pauses_resumes_and_sets_intervals)
+{
+    const int paused_points = 10; /* kv-expiry's due points while paused */
+    struct server s;
+
+    server_start_with(&s, true);
+
+    /* kv-stats every hour: from now on it runs only when woken. */
+    ck_assert_int_eq(ctl(&s, "interval", "kv-stats", "3600", NULL), 0);
+    ck_assert(starts_with(s.out.text, "ok: "));
+    ck_assert_double_eq(
+        metric(&s, "loopsvc_interval_seconds", "kv-stats"), 3600);
+    double runs = metric(&s, "loopsvc_runs_total", "kv-stats");
+    double wakes = metric(&s, "loopsvc_wakes_total", "kv-stats");
+    ck_assert_int_eq(ctl(&s, "wake", "kv-stats", NULL), 0);
+    ck_assert(starts_with(s.out.text, "ok: "));
+    ck_assert_double_eq(
+        wait_metric(&s, "loopsvc_wakes_total", "kv-stats", wakes + 1),
+        wakes + 1);
+    wait_metric(&s, "loopsvc_runs_total", "kv-stats", runs + 1);
+
+    /* Paused, kv-expiry lets its due points pass, a wake included. A run
+     * in progress when the pause came may still end after it. */
+    ck_assert_int_eq(ctl(&s, "pause", "kv-expiry", NULL), 0);
+    ck_assert(starts_with(s.out.text, "ok: "));
+    ck_assert_double_eq(metric(&s, "loopsvc_paused", "kv-expiry"), 1);
+    runs = metric(&s, "loopsvc_runs_total", "kv-expiry");
+    ck_assert_int_eq(ctl(&s, "wake", "kv-expiry", NULL), 0);
+    work_for_ns(paused_points * (int64_t)(SWEEP_SECONDS * 1e9));
+    double paused_runs = metric(&s, "loopsvc_runs_total", "kv-expiry");
+    ck_assert_msg(paused_runs <= runs + 1,
+                  "kv-expiry ran %g times while paused", paused_runs - runs);
+    /* Paused is not unhealthy. */
+    const char *body;
+    ck_assert_int_eq(http(&s, "GET /healthz HTTP/1.0\r\n\r\n", &body), 200);
+
+    ck_assert_int_eq(ctl(&s, "resume", "kv-expiry", NULL), 0);
+    ck_assert(starts_with(s.out.text, "ok: "));
+    ck_assert_double_eq(metric(&s, "loopsvc_paused", "kv-expiry"), 0);
+    wait_metric(&s, "loopsvc_runs_total", "kv-expiry", paused_runs + 2);
+
+    ck_assert_int_eq(ctl(&s, "interval", "kv-expiry", "0.25", NULL), 0);
+    ck_assert_double_eq(
+        metric(&s, "loopsvc_interval_seconds", "kv-expiry"), 0.25);
+    server_stop(&s, SIGTERM);
+}
+END_TEST
+
+START_TEST(test_http_serves_metrics_and_health)
+{
+    static char request[HTTP_MAX_REQUEST + 64];
+    struct server s;
+    struct client silent;
+    const char *body;
+
+    server_start_with(&s, true);
+    ck_assert_int_eq(http(&s, "GET /healthz HTTP/1.0\r\n\r\n", &body), 200);
+    ck_assert_str_eq(body, "ok\n");
+
+    /* As Prometheus asks: HTTP/1.1, headers, and maybe a query. */
+    ck_assert_int_eq(http(&s, "GET /metrics?x=1 HTTP/1.1\r\nHost: kv\r\n"
+                              "Accept: text/plain\r\n\r\n", &body), 200);
+    ck_assert_msg(strstr(s.out.text, "\r\nContent-Type: " METRICS_TYPE "\r\n"),
+                  "not of type %s: %.*s", METRICS_TYPE, SHOWN, s.out.text);
+    char length[64];
+    snprintf(length, sizeof length, "\r\nContent-Length: %zu\r\n",
+             strlen(body));
+    ck_assert_msg(strstr(s.out.text, length), "no \"%s\" in: %.*s",
+                  length + 2, SHOWN, s.out.text);
+    ck_assert_msg(strstr(body, "# TYPE loopsvc_runs_total counter\n"),
+                  "%.*s", SHOWN, body);
+    for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
+        ck_assert_msg(sample(body, "loopsvc_runs_total", services[i]) >= 0,
+                      "no loopsvc_runs_total for %s in: %.*s", services[i],
+                      SHOWN, body);
+
+    static const struct {
+        const char *request;
+        int code;
+    } others[] = {
+        {"GET / HTTP/1.0\r\n\r\n", 404},
+        {"GET /metricsz HTTP/1.0\r\n\r\n", 404},
+        {"GET /healthz/x HTTP/1.0\r\n\r\n", 404},
+        {"POST /metrics HTTP/1.0\r\n\r\n", 404},
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        ck_assert_int_eq(http(&s, others[i].request, &body), others[i].code);
+
+    /* A head longer than the limit: refused, and the next one served. */
+    memset(request, 'x', sizeof request - 1);
+    request[sizeof request - 1] = '\0';
+    ck_assert_int_eq(http(&s, request, &body), 400);
+
+    /* A client that says nothing is dropped after its time, and holds up
+     * the others at most that long. */
+    client_open(&silent, s.http_port);
+    ck_assert_int_eq(http(&s, "GET /healthz HTTP/1.0\r\n\r\n", &body), 200);
+    ck_assert(client_sees_end(&silent));
+    client_close(&silent);
+
+    /* Nor does one still there keep the server from stopping. */
+    client_open(&silent, s.http_port);
+    server_stop(&s, SIGTERM);
+    client_close(&silent);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kvserver");
@@ -744,6 +1098,9 @@ int main(void)
         test_bad_requests_get_errors_and_the_connection_goes_on,
         test_connections_beyond_the_limit_are_refused,
         test_sigterm_wakes_and_joins_every_thread,
-        test_sigint_stops_the_server, NULL});
+        test_sigint_stops_the_server,
+        test_loopsvcctl_tells_status_and_refuses_bad_commands,
+        test_loopsvcctl_wakes_pauses_resumes_and_sets_intervals,
+        test_http_serves_metrics_and_health, NULL});
     return run_suite(s);
 }
