@@ -173,6 +173,7 @@ struct block_spec spec_from(const struct bench_opts *o, int64_t interval_ns,
 int ours_run(const struct block_spec *spec, struct lane *lanes,
              struct block_info *info);
 lsvc_options ours_options(const struct block_spec *spec);
+lsvc_class *classes_numbered(const lsvc_class *cls, size_t n);
 void ours_logs_quiet(void);
 void ours_logs_report(const char *bench);
 

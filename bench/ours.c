@@ -101,6 +101,25 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
     return rc;
 }
 
+/* n copies of cls named "<name>-<i>", in one block for free(): the
+ * services of a group need names of their own (lsvc_group_add), and a
+ * class must outlive the services made from it. */
+lsvc_class *classes_numbered(const lsvc_class *cls, size_t n)
+{
+    size_t len = strlen(cls->name) + 24;
+    lsvc_class *c = malloc(n * (sizeof *c + len) + 1);
+
+    if (c == NULL)
+        return NULL;
+    char *names = (char *)(c + n);
+    for (size_t i = 0; i < n; i++) {
+        c[i] = *cls;
+        snprintf(names + i * len, len, "%s-%zu", cls->name, i);
+        c[i].name = names + i * len;
+    }
+    return c;
+}
+
 /* --- the library's log --------------------------------------------------- */
 
 /* A thousand services that overrun on a saturated machine would each log

@@ -112,12 +112,13 @@ int bench_soak(const struct bench_opts *o)
     struct soak_figures f = { .rss_start = 0 };
     struct soak_svc *state = calloc((size_t)n, sizeof *state);
     lsvc **svcs = calloc((size_t)n, sizeof *svcs);
+    lsvc_class *classes = classes_numbered(&soak_class, (size_t)n);
     lsvc_group *g = NULL;
-    int rc = state && svcs ? lsvc_group_create(&g) : ENOMEM;
+    int rc = state && svcs && classes ? lsvc_group_create(&g) : ENOMEM;
 
     opts.loop_seconds = (double)interval_ns / 1e9;
     for (int i = 0; rc == 0 && i < n; i++)
-        if ((rc = lsvc_create(&svcs[i], &soak_class, &state[i], &opts)) == 0)
+        if ((rc = lsvc_create(&svcs[i], &classes[i], &state[i], &opts)) == 0)
             rc = lsvc_group_add(g, svcs[i]);
     if (rc == 0)
         rc = lsvc_group_set_signals(g, NULL);
@@ -156,6 +157,7 @@ int bench_soak(const struct bench_opts *o)
     for (int i = 0; i < n && svcs[i] != NULL; i++)
         lsvc_destroy(svcs[i]);
     free(svcs);
+    free(classes);
     free(state);
     f.fds_end = count_entries("/proc/self/fd");
     f.threads_end = count_entries("/proc/self/task");

@@ -150,16 +150,17 @@ static int group_once(const struct block_spec *spec, size_t n, int64_t *start_ns
 {
     lsvc_options opts = ours_options(spec);
     lsvc **svcs = calloc(n, sizeof *svcs);
+    lsvc_class *classes = classes_numbered(&stop_class, n);
     lsvc_group *g = NULL;
     size_t made = 0;
     struct stop_arg arg = { .slack_ns = 0 };
-    int rc = svcs ? lsvc_group_create(&g) : ENOMEM;
+    int rc = svcs && classes ? lsvc_group_create(&g) : ENOMEM;
 
     latch_init(&arg.ran);
     if (rc == 0)
         rc = lsvc_group_set_stop_timeout(g, 5.0);
     for (; rc == 0 && made < n; made++)
-        if ((rc = lsvc_create(&svcs[made], &stop_class, &arg, &opts)) != 0 ||
+        if ((rc = lsvc_create(&svcs[made], &classes[made], &arg, &opts)) != 0 ||
             (rc = lsvc_group_add(g, svcs[made])) != 0) {
             if (svcs[made] != NULL)
                 made++;
@@ -186,6 +187,7 @@ static int group_once(const struct block_spec *spec, size_t n, int64_t *start_ns
     for (size_t i = 0; i < made; i++)
         lsvc_destroy(svcs[i]);
     free(svcs);
+    free(classes);
     latch_destroy(&arg.ran);
     return rc;
 }
