@@ -56,11 +56,15 @@ struct lane {
      * run rule, none may be (interval minus its tolerance). */
     int64_t close_ns, prev_start, min_gap;
     uint64_t close;
+    /* run_block_cpu: the waking thread's CPU time from one wake to the
+     * next (lane_put_cpu), cpu_n of them; NULL otherwise. */
+    int64_t *cpu, prev_cpu;
+    size_t cpu_n;
 };
 
 /* Variants of one runner, chosen by the impl table. */
 enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4, VAR_LEASE_PG = 8,
-       VAR_LEASE_REDIS = 16, VAR_STALL = 32 };
+       VAR_LEASE_REDIS = 16, VAR_STALL = 32, VAR_NO_HIST = 64, VAR_OBSERVED = 128 };
 
 /* One block: what every runner is given. */
 struct block_spec {
@@ -78,6 +82,9 @@ struct block_info {
     int64_t start_ns;   /* time taken to start every instance */
     struct lane first;  /* the first instance's lane, without its samples */
     char note[160];     /* a remark for the table, or empty */
+    /* ours: runs in the first instance's duration histogram, and calls of
+     * the run observer (VAR_OBSERVED) during the block. */
+    uint64_t histogram_runs, observer_calls;
 };
 
 /* Runs one block into lanes[0 .. spec->instances - 1], each with cap >=
@@ -162,6 +169,9 @@ int pool_add(struct pool *p, const int64_t *v, size_t n);
 void pool_free(struct pool *p);
 int run_block(const struct impl *impl, const struct block_spec *spec,
               struct pool *pool, struct block_info *info);
+int run_block_cpu(const struct impl *impl, const struct block_spec *spec,
+                  struct pool *pool, struct pool *cpu, struct block_info *info);
+void lane_put_cpu(struct lane *l, size_t tick);
 int64_t block_deadline(const struct block_spec *spec);
 uint64_t opt_loops(const struct bench_opts *o, int64_t interval_ns,
                    uint64_t normal, uint64_t quick);
@@ -229,10 +239,12 @@ void print_title(const char *bench, const struct bench_opts *o,
 void print_slack_note(const struct bench_opts *o);
 void print_results(const struct result *r, size_t count, unsigned has);
 void print_ratios(const struct result *r, size_t count);
+void print_costs(const struct result *r, size_t count, const char *what);
 void json_begin(const char *bench, const struct bench_opts *o,
                 int64_t interval_ns, int services);
 void json_results(const struct result *r, size_t count);
 void json_ratios(const struct result *r, size_t count);
+void json_costs(const struct result *r, size_t count);
 void json_end(void);
 int svg_write(const char *path, const char *title, const struct result *r,
               struct pool *const *pools, size_t count);
@@ -243,6 +255,7 @@ int bench_stop(const struct bench_opts *o);
 int bench_scale(const struct bench_opts *o);
 int bench_drift(const struct bench_opts *o);
 int bench_wake(const struct bench_opts *o);
+int bench_observe(const struct bench_opts *o);
 int rss_probe(const struct bench_opts *o);
 int bench_soak(const struct bench_opts *o);
 int bench_lease(const struct bench_opts *o);
@@ -256,7 +269,8 @@ long statm_resident_pages(void);
  * JSON schema. */
 extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
     IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
-    IMPL_LEASE_PG, IMPL_LEASE_REDIS, IMPL_STALLED;
+    IMPL_LEASE_PG, IMPL_LEASE_REDIS, IMPL_STALLED, IMPL_NOHIST, IMPL_HIST,
+    IMPL_OBSERVED;
 
 /* The library's tolerance under LSVC_MISSED_DELAY (loopsvc.h): two run
  * starts are never closer than the interval minus this. */

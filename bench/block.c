@@ -20,13 +20,15 @@ static void lanes_free(struct lane *lanes, size_t count)
 {
     if (lanes == NULL)
         return;
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
         free(lanes[i].late);
+        free(lanes[i].cpu);
+    }
     free(lanes);
 }
 
 static int lanes_alloc(struct lane **lanes, size_t count, size_t cap,
-                       int64_t close_ns)
+                       int64_t close_ns, bool cpu)
 {
     struct lane *l = calloc(count, sizeof *l);
 
@@ -36,7 +38,9 @@ static int lanes_alloc(struct lane **lanes, size_t count, size_t cap,
         l[i].cap = cap;
         l[i].close_ns = close_ns;
         l[i].late = malloc((cap ? cap : 1) * sizeof *l[i].late);
-        if (l[i].late == NULL) {
+        if (cpu)
+            l[i].cpu = malloc((cap ? cap : 1) * sizeof *l[i].cpu);
+        if (l[i].late == NULL || (cpu && l[i].cpu == NULL)) {
             lanes_free(l, count);
             return ENOMEM;
         }
@@ -69,6 +73,19 @@ void lane_put(struct lane *l, size_t tick, int64_t due, int64_t start)
         l->last_start = start;
     }
     atomic_fetch_add_explicit(&wakes, 1, memory_order_relaxed);
+}
+
+/* Called by the waking thread at each tick, before lane_put: the thread's
+ * CPU time since the previous tick. The read is a system call, the same
+ * for every impl that makes it. */
+void lane_put_cpu(struct lane *l, size_t tick)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    if (tick > 0 && tick <= l->cap)
+        l->cpu[l->cpu_n++] = ts_to_ns(&ts) - l->prev_cpu;
+    l->prev_cpu = ts_to_ns(&ts);
 }
 
 uint64_t wakes_total(void)
@@ -142,8 +159,10 @@ int64_t block_deadline(const struct block_spec *spec)
            10 * NS_PER_SEC;
 }
 
-int run_block(const struct impl *impl, const struct block_spec *spec,
-              struct pool *pool, struct block_info *info)
+/* run_block, and into cpu (when not NULL) the CPU time the waking thread
+ * took from each wake to the next, where the impl measures it (ours). */
+int run_block_cpu(const struct impl *impl, const struct block_spec *spec,
+                  struct pool *pool, struct pool *cpu, struct block_info *info)
 {
     struct block_spec s = *spec;
     struct lane *lanes;
@@ -152,22 +171,34 @@ int run_block(const struct impl *impl, const struct block_spec *spec,
     s.variant |= impl->variant;
     memset(info, 0, sizeof *info);
     rc = lanes_alloc(&lanes, s.instances, s.ticks,
-                     s.interval_ns - delay_tolerance_ns(s.interval_ns));
+                     s.interval_ns - delay_tolerance_ns(s.interval_ns), cpu != NULL);
     if (rc != 0)
         return rc;
     rc = impl->run(&s, lanes, info);
-    for (size_t i = 0; rc == 0 && i < s.instances; i++)
+    for (size_t i = 0; rc == 0 && i < s.instances; i++) {
         rc = pool_add(pool, lanes[i].late, lanes[i].n);
+        if (rc == 0 && cpu != NULL)
+            rc = pool_add(cpu, lanes[i].cpu, lanes[i].cpu_n);
+    }
     info->first = lanes[0];
     info->first.late = NULL;
     lanes_free(lanes, s.instances);
     return rc;
 }
 
+int run_block(const struct impl *impl, const struct block_spec *spec,
+              struct pool *pool, struct block_info *info)
+{
+    return run_block_cpu(impl, spec, pool, NULL, info);
+}
+
 const struct impl IMPL_CONDVAR = { "loopsvc-condvar", ours_run, 0 };
 const struct impl IMPL_PRECISE = { "loopsvc-precise", ours_run, VAR_PRECISE };
 const struct impl IMPL_BURST = { "loopsvc-burst", ours_run, VAR_BURST };
 const struct impl IMPL_STALLED = { "loopsvc-stalled", ours_run, VAR_STALL };
+const struct impl IMPL_NOHIST = { "loopsvc-nohist", ours_run, VAR_NO_HIST };
+const struct impl IMPL_HIST = { "loopsvc", ours_run, 0 };
+const struct impl IMPL_OBSERVED = { "loopsvc-observed", ours_run, VAR_OBSERVED };
 const struct impl IMPL_NANOSLEEP = { "clock_nanosleep", nanosleep_run, 0 };
 const struct impl IMPL_REBASE = { "rebase-on-start", nanosleep_run, VAR_REBASE };
 const struct impl IMPL_TIMERFD = { "timerfd", timerfd_run, 0 };

@@ -2,8 +2,8 @@
 """Checks the shape of `loopsvc-bench all --quick --json` read on stdin.
 
 The input is JSON Lines: one object per subcommand (jitter, stop, scale,
-drift, wake). Only the shape is checked: keys, types, non-empty results and
-sample counts above zero. Timings are never judged here; machines differ.
+drift, wake, observe). Only the shape is checked: keys, types, non-empty
+results and sample counts above zero. Timings are never judged here; machines differ.
 Exits 0 when the shape is right, 1 with a message naming the first fault.
 """
 import json
@@ -14,7 +14,8 @@ RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
 IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
          "timerfd", "posix_timer", "libuv", "rebase-on-start", "loopsvc-burst",
-         "raw-wake-join", "loopsvc-stalled", "raw-cond-signal"}
+         "raw-wake-join", "loopsvc-stalled", "raw-cond-signal", "loopsvc-nohist",
+         "loopsvc", "loopsvc-observed"}
 PER_BENCH_RESULT = {
     "jitter": (),
     "stop": (),
@@ -22,6 +23,7 @@ PER_BENCH_RESULT = {
     "drift": ("loops", "period_error_ppm", "period_error_measured_ppm",
               "final_lateness_ns", "min_gap_ns", "close_starts"),
     "wake": (),
+    "observe": ("cpu_ns_per_wake",),
 }
 PER_BENCH_TOP = {
     "jitter": (),
@@ -29,6 +31,7 @@ PER_BENCH_TOP = {
     "scale": ("start_ns", "cpu_ns_per_wake", "rss_bytes_per_service"),
     "drift": (),
     "wake": (),
+    "observe": ("baseline", "target_cpu_ratio", "target_met", "observer_calls"),
 }
 
 
@@ -64,6 +67,10 @@ def need_numbers(obj, where, depth):
             raise ShapeError(f"{where}.{k} is {v!r}, not a number")
 
 
+def is_ours(impl):
+    return impl == "loopsvc" or impl.startswith("loopsvc-")
+
+
 def check_result(r, bench, where):
     if not isinstance(r, dict):
         raise ShapeError(f"{where}: not an object")
@@ -82,13 +89,16 @@ def check_ratios(ratios, bench, where):
         raise ShapeError(f"{where}: 'ratios' is not an object")
     if bench == "jitter" and not ratios:
         raise ShapeError(f"{where}: 'ratios' is empty")
+    if bench == "observe" and set(ratios) != {"loopsvc", "loopsvc-observed"}:
+        raise ShapeError(f"{where}: ratios for {sorted(ratios)}, not for loopsvc "
+                         "and loopsvc-observed")
     for impl, r in ratios.items():
-        if not impl.startswith("loopsvc-"):
+        if not is_ours(impl):
             raise ShapeError(f"{where}: ratio for {impl!r}, which is not ours")
         # scale nests one level more, keyed by the number of services
         leaves = r.values() if bench == "scale" else [r]
         for leaf in leaves:
-            for key in ("p50", "p99"):
+            for key in ("p50", "p99") + (("cpu",) if bench == "observe" else ()):
                 need_number(leaf, key, f"{where}: ratios.{impl}")
 
 
@@ -111,12 +121,18 @@ def check_line(obj, where):
     impls = {r["impl"] for r in results}
     if bench == "jitter" and "clock_nanosleep" not in impls:
         raise ShapeError(f"{where}: no clock_nanosleep baseline in the results")
-    if not any(i.startswith("loopsvc-") for i in impls):
+    if not any(is_ours(i) for i in impls):
         raise ShapeError(f"{where}: no loopsvc result")
     check_ratios(obj["ratios"], bench, where)
     for key in PER_BENCH_TOP[bench]:
         v = need(obj, key, where)
-        if key in ("stop_p50_ns", "stop_p99_ns"):
+        if key == "baseline":
+            if v not in impls:
+                raise ShapeError(f"{where}: baseline {v!r} is not in the results")
+        elif key == "target_met":
+            if not isinstance(v, bool):
+                raise ShapeError(f"{where}: 'target_met' is {v!r}, not a boolean")
+        elif key in ("stop_p50_ns", "stop_p99_ns", "target_cpu_ratio", "observer_calls"):
             need_number(obj, key, where)
         else:
             need_numbers(v, f"{where}: {key}",

@@ -140,18 +140,6 @@ static size_t lease_impls(const struct bench_opts *o, const struct impl **out)
     return n;
 }
 
-static void print_costs(const struct result *r, size_t count)
-{
-    if (count > 1)
-        printf("   with a lease / without, same run:\n");
-    for (size_t i = 1; i < count; i++)
-        printf("   %-20s p50 x%.2f (+%.1f us)  p99 x%.2f (+%.1f us)\n", r[i].impl,
-               (double)r[i].lat.p50 / (double)(r[0].lat.p50 ? r[0].lat.p50 : 1),
-               (double)(r[i].lat.p50 - r[0].lat.p50) / 1e3,
-               (double)r[i].lat.p99 / (double)(r[0].lat.p99 ? r[0].lat.p99 : 1),
-               (double)(r[i].lat.p99 - r[0].lat.p99) / 1e3);
-}
-
 int bench_lease(const struct bench_opts *o)
 {
     int64_t interval = o->interval_ns ? o->interval_ns : 10 * NS_PER_MS;
@@ -195,7 +183,7 @@ int bench_lease(const struct bench_opts *o)
         json_end();
     } else if (rc == 0) {
         print_results(results, n, 0);
-        print_costs(results, n);
+        print_costs(results, n, "with a lease / without, same run:");
     }
     for (size_t i = 0; i < n; i++)
         pool_free(&pools[i]);

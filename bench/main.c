@@ -51,10 +51,19 @@ static const char *const usage[] = {
 "  wake    lsvc_wake(svc) on a sleeping LSVC_NEVER service, after a random\n"
 "          0..2 ms: from the call to run_once entered, 2000 samples in 10\n"
 "          alternating blocks (--quick: 200), next to raw-cond-signal, a\n"
-"          thread in pthread_cond_timedwait signalled under its mutex.\n"
-"  all     jitter, stop, scale, drift and wake in turn (about 1 minute; with --quick\n"
-"          about 20 s). With --json: JSON Lines, one object per subcommand in\n"
-"          that order.\n"
+"          thread in pthread_cond_timedwait signalled under its mutex.\n",
+"  observe One service at 1000 us three ways, 10000 wakes each (--quick:\n"
+"          1000) in alternating blocks of 40: loopsvc-nohist\n"
+"          (lsvc_options.no_histograms, no run observer: the baseline),\n"
+"          loopsvc (the default: its histograms updated on every run) and\n"
+"          loopsvc-observed (the histograms and a run observer that only\n"
+"          records). CPU per wake (the median of the service thread's CPU\n"
+"          time from one run_once to the next, CLOCK_THREAD_CPUTIME_ID) and\n"
+"          lateness, each over the baseline's; the target is <= 1.05x CPU\n"
+"          per wake.\n"
+"  all     jitter, stop, scale, drift, wake and observe in turn (about\n"
+"          100 s; with --quick about 25 s). With --json: JSON Lines, one\n"
+"          object per subcommand in that order.\n"
 "  soak    --services N (default 100) services at --interval-us (default\n"
 "          1000) for --duration S (default 600; --quick: 10) seconds in a\n"
 "          group: RSS after the start and at the end, runs against due\n"
@@ -72,12 +81,12 @@ static const char *const usage[] = {
 "\n",
 "Options (all subcommands):\n"
 "  --interval-us N   interval in microseconds (default per subcommand)\n"
-"  --loops N         wakes per impl (jitter, drift), per instance and block\n"
-"                    (scale), samples (stop)\n"
+"  --loops N         wakes per impl (jitter, drift, observe), per instance and\n"
+"                    block (scale), samples (stop)\n"
 "  --duration S      instead of --loops: S seconds' worth of wakes\n"
-"  --services N      services per impl (jitter; default 1); only N (scale, and\n"
-"                    stop's groups)\n"
-"  --blocks N        alternating blocks per impl (jitter, scale)\n"
+"  --services N      services per impl (jitter, observe; default 1); only N\n"
+"                    (scale, and stop's groups)\n"
+"  --blocks N        alternating blocks per impl (jitter, scale, observe)\n"
 "  --prio N          SCHED_FIFO priority 1..99 for every measured thread\n"
 "                    (lsvc_options.sched_priority, pthread attrs for baselines,\n"
 "                    cyclictest -p); exits 2 if not permitted\n"
@@ -98,7 +107,8 @@ static const char *const usage[] = {
 "cyclictest (rt-tests, if on PATH: -v -N samples, run as one block); timerfd;\n"
 "posix_timer (SIGEV_THREAD); libuv (repeating uv_timer, if built with libuv;\n"
 "measured against the due time libuv set for each tick); rebase-on-start,\n"
-"loopsvc-burst and loopsvc-stalled (drift only).\n"
+"loopsvc-burst and loopsvc-stalled (drift only); loopsvc-nohist, loopsvc and\n"
+"loopsvc-observed (observe only).\n"
 "Expiries of timerfd and posix_timer are not subject to timer slack; sleeping\n"
 "calls (ours, clock_nanosleep, libuv's epoll_wait) are.\n"
 "\n",
@@ -120,6 +130,10 @@ static const char *const usage[] = {
 "         \"wakes_late_over_interval\", \"min_gap_ns\" (closest two starts),\n"
 "         \"close_starts\" (starts closer than the interval minus the\n"
 "         default rule's tolerance, min(interval / 2, 5 ms)).\n"
+"  observe: each result also has \"cpu_ns_per_wake\" (a median, as above);\n"
+"         ratios are over loopsvc-nohist ({\"p50\", \"p99\", \"cpu\"}), with\n"
+"         \"baseline\", \"target_cpu_ratio\", \"target_met\" and\n"
+"         \"observer_calls\".\n"
 "  Every result has \"slack_ns\": the timer slack its waiting thread had.\n"
 "\n"
 "Exit status: 0 success, 1 a measurement failed, 2 bad usage or --prio not\n"
@@ -237,7 +251,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, const char **
     }
     if (optind != argc - 1) {
         fprintf(stderr, "loopsvc-bench: %s\nTry 'loopsvc-bench --help'.\n",
-                optind >= argc ? "which subcommand? jitter, stop, scale, drift, wake or all"
+                optind >= argc ? "which subcommand? jitter, stop, scale, drift, wake, "
+                                 "observe or all"
                                : "one subcommand at a time");
         return 2;
     }
@@ -254,6 +269,7 @@ static const struct {
     { "scale", bench_scale },
     { "drift", bench_drift },
     { "wake", bench_wake },
+    { "observe", bench_observe },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -28,6 +28,8 @@ static int ours_run_once(lsvc *svc, void *arg)
         return 1;
     if (in->tick == 0)
         in->slack_ns = slack_current();
+    if (in->lane->cpu != NULL)
+        lane_put_cpu(in->lane, in->tick);
     lane_put(in->lane, in->tick++, ts_to_ns(&due), now);
     return 0;
 }
@@ -36,6 +38,24 @@ static const lsvc_class bench_class = {
     .name = "bench",
     .run_once = ours_run_once,
 };
+
+/* The run observer of VAR_OBSERVED: it only records, as a tracer would. */
+struct observed {
+    atomic_uint_fast64_t calls;
+    _Atomic int64_t last_duration_ns;
+};
+
+static struct observed observed;
+
+static void observe_run(const lsvc_run_event *event, void *ctx)
+{
+    struct observed *o = ctx;
+
+    atomic_fetch_add_explicit(&o->calls, 1, memory_order_relaxed);
+    if (event->ended)
+        atomic_store_explicit(&o->last_duration_ns, event->duration_ns,
+                              memory_order_relaxed);
+}
 
 lsvc_options ours_options(const struct block_spec *spec)
 {
@@ -48,6 +68,7 @@ lsvc_options ours_options(const struct block_spec *spec)
     opts.sched_priority = spec->prio;
     opts.cpu_mask = spec->cpu >= 0 ? UINT64_C(1) << spec->cpu : 0;
     opts.timer_slack_ns = spec->slack_ns > 0 ? spec->slack_ns : 0;
+    opts.no_histograms = (spec->variant & VAR_NO_HIST) != 0;
     return opts;
 }
 
@@ -71,6 +92,10 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
             break;
         }
     }
+    /* The observer is the process's: set for this block's services only. */
+    atomic_store(&observed.calls, 0);
+    if (spec->variant & VAR_OBSERVED)
+        lsvc_set_run_observer(observe_run, &observed);
     int64_t t0 = now_ns();
     for (; rc == 0 && started < k; started++)
         if ((rc = lsvc_start(svcs[started], spec->ticks + 1)) != 0)
@@ -90,7 +115,13 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
         if (lsvc_join(svcs[i], left > 0 ? left : 0) == ETIMEDOUT)
             die("a loopsvc service did not end after its runs; giving up");
     }
+    if (spec->variant & VAR_OBSERVED)
+        lsvc_set_run_observer(NULL, NULL);
+    info->observer_calls = atomic_load(&observed.calls);
     info->slack_ns = k ? insts[0].slack_ns : 0;
+    lsvc_histogram h;
+    if (created > 0 && lsvc_get_histogram(svcs[0], LSVC_HISTOGRAM_DURATION, &h) == 0)
+        info->histogram_runs = h.count;
     for (size_t i = 0; i < created; i++) {
         lsvc_destroy(svcs[i]);
         bench_lease_free(spec->variant, leases[i]);

@@ -101,7 +101,8 @@ static double us(int64_t ns)
 
 void print_results(const struct result *r, size_t count, unsigned has)
 {
-    bool drift = has & HAS_DRIFT, scale = has & HAS_CPU;
+    /* The N and start columns are scale's: its results span several N. */
+    bool drift = has & HAS_DRIFT, cpu = has & HAS_CPU, scale = has & HAS_START;
 
     printf("   %-16s", "impl");
     if (scale)
@@ -112,8 +113,9 @@ void print_results(const struct result *r, size_t count, unsigned has)
                "max us", "> I", "ppm sched", "ppm actual", "final us",
                "gap us", "close");
     else
-        printf(" %8s %8s %8s %8s %8s %8s %9s%s\n", "min us", "mean", "p50", "p90",
-               "p99", "p99.9", "max", scale ? "  cpu/wake us  start ms" : "");
+        printf(" %8s %8s %8s %8s %8s %8s %9s%s%s\n", "min us", "mean", "p50", "p90",
+               "p99", "p99.9", "max", cpu ? "  cpu/wake us" : "",
+               scale ? "  start ms" : "");
     for (size_t i = 0; i < count; i++) {
         const struct result *x = &r[i];
         const struct summary *s = &x->lat;
@@ -133,9 +135,10 @@ void print_results(const struct result *r, size_t count, unsigned has)
         }
         printf(" %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f", us(s->min), us(s->mean),
                us(s->p50), us(s->p90), us(s->p99), us(s->p999), us(s->max));
+        if (cpu)
+            printf("  %11.2f", x->cpu_ns_per_wake / 1e3);
         if (scale)
-            printf("  %11.2f  %8.2f", x->cpu_ns_per_wake / 1e3,
-                   (double)x->start_ns / 1e6);
+            printf("  %8.2f", (double)x->start_ns / 1e6);
         putchar('\n');
     }
 }
@@ -182,6 +185,24 @@ void print_ratios(const struct result *r, size_t count)
         if (r[i].has & HAS_CPU)
             printf("  cpu/wake x%.2f",
                    b->cpu_ns_per_wake > 0 ? r[i].cpu_ns_per_wake / b->cpu_ns_per_wake : 0);
+        putchar('\n');
+    }
+}
+
+/* Each result after the first over the first, measured in the same run:
+ * ratio and difference at p50 and p99, and of CPU per wake where measured. */
+void print_costs(const struct result *r, size_t count, const char *what)
+{
+    if (count > 1)
+        printf("   %s\n", what);
+    for (size_t i = 1; i < count; i++) {
+        printf("   %-20s p50 x%.2f (%+.1f us)  p99 x%.2f (%+.1f us)", r[i].impl,
+               ratio(r[i].lat.p50, r[0].lat.p50), us(r[i].lat.p50 - r[0].lat.p50),
+               ratio(r[i].lat.p99, r[0].lat.p99), us(r[i].lat.p99 - r[0].lat.p99));
+        if ((r[i].has & HAS_CPU) && r[0].cpu_ns_per_wake > 0)
+            printf("  cpu/wake x%.3f (%+.0f ns)",
+                   r[i].cpu_ns_per_wake / r[0].cpu_ns_per_wake,
+                   r[i].cpu_ns_per_wake - r[0].cpu_ns_per_wake);
         putchar('\n');
     }
 }
@@ -269,6 +290,21 @@ void json_ratios(const struct result *r, size_t count)
             if (!nested)
                 break;
         }
+        putchar('}');
+    }
+    putchar('}');
+}
+
+/* print_costs' ratios: {"impl": {"p50": r, "p99": r[, "cpu": r]}, ...}. */
+void json_costs(const struct result *r, size_t count)
+{
+    printf(", \"ratios\": {");
+    for (size_t i = 1; i < count; i++) {
+        printf("%s\"%s\": {\"p50\": %.4f, \"p99\": %.4f", i > 1 ? ", " : "",
+               r[i].impl, ratio(r[i].lat.p50, r[0].lat.p50),
+               ratio(r[i].lat.p99, r[0].lat.p99));
+        if ((r[i].has & HAS_CPU) && r[0].cpu_ns_per_wake > 0)
+            printf(", \"cpu\": %.4f", r[i].cpu_ns_per_wake / r[0].cpu_ns_per_wake);
         putchar('}');
     }
     putchar('}');

@@ -270,7 +270,7 @@ int bench_scale(const struct bench_opts *o)
              "%llu wakes each x %d block(s)", (unsigned long long)ticks, blocks);
     print_title("scale", o, interval, what);
     print_slack_note(o);
-    print_results(results, count, HAS_CPU);
+    print_results(results, count, HAS_CPU | HAS_START);
     print_ratios(results, count);
     printf("   RSS per idle started service (default stack, fresh process):");
     for (size_t s = 0; s < nsizes; s++)
