@@ -4,7 +4,9 @@
  * bounded time (LSVC_STRESS_SECONDS, default 2; LSVC_STRESS_SEED varies the
  * random sequences): the lifecycle calls, and the runtime-control ones
  * (wakes, requests, next runs, new intervals, pauses, sleeps, run info),
- * which the runs also make on themselves. Every result is checked against
+ * which the runs also make on themselves, and an operator's: health,
+ * histograms, the group's metrics, and clients of its control socket
+ * sending every command while the group starts and stops. Every result is checked against
  * the contract, the callbacks check that a service never runs twice at
  * once, and a watchdog turns a hang into a failure that names what each
  * thread was doing.
@@ -18,12 +20,16 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define WORKERS 8
 #define SERVICES 6
@@ -68,9 +74,12 @@ enum op {
     OP_SHOULD_STOP,
     OP_RUN_INFO,
     OP_SLEEP,
+    OP_HEALTH,     /* lsvc_healthy, a histogram, lsvc_group_healthy */
     OP_GROUP_STOP, /* the group's calls last: they have no target */
     OP_GROUP_WAIT,
     OP_GROUP_START,
+    OP_METRICS,    /* lsvc_group_metrics */
+    OP_CONTROL,    /* one command on the control socket */
     OP_COUNT,
     OP_IDLE = OP_COUNT, /* between calls, or finished */
 };
@@ -82,7 +91,9 @@ static const char *const op_names[] = {
     "lsvc_wake_bits",   "lsvc_run_within",  "lsvc_next_run_in",
     "lsvc_set_loop_seconds", "lsvc_pause",  "lsvc_resume",
     "lsvc_should_stop", "lsvc_get_run_info", "lsvc_sleep",
+    "health",
     "lsvc_group_stop",  "lsvc_group_wait",  "lsvc_group_start",
+    "lsvc_group_metrics", "control socket",
     "(between calls)",
 };
 
@@ -96,6 +107,7 @@ static const unsigned op_weights[OP_COUNT] = {
     [OP_SET_LOOP_SECONDS] = 3, [OP_PAUSE] = 4,  [OP_RESUME] = 4,
     [OP_SHOULD_STOP] = 3, [OP_RUN_INFO] = 6,    [OP_SLEEP] = 3,
     [OP_GROUP_STOP] = 4, [OP_GROUP_WAIT] = 4,   [OP_GROUP_START] = 4,
+    [OP_HEALTH] = 4,     [OP_METRICS] = 2,      [OP_CONTROL] = 4,
 };
 
 /* One shared service and what its callbacks observed. */
@@ -127,6 +139,8 @@ struct worker {
 static struct {
     struct racer svcs[SERVICES];
     lsvc_group *g;
+    char dir[64];          /* holds the group's control socket */
+    char socket_path[96];
     struct worker workers[WORKERS];
     uint64_t base_seed;
     int64_t deadline_ns;
@@ -149,6 +163,7 @@ static struct {
     atomic_uint full_bound_unexplained; /* ... with no restart seen */
     atomic_uint group_starts;       /* lsvc_group_start that gave 0 */
     atomic_uint group_waits;        /* lsvc_group_wait that gave 0 */
+    atomic_uint control_replies;    /* control socket replies read whole */
     atomic_uint_fast64_t op_calls[OP_COUNT];
 
     /* Counted by the log sink. */
@@ -651,6 +666,95 @@ static bool counted(int rc, int rc_counted, atomic_uint *as_rc,
     return true;
 }
 
+/* Health and histograms: any answer may be right; asking must be safe,
+ * and the answer well formed. */
+static void check_health(struct worker *w, int i)
+{
+    const char *why = "unset";
+    const lsvc *which;
+    lsvc_histogram h;
+
+    if (lsvc_healthy(race.svcs[i].svc, &why) != (why == NULL))
+        complain("thread %d: lsvc_healthy(%s) and its reason disagree",
+                 w->index, race.svcs[i].name);
+    int rc = lsvc_get_histogram(race.svcs[i].svc, LSVC_HISTOGRAM_DURATION, &h);
+    if (rc != 0)
+        unexpected(w, OP_HEALTH, i, "histogram", rc, 0);
+    (void)lsvc_group_healthy(race.g, &which, &why);
+}
+
+static void check_metrics(struct worker *w)
+{
+    char text[64 * 1024];
+    size_t needed;
+    int rc = lsvc_group_metrics(race.g, text, sizeof text, &needed);
+
+    if (rc != 0 || strncmp(text, "# HELP ", 7) != 0 ||
+        strstr(text, race.svcs[0].name) == NULL)
+        unexpected(w, OP_METRICS, -1, "", rc, 0);
+}
+
+/* One command on the group's control socket, answered in full or not at
+ * all: the group may be stopped (no socket), or stop while it answers
+ * (the connection closes). A reply that comes must be well formed. */
+static void control_call(struct worker *w, char *args, size_t size)
+{
+    static const char *const verbs[] = {"status", "metrics", "wake",
+                                        "pause", "resume", "interval"};
+    unsigned verb = (unsigned)(next_random(&w->rng) % 6);
+    const char *name = race.svcs[next_random(&w->rng) % GROUPED].name;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    char line[64], reply[256];
+    size_t len = 0;
+
+    snprintf(line, sizeof line, "%s%s%s%s\n", verbs[verb],
+             verb < 2 ? "" : " ", verb < 2 ? "" : name,
+             verb == 5 ? " 0.002" : "");
+    snprintf(args, size, "%s", verbs[verb]);
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", race.socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        send(fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    /* The first bytes tell the kind of reply; the rest is read and
+     * dropped, up to the close or the empty line that ends it. */
+    int64_t deadline = now_ns() + (int64_t)(SLACK_S * 1e9);
+    bool ended = false;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t left = deadline - now_ns();
+        if (left <= 0 || poll(&p, 1, (int)(left / 1000000) + 1) <= 0)
+            break;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        size_t take = (size_t)n < sizeof reply - 1 - len
+                          ? (size_t)n : sizeof reply - 1 - len;
+        memcpy(reply + len, buf, take);
+        len += take;
+        reply[len] = '\0';
+        if (n >= 2 && buf[n - 1] == '\n' && buf[n - 2] == '\n') {
+            ended = true;
+            break;
+        }
+    }
+    close(fd);
+    atomic_fetch_add(&race.control_replies, ended);
+    if (ended && strncmp(reply, "ok: ", 4) != 0 &&
+        strncmp(reply, "error: ", 7) != 0 &&
+        strncmp(reply, "SERVICE ", 8) != 0 &&
+        strncmp(reply, "# HELP ", 7) != 0)
+        complain("thread %d: the control socket answered \"%s\" with "
+                 "\"%.60s\"", w->index, args, reply);
+    if (!ended && len == 0 && now_ns() >= deadline)
+        complain("thread %d: no reply to \"%s\" within %.0f s", w->index,
+                 args, SLACK_S);
+}
+
 static void do_one(struct worker *w)
 {
     enum op op = pick_op(w);
@@ -750,6 +854,15 @@ static void do_one(struct worker *w)
         rc = lsvc_group_start(race.g);
         if (!counted(rc, EBUSY, &race.group_start_busy, &race.group_starts))
             unexpected(w, op, -1, args, rc, seconds_since(t0));
+        break;
+    case OP_HEALTH:
+        check_health(w, i);
+        break;
+    case OP_METRICS:
+        check_metrics(w);
+        break;
+    case OP_CONTROL:
+        control_call(w, args, sizeof args);
         break;
     default:
         break;
@@ -860,6 +973,8 @@ static void tear_down(void)
     int rc = lsvc_group_wait(race.g);
     ck_assert_msg(rc == 0 || rc == EINVAL, "final group wait returned %d", rc);
     ck_assert_int_eq(lsvc_group_destroy(race.g), 0);
+    /* The group removed its socket as it ended. */
+    ck_assert_int_eq(rmdir(race.dir), 0);
 
     for (int i = 0; i < SERVICES; i++) {
         struct racer *r = &race.svcs[i];
@@ -895,6 +1010,12 @@ START_TEST(test_random_concurrent_calls_keep_every_contract)
     threads_baseline(&before);
 
     ck_assert_int_eq(lsvc_group_create(&race.g), 0);
+    snprintf(race.dir, sizeof race.dir, "/tmp/lsvc-race-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(race.dir));
+    snprintf(race.socket_path, sizeof race.socket_path, "%s/ctl.sock",
+             race.dir);
+    ck_assert_int_eq(lsvc_group_set_control_socket(race.g, race.socket_path),
+                     0);
     for (int i = 0; i < SERVICES; i++) {
         struct racer *r = &race.svcs[i];
         snprintf(r->name, sizeof(r->name), "%s", racer_classes[i].name);
@@ -956,6 +1077,8 @@ START_TEST(test_random_concurrent_calls_keep_every_contract)
            atomic_load(&race.full_bound_unexplained),
            atomic_load(&race.group_starts), atomic_load(&race.group_waits),
            atomic_load(&race.group_timeouts));
+    ck_assert_msg(atomic_load(&race.control_replies) > 0,
+                  "the control socket answered no client in full");
     /* Every kind of call took part. */
     for (int op = 0; op < OP_COUNT; op++)
         ck_assert_msg(atomic_load(&race.op_calls[op]) > 0, "%s was never called",
