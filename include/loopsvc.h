@@ -164,7 +164,18 @@ typedef struct lsvc_lease_ops {
      * it up, so that another replica takes over at its next run instead
      * of waiting for the lease to lapse. */
     void (*release)(void *ctx, lsvc *svc);
-    void *reserved[4];  /* zero (see the conventions above) */
+    /* Optional. Called on the service thread right after acquire said
+     * "held", with no library lock held: sets *token to the fencing token
+     * of this holding of the lease, a number strictly greater than every
+     * token that any earlier holder of the lease was given, and the same
+     * for as long as this replica holds it. The run reads it with
+     * lsvc_lease_token and hands it to what it writes, which refuses a
+     * token lower than one it has seen: a holder that lost the lease
+     * without knowing it (paused, cut off) cannot overwrite its
+     * successor's work. A nonzero return (a positive errno value) skips
+     * the run, as an acquire that could not tell. */
+    int (*token)(void *ctx, lsvc *svc, uint64_t *token);
+    void *reserved[3];  /* zero (see the conventions above) */
 } lsvc_lease_ops;
 
 /*
@@ -568,6 +579,17 @@ LSVC_API int lsvc_resume(lsvc *svc);
  * EAGAIN when no run is in progress.
  */
 LSVC_API int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out);
+
+/*
+ * The fencing token of the lease the run in progress holds
+ * (lsvc_lease_ops.token): give it to every write the run makes to a
+ * shared resource, which keeps the highest token it has seen and refuses
+ * a write with a lower one (doc/replicas.md shows it for PostgreSQL and
+ * Redis). Meant for run_once; any thread may ask. Returns EINVAL (NULL),
+ * EAGAIN (no run is in progress, or it holds no lease) or ENOTSUP (its
+ * lease gives no tokens).
+ */
+LSVC_API int lsvc_lease_token(const lsvc *svc, uint64_t *token);
 
 /* --- Histograms, health and run observers ------------------------------ */
 

@@ -221,3 +221,23 @@ int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out)
     lsvc__unlock(&s->lock);
     return in_run ? 0 : EAGAIN;
 }
+
+int lsvc_lease_token(const lsvc *svc, uint64_t *token)
+{
+    lsvc *s = (lsvc *)svc; /* the lock is not part of the value */
+    int rc;
+
+    if (s == NULL || token == NULL)
+        return EINVAL;
+    lsvc__lock(&s->lock);
+    if (!s->in_run || s->opts.lease == NULL)
+        rc = EAGAIN;
+    else if (!s->run_has_token)
+        rc = ENOTSUP;
+    else
+        rc = 0;
+    if (rc == 0)
+        *token = s->run_token;
+    lsvc__unlock(&s->lock);
+    return rc;
+}

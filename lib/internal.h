@@ -227,6 +227,8 @@ struct lsvc {
     unsigned pausers;         /* threads in lsvc_pause, waiting for the
                                * run in progress to end */
     bool in_run;              /* run_once is in progress; info is its */
+    bool run_has_token;       /* the run holds a lease with a token, */
+    uint64_t run_token;       /* this one */
     /* Where the thread starting now tells its starter, who waits for it,
      * what on_start returned; NULL once told. */
     struct lsvc_start_result *start_result;
@@ -363,7 +365,9 @@ enum lsvc_lease_answer {
     LSVC_LEASE_ELSEWHERE, /* the lease said "not held" */
     LSVC_LEASE_UNKNOWN,   /* the lease could not tell */
 };
-LSVC_HIDDEN enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc);
+LSVC_HIDDEN enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc,
+                                                      uint64_t *token,
+                                                      bool *has_token);
 LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
 
 /* stats.c: what a run leaves in the counters. */

@@ -27,10 +27,18 @@ static void warn_error(lsvc *svc, int rc, int64_t now_ns)
               "suppressed for a minute at a time." : "");
 }
 
-enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc)
+/* Asks the lease, and for a holding its fencing token (*has_token when
+ * the lease gives tokens). */
+enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
+                                           bool *has_token)
 {
+    const lsvc_lease_ops *ops = svc->opts.lease;
     bool held = false;
-    int rc = svc->opts.lease->acquire(svc->opts.lease_ctx, svc, &held);
+    int rc = ops->acquire(svc->opts.lease_ctx, svc, &held);
+
+    *has_token = held && rc == 0 && ops->token != NULL;
+    if (*has_token && (rc = ops->token(svc->opts.lease_ctx, svc, token)) != 0)
+        *has_token = false;
     int64_t now = lsvc__now_ns();
 
     if (rc != 0) {

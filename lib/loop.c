@@ -82,6 +82,8 @@ struct run {
     int64_t late_from;  /* what its lateness counts from: its jittered
                          * point, or when it was asked for */
     unsigned bits;      /* the wake bits it took */
+    bool has_token;     /* its lease's fencing token, when it has one */
+    uint64_t token;
 };
 
 /* Applies what other threads asked of the schedule since the service
@@ -141,6 +143,7 @@ static void claim_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
     if (now >= asked)
         p->reasons |= LSVC_RUN_WOKEN;
     p->begin = now;
+    run->has_token = false; /* until a lease gives one */
     run->bits = svc->wake_bits;
     svc->wake_bits = 0;
     svc->asked_ns = LSVC_FOREVER;
@@ -162,6 +165,8 @@ static void begin_run(lsvc *svc, const struct run *run)
     info->run = ++svc->runs_begun;
     svc->last_start_ns = p->begin;
     svc->in_run = true;
+    svc->run_has_token = run->has_token;
+    svc->run_token = run->token;
 }
 
 /* Sleeps until a run is due and returns true with it claimed, or returns
@@ -363,7 +368,8 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         if (svc->opts.lease != NULL) {
             bool paused;
 
-            enum lsvc_lease_answer lease = lsvc__lease_acquire(svc);
+            enum lsvc_lease_answer lease =
+                lsvc__lease_acquire(svc, &run.token, &run.has_token);
 
             if (lease != LSVC_LEASE_HELD) {
                 skip_run(svc, &sc, &run, lease == LSVC_LEASE_ELSEWHERE);

@@ -3,8 +3,10 @@
  * lease says this replica holds it; acquire and release are called on the
  * service thread with no library lock held; gains, losses, errors and the
  * release at stop show in the log and the stats; `loops` counts only runs
- * made; a slow lease holds up only its own service; and two services
- * sharing one store hand the lease over when the holder stops.
+ * made; a slow lease holds up only its own service; two services
+ * sharing one store hand the lease over when the holder stops; and each
+ * run reads the fencing token of its holding (lsvc_lease_token), which
+ * a new holder always has higher.
  *
  * The leases here are fakes kept in memory, answering what the test says.
  */
@@ -12,6 +14,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -596,6 +599,10 @@ struct store {
     const void *owner;    /* the replica holding the lease, or NULL */
     int active;           /* runs in progress, of either replica */
     int violations;       /* runs made without the lease, or side by side */
+    uint64_t tokens;      /* fencing tokens given so far: the last one */
+    uint64_t fence;       /* the highest token a run wrote with */
+    int stale_writes;     /* runs whose token was below the fence */
+    int token_error;      /* what the token callback returns */
 };
 
 struct replica {
@@ -607,6 +614,8 @@ struct replica {
     uint64_t acquires;
     uint64_t first_held_call; /* index of the first call that gave the lease */
     uint64_t releases;
+    uint64_t token;           /* of its holding; 0 = none */
+    int token_mismatches;     /* runs whose lsvc_lease_token was not it */
 };
 
 static int store_acquire(void *ctx, lsvc *svc, bool *held)
@@ -616,6 +625,8 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     pthread_mutex_lock(&r->store->lock);
     r->acquires++;
     *held = r->store->owner == NULL || r->store->owner == r;
+    if (*held && r->store->owner == NULL)
+        r->token = ++r->store->tokens; /* a new holding: a higher token */
     if (*held) {
         r->store->owner = r;
         if (r->first_held_call == 0)
@@ -637,19 +648,37 @@ static void store_release(void *ctx, lsvc *svc)
     pthread_mutex_unlock(&r->store->lock);
 }
 
+static int store_token(void *ctx, lsvc *svc, uint64_t *token)
+{
+    struct replica *r = ctx;
+    (void)svc;
+    pthread_mutex_lock(&r->store->lock);
+    int rc = r->store->token_error;
+    *token = r->token;
+    pthread_mutex_unlock(&r->store->lock);
+    return rc;
+}
+
 static const lsvc_lease_ops store_ops = {
-    .acquire = store_acquire, .release = store_release};
+    .acquire = store_acquire, .release = store_release, .token = store_token};
 
 /* Inside each run: the store must name this replica, and no run of the
  * other may be in progress. The yield gives an overlap room to show. */
 static void check_exclusive(lsvc *svc, struct probe *p, uint64_t run)
 {
     struct replica *r = p->user;
-    (void)svc;
+    uint64_t token = 0;
     (void)run;
+    int rc = lsvc_lease_token(svc, &token);
     pthread_mutex_lock(&r->store->lock);
     r->store->violations += r->store->owner != r;
     r->store->violations += ++r->store->active > 1;
+    /* The write a fenced sink would take or refuse. */
+    r->token_mismatches += rc != 0 || token != r->token;
+    if (token < r->store->fence)
+        r->store->stale_writes++;
+    else
+        r->store->fence = token;
     pthread_mutex_unlock(&r->store->lock);
     sched_yield();
     pthread_mutex_lock(&r->store->lock);
@@ -736,6 +765,67 @@ START_TEST(test_stopped_holder_hands_over_to_the_other_replica)
     ck_assert_uint_eq(a->releases, 1);
     ck_assert_uint_eq(b->releases, 1);
     ck_assert_ptr_null(s.owner);
+    /* A's holding, then B's: two tokens, B's the higher, each run with
+     * its holding's. */
+    ck_assert_uint_eq(s.tokens, 2);
+    ck_assert_uint_eq(b->token, 2);
+    ck_assert_int_eq(a->token_mismatches + b->token_mismatches, 0);
+    ck_assert_int_eq(s.stale_writes, 0);
+}
+END_TEST
+
+/* Runs of a lease without tokens that were told ENOTSUP, token untouched. */
+static atomic_int untokened_runs;
+
+static void check_no_token(lsvc *svc, struct probe *p, uint64_t run)
+{
+    uint64_t token = 7;
+    (void)p;
+    (void)run;
+    if (lsvc_lease_token(svc, &token) == ENOTSUP && token == 7)
+        atomic_fetch_add(&untokened_runs, 1);
+}
+
+/* Outside a run, or in the run of a lease without tokens, there is no
+ * token to give. */
+START_TEST(test_lease_token_needs_a_leased_run_with_tokens)
+{
+    uint64_t token;
+    struct leased *t = leased_new("Untokened", 0.02, true, &fake_ops);
+    t->x->p.during = check_no_token;
+    ck_assert_int_eq(lsvc_lease_token(t->x->svc, &token), EAGAIN);
+    ck_assert_int_eq(lsvc_lease_token(NULL, &token), EINVAL);
+    ck_assert_int_eq(lsvc_lease_token(t->x->svc, NULL), EINVAL);
+    fx_start(t->x, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    fx_stop(t->x);
+    ck_assert_int_eq(atomic_load(&untokened_runs),
+                     (int)probe_runs(&t->x->p));
+    ck_assert_int_eq(lsvc_lease_token(t->x->svc, &token), EAGAIN);
+
+    struct fx *plain = fx_new("Unleased", 60, NULL);
+    ck_assert_int_eq(lsvc_lease_token(plain->svc, &token), EAGAIN);
+}
+END_TEST
+
+/* A lease that says "held" but cannot give its token: the run would go
+ * unfenced, so it is skipped, as for a lease that cannot tell. */
+START_TEST(test_token_error_skips_the_run)
+{
+    struct store s = {.lock = PTHREAD_MUTEX_INITIALIZER, .token_error = EIO};
+    log_capture();
+    struct replica *a = replica_new(&s, "Unfenced");
+    fx_start(a->x, 0);
+    ck_assert(sem_wait_n(&a->acquired, 3, 10));
+    ck_assert_uint_eq(probe_runs(&a->x->p), 0);
+    ck_assert(log_wait(0, LSVC_LOG_WARNING, "Unfenced", 10, NULL));
+
+    pthread_mutex_lock(&s.lock);
+    s.token_error = 0;
+    pthread_mutex_unlock(&s.lock);
+    ck_assert(probe_wait_runs(&a->x->p, 2, 10));
+    fx_stop(a->x);
+    ck_assert_int_eq(a->token_mismatches, 0);
 }
 END_TEST
 
@@ -760,6 +850,8 @@ int main(void)
         test_release_comes_after_the_last_run_and_before_on_stop,
         test_loops_count_only_runs_made,
         test_blocked_acquire_delays_only_its_service,
-        test_stopped_holder_hands_over_to_the_other_replica, NULL});
+        test_stopped_holder_hands_over_to_the_other_replica,
+        test_lease_token_needs_a_leased_run_with_tokens,
+        test_token_error_skips_the_run, NULL});
     return run_suite(s);
 }

@@ -1463,15 +1463,19 @@ END_TEST
 START_TEST(test_create_refuses_nonzero_reserved_class_or_lease_ops)
 {
     static char nonzero;
-    for (size_t i = 0; i < 4; i++) {
-        lsvc_class cls = PROBE_CLASS("Reserved", 60);
+    const lsvc_class ok = PROBE_CLASS("Reserved", 60);
+    lsvc_lease_ops ops = {.acquire = answer};
+    const size_t n_cls = sizeof ok.reserved / sizeof ok.reserved[0];
+    const size_t n_ops = sizeof ops.reserved / sizeof ops.reserved[0];
+    for (size_t i = 0; i < n_cls; i++) {
+        lsvc_class cls = ok;
         cls.reserved[i] = &nonzero;
         check_create_refuses(&cls, NULL, "a nonzero lsvc_class.reserved");
-
-        const lsvc_class ok = PROBE_CLASS("Reserved", 60);
-        lsvc_lease_ops ops = {.acquire = answer};
-        ops.reserved[i] = &nonzero;
-        const lsvc_options o = {.lease = &ops};
+    }
+    for (size_t i = 0; i < n_ops; i++) {
+        lsvc_lease_ops bad = ops;
+        bad.reserved[i] = &nonzero;
+        const lsvc_options o = {.lease = &bad};
         check_create_refuses(&ok, &o, "a nonzero lsvc_lease_ops.reserved");
     }
 }
