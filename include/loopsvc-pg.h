@@ -43,6 +43,26 @@
  * proxy's) end a session that waits one interval between round trips, or
  * the lease flaps. When the service stops, the lock is unlocked.
  *
+ * Fencing tokens (lsvc_lease_ops.token, lsvc_lease_token): each lease's
+ * last token is a row of the library's own table, in the schema that the
+ * session's search_path resolves (the same for every replica):
+ *
+ *   CREATE TABLE loopsvc_lease_token (key bigint PRIMARY KEY,
+ *                                     token bigint NOT NULL);
+ *
+ * The statement that takes the lock bumps the lease's row in the same
+ * round trip, only when it gains the lock (the first token is 1); while
+ * held, the confirm keeps the token. A session made when the table is
+ * missing creates it (CREATE TABLE IF NOT EXISTS), which needs CREATE on
+ * that schema once (PostgreSQL 15 grants it on public to the owner only:
+ * create the table beforehand as above otherwise); every lock needs
+ * SELECT, INSERT and UPDATE on it. Without them the lease is never held: a
+ * WARNING names the table and the missing privilege, and runs are skipped
+ * (never one without a token), retried with the backoff of an outage.
+ * Tokens stay increasing as long as the table does: a row deleted or a
+ * table dropped starts the lease's tokens again at 1, which sinks refuse
+ * until they pass the highest they saw.
+ *
  * One lease serves one service at a time: while it is held, acquire from
  * any other service is EINVAL.
  *

@@ -39,9 +39,32 @@
 /* The lock is taken at most once per session, never re-entered: a second
  * pg_try_advisory_lock would stack a second hold that one unlock does not
  * end. While held, any round trip proves the session, and so the lock, is
- * still there. */
-static const char sql_lock[] = "SELECT pg_try_advisory_lock($1::bigint)";
-static const char sql_standby[] = "SELECT pg_is_in_recovery()";
+ * still there.
+ *
+ * The fencing token is bumped by the statement that takes the lock, in its
+ * transaction, and only when the lock was gained: a session that did not
+ * get it inserts no row and so returns none. Two sessions never both get
+ * the lock, and the row lock that ON CONFLICT DO UPDATE takes orders the
+ * bumps of successive holders even if one's commit were still in flight;
+ * in READ COMMITTED the update reads the latest committed token. The
+ * result arrives before the commit, so a token counts only once the
+ * statement has succeeded as a whole (query() waits for that). A lock taken
+ * in a statement that then failed stays held (session advisory locks
+ * ignore rollbacks): every failure drops the session, which ends it. */
+#define TOKEN_TABLE "loopsvc_lease_token"
+static const char sql_lock[] =
+    "WITH l AS (SELECT pg_try_advisory_lock($1::bigint) AS got) "
+    "INSERT INTO " TOKEN_TABLE " AS t (key, token) "
+    "SELECT $1::bigint, 1 FROM l WHERE got "
+    "ON CONFLICT (key) DO UPDATE SET token = t.token + 1 "
+    "RETURNING t.token";
+/* Once per session: whether it is a standby, and whether the token table
+ * is there (to_regclass needs no privilege on it). */
+static const char sql_session[] =
+    "SELECT pg_is_in_recovery(), to_regclass('" TOKEN_TABLE "') IS NOT NULL";
+static const char sql_create_table[] =
+    "CREATE TABLE IF NOT EXISTS " TOKEN_TABLE
+    " (key bigint PRIMARY KEY, token bigint NOT NULL)";
 static const char sql_confirm[] = "SELECT true";
 static const char sql_unlock[] = "SELECT pg_advisory_unlock($1::bigint)";
 
@@ -75,11 +98,14 @@ struct lsvc_pg_lease {
      * these accesses. */
     PGconn *conn;             /* an open session, or NULL */
     bool held;                /* the lock is held by conn's session */
+    uint64_t token;           /* the fencing token of that holding */
     const lsvc *holder;       /* the service it is held for, while held */
     unsigned failures;        /* connects failed or sessions lost in a row */
     int64_t backoff_ns;
     int64_t retry_ns;         /* no connect before this */
     char reason[REASON_MAX];  /* of the last failure logged */
+    char sqlstate[6];         /* of the last query that the server failed,
+                               * "" when it was not the server's error */
 };
 
 static int64_t now_ns(void)
@@ -253,19 +279,23 @@ static PGconn *open_session(const struct lsvc_pg_lease *l, char *why,
     return conn;
 }
 
-/* Sends sql (with the key as $1 when nparams is 1), reads its one boolean
- * into *out, and leaves the connection idle. Any failure, timeout
- * included, is reported in `why` and leaves a session that must be
- * dropped: a reply may still be on its way. */
-static int query_bool(struct lsvc_pg_lease *l, const char *sql, int nparams,
-                      bool *out, char *why, size_t size)
+/* Sends sql (with the key as $1 when nparams is 1) and waits until the
+ * connection is idle again, with the statement's one result in *out (the
+ * caller clears it), or NULL for a statement that returns none. Any
+ * failure, timeout included, is reported in `why` and leaves a session
+ * that must be dropped: a reply may still be on its way. An error of the
+ * server's leaves its SQLSTATE in l->sqlstate. */
+static int query(struct lsvc_pg_lease *l, const char *sql, int nparams,
+                 PGresult **out, char *why, size_t size)
 {
     const char *params[1] = { l->key };
     int64_t deadline = now_ns() + l->timeout_ns;
     PGconn *conn = l->conn;
-    bool got = false;
+    PGresult *kept = NULL;
     int rc, flushed;
 
+    *out = NULL;
+    l->sqlstate[0] = '\0';
     if (!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
         libpq_reason(why, size, conn, "could not send a query");
         return EIO;
@@ -283,6 +313,8 @@ static int query_bool(struct lsvc_pg_lease *l, const char *sql, int nparams,
         rc = EIO;
         goto failed;
     }
+    /* Every result up to the end: rows come before the commit, and an
+     * error after them (the commit's) makes the statement a failure. */
     for (;;) {
         while (PQisBusy(conn)) {
             rc = wait_socket(conn, POLLIN, deadline);
@@ -294,27 +326,32 @@ static int query_bool(struct lsvc_pg_lease *l, const char *sql, int nparams,
         PGresult *res = PQgetResult(conn);
         if (res == NULL)
             break;
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            one_line(why, size, PQresultErrorMessage(res));
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+            snprintf(l->sqlstate, sizeof l->sqlstate, "%s",
+                     code != NULL ? code : "");
+            const char *primary =
+                PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+            /* The message alone: the full one quotes the statement. */
+            one_line(why, size, primary != NULL ? primary
+                                                : PQresultErrorMessage(res));
             if (why[0] == '\0')
-                snprintf(why, size, "the query failed: %s",
-                         PQresStatus(PQresultStatus(res)));
+                snprintf(why, size, "the query failed: %s", PQresStatus(st));
             PQclear(res);
-            return EIO;
+            rc = EIO;
+            goto failed_server;
         }
-        if (PQntuples(res) != 1 || PQnfields(res) != 1) {
-            snprintf(why, size, "an unexpected answer to \"%s\"", sql);
-            PQclear(res);
-            return EIO;
-        }
-        got = true;
-        *out = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
+        PQclear(kept);
+        kept = res;
     }
-    if (!got) {
+    if (kept == NULL) {
         snprintf(why, size, "no answer to \"%s\"", sql);
         return EIO;
     }
+    *out = kept;
     return 0;
 
 failed:
@@ -324,6 +361,56 @@ failed:
         libpq_reason(why, size, conn, "the connection failed");
     else
         describe_errno(why, size, "waiting for a reply", rc);
+failed_server:
+    PQclear(kept);
+    return rc;
+}
+
+/* A query whose answer is one row of n booleans. */
+static int query_bools(struct lsvc_pg_lease *l, const char *sql, int nparams,
+                       bool *out, int n, char *why, size_t size)
+{
+    PGresult *res;
+    int rc = query(l, sql, nparams, &res, why, size);
+
+    if (rc != 0)
+        return rc;
+    if (PQntuples(res) != 1 || PQnfields(res) != n) {
+        snprintf(why, size, "an unexpected answer to \"%s\"", sql);
+        PQclear(res);
+        return EIO;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = strcmp(PQgetvalue(res, 0, i), "t") == 0;
+    PQclear(res);
+    return 0;
+}
+
+/* The lock statement: *got says whether the lock was gained, and then
+ * *token is the token it bumped. */
+static int query_lock(struct lsvc_pg_lease *l, bool *got, uint64_t *token,
+                      char *why, size_t size)
+{
+    PGresult *res;
+    int rc = query(l, sql_lock, 1, &res, why, size);
+
+    if (rc != 0)
+        return rc;
+    *got = PQntuples(res) == 1;
+    if (PQntuples(res) > 1 || PQnfields(res) != 1) {
+        rc = EIO;
+    } else if (*got) {
+        const char *v = PQgetvalue(res, 0, 0);
+        char *end = NULL;
+
+        errno = 0;
+        *token = strtoull(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0' || *token == 0)
+            rc = EIO;
+    }
+    if (rc != 0)
+        snprintf(why, size, "an unexpected answer to the lock statement");
+    PQclear(res);
     return rc;
 }
 
@@ -339,8 +426,8 @@ static void drop_session(struct lsvc_pg_lease *l)
  * has passed, and a WARNING at the first failure of an outage and at each
  * change of reason, so that an outage is a line or two, not one per
  * attempt. */
-static void note_failure(struct lsvc_pg_lease *l, bool lost, bool was_held,
-                         const char *why)
+static void note_failure(struct lsvc_pg_lease *l, const char *verb,
+                         bool was_held, const char *why)
 {
     l->backoff_ns = l->failures == 0 ? BACKOFF_FIRST_NS
                     : l->backoff_ns >= BACKOFF_MAX_NS / 2 ? BACKOFF_MAX_NS
@@ -354,8 +441,7 @@ static void note_failure(struct lsvc_pg_lease *l, bool lost, bool was_held,
              "%s PostgreSQL for the lease of %s: %s%s%s It does not run here "
              "until a session gets the lease; trying again in %g s, then "
              "with a backoff up to %d s.",
-             lost ? "Lost the session with" : "Could not connect to",
-             svc_name(l), why, stop_after(why),
+             verb, svc_name(l), why, stop_after(why),
              was_held ? " This replica held the lease." : "",
              (double)l->backoff_ns / 1e9, (int)(BACKOFF_MAX_NS / NS_PER_SEC));
 }
@@ -408,10 +494,67 @@ static int bind_service(struct lsvc_pg_lease *l, lsvc *svc, bool first_ok)
     return rc;
 }
 
+#define CONNECT_FAILED "Could not connect to"
+#define SESSION_LOST "Lost the session with"
+/* What the server refused about the token table, for the log line: the
+ * privileges it takes, once the reason has been said. */
+#define TOKEN_FAILED "Could not keep the fencing token (table " TOKEN_TABLE \
+    ", which needs SELECT, INSERT and UPDATE, and CREATE where it is made) in"
+
+/* The server refused a statement on the token table itself (SQLSTATE
+ * class 42: no such table, no privilege), not the session. */
+static bool token_refused(const struct lsvc_pg_lease *l)
+{
+    return strncmp(l->sqlstate, "42", 2) == 0;
+}
+
+/* A new session: refused when it is a standby, and the token table is
+ * made when it is missing. Returns whether the session may be used;
+ * otherwise it is dropped and the failure noted. */
+static bool prepare_session(struct lsvc_pg_lease *l)
+{
+    char why[REASON_MAX];
+    bool answer[2] = { false, false };
+    PGresult *res = NULL;
+    const char *verb = CONNECT_FAILED;
+
+    /* A standby grants advisory locks of its own, which the primary's
+     * holder never sees: two replicas would both hold "the" lock. */
+    if (query_bools(l, sql_session, 0, answer, 2, why, sizeof why) != 0)
+        goto failed;
+    if (answer[0]) {
+        snprintf(why, sizeof why, "the server is a standby (in recovery), "
+                 "whose locks its primary does not see");
+        goto failed;
+    }
+    if (answer[1])
+        return true;
+    /* Replicas that start together may race to make it: the loser's
+     * unique violation on the catalog means it is there now. */
+    if (query(l, sql_create_table, 0, &res, why, sizeof why) == 0 ||
+        strcmp(l->sqlstate, "23505") == 0 || strcmp(l->sqlstate, "42P07") == 0) {
+        PQclear(res);
+        if (l->sqlstate[0] == '\0')
+            lsvc_log(l->svc, LSVC_LOG_INFO, "Created table " TOKEN_TABLE
+                     " for the fencing tokens of the PostgreSQL lease of %s.",
+                     svc_name(l));
+        else
+            drop_session(l); /* its transaction failed; start afresh */
+        return l->conn != NULL;
+    }
+    if (token_refused(l))
+        verb = TOKEN_FAILED;
+failed:
+    drop_session(l);
+    note_failure(l, verb, false, why);
+    return false;
+}
+
 static int acquire_now(struct lsvc_pg_lease *l, lsvc *svc, bool *held)
 {
     char why[REASON_MAX];
     bool fresh = false, answer = false;
+    uint64_t token = 0;
     int rc;
 
     /* Held for one service, it is no one else's, whatever the name. */
@@ -427,34 +570,31 @@ static int acquire_now(struct lsvc_pg_lease *l, lsvc *svc, bool *held)
             return 0;
         l->conn = open_session(l, why, sizeof why);
         if (l->conn == NULL) {
-            note_failure(l, false, false, why);
+            note_failure(l, CONNECT_FAILED, false, why);
             return 0;
         }
         fresh = true;
         lsvc_log(svc, LSVC_LOG_DEBUG,
                  "Connected to PostgreSQL for the lease of %s.", l->name);
-        /* A standby grants advisory locks of its own, which the primary's
-         * holder never sees: two replicas would both hold "the" lock. */
-        bool standby = false;
-        if (query_bool(l, sql_standby, 0, &standby, why, sizeof why) != 0 ||
-            standby) {
-            if (standby)
-                snprintf(why, sizeof why, "the server is a standby (in "
-                         "recovery), whose locks its primary does not see");
-            drop_session(l);
-            note_failure(l, false, false, why);
+        if (!prepare_session(l))
             return 0;
-        }
     }
-    if (query_bool(l, l->held ? sql_confirm : sql_lock, l->held ? 0 : 1,
-                   &answer, why, sizeof why) != 0) {
+    /* Held: any round trip confirms it, and the token stays. Not held:
+     * the lock, and a new token with it when it is gained. */
+    rc = l->held ? query_bools(l, sql_confirm, 0, &answer, 1, why, sizeof why)
+                 : query_lock(l, &answer, &token, why, sizeof why);
+    if (rc != 0) {
         bool was_held = l->held;
+        const char *verb = token_refused(l) ? TOKEN_FAILED
+                           : fresh ? CONNECT_FAILED : SESSION_LOST;
 
         drop_session(l);
-        note_failure(l, !fresh, was_held, why);
+        note_failure(l, verb, was_held, why);
         return 0;
     }
     note_success(l);
+    if (!l->held)
+        l->token = token;
     l->held = answer;
     l->holder = answer ? svc : NULL;
     *held = answer;
@@ -486,7 +626,7 @@ static void release_now(struct lsvc_pg_lease *l, lsvc *svc)
         return;
     l->held = false;
     l->holder = NULL;
-    if (query_bool(l, sql_unlock, 1, &answer, why, sizeof why) == 0) {
+    if (query_bools(l, sql_unlock, 1, &answer, 1, why, sizeof why) == 0) {
         if (answer)
             return;
         snprintf(why, sizeof why, "the server says it was not locked");
@@ -510,9 +650,29 @@ static void pg_release(void *ctx, lsvc *svc)
     atomic_store(&l->busy, false);
 }
 
+/* The token of the holding that the acquire just confirmed: the one its
+ * lock statement returned, kept while the lock is. */
+static int pg_token(void *ctx, lsvc *svc, uint64_t *token)
+{
+    struct lsvc_pg_lease *l = ctx;
+    int rc = EAGAIN;
+
+    if (l == NULL || svc == NULL || token == NULL)
+        return EINVAL;
+    if (atomic_exchange(&l->busy, true))
+        return EINVAL;
+    if (l->held && l->holder == svc) {
+        *token = l->token;
+        rc = 0;
+    }
+    atomic_store(&l->busy, false);
+    return rc;
+}
+
 static const lsvc_lease_ops pg_ops = {
     .acquire = pg_acquire,
     .release = pg_release,
+    .token = pg_token,
 };
 
 int64_t lsvc_pg_lease_key(const char *ns, const char *name)

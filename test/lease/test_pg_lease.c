@@ -173,6 +173,19 @@ START_TEST(create_rejects_bad_arguments)
     ck_assert(opts.lease->acquire != NULL);
     ck_assert(opts.lease->release != NULL);
     ck_assert_ptr_eq(opts.lease_ctx, l);
+    /* Fencing tokens: asked only after a "held", which no lease here
+     * has been told; never a token without a holding. */
+    ck_assert(opts.lease->token != NULL);
+    uint64_t token = 42;
+    ck_assert_int_eq(opts.lease->token(NULL, NULL, &token), EINVAL);
+    ck_assert_int_eq(opts.lease->token(l, NULL, &token), EINVAL);
+    lsvc *svc = NULL;
+    const lsvc_class cls = { .name = "token-probe", .run_once = dummy_run };
+    ck_assert_int_eq(lsvc_create(&svc, &cls, NULL, &opts), 0);
+    ck_assert_int_eq(opts.lease->token(l, svc, NULL), EINVAL);
+    ck_assert_int_eq(opts.lease->token(l, svc, &token), EAGAIN);
+    ck_assert(token == 42);
+    lsvc_destroy(svc);
     ck_assert_int_eq(lsvc_pg_lease_destroy(l), 0);
 }
 END_TEST
