@@ -7,7 +7,8 @@
  * value is a random token of the holder, set with a time to live of
  * LSVC_REDIS_TTL_INTERVALS intervals of the service. Before each run the
  * lease is asked (on the service thread):
- *  - not held: SET key token NX PX ttl; held when the key was set;
+ *  - not held: a script runs SET key token NX PX ttl, and when the key was
+ *    set, INCR of the token counter (below); held when the key was set;
  *  - held: a script extends the TTL only if the key still holds this
  *    replica's token; held when it did. The holder counts its TTL from
  *    before it sent the request, and runs only when the reply came within
@@ -22,6 +23,24 @@
  * this replica's token (if the last answer was "held"; otherwise the key
  * lapses within its TTL). A replica that dies leaves its key to lapse:
  * another replica takes over at its first due run after the TTL.
+ *
+ * Fencing tokens (lsvc_lease_ops.token, lsvc_lease_token) come from the
+ * counter "loopsvc:token:<namespace>:<service name>", which the script
+ * that takes a free key increments in the same round trip (the first
+ * token is 1); the extend script keeps the key and returns the token of
+ * the holding (so a replica whose reply was lost, and that takes its own
+ * key back, keeps its token). The counter has no TTL and must outlive
+ * every token a sink has seen: an instance without persistence (save ""
+ * and appendonly no), a failover to a replica that had not got the last
+ * INCR, eviction or a DEL lose it, and tokens start again at 1. A sink
+ * then refuses every write of the new holders (their tokens are below its
+ * fence) until the counter climbs past it, and then takes tokens equal to
+ * ones it saw before, which no longer tell an old holder from a new one:
+ * give Redis appendonly yes (appendfsync everysec can lose the last second
+ * of INCRs) and noeviction, or after a loss SET the counter above the
+ * highest token any sink holds. A replica that sees its tokens go back
+ * logs a WARNING. Both keys must be on one instance (EVAL with two keys:
+ * not Redis Cluster, where they are in different slots).
  *
  * The key must not vanish before its TTL, or another replica runs beside
  * the holder: use an instance that does not evict it (maxmemory-policy

@@ -39,9 +39,25 @@
 #define DEFAULT_PORT 6379
 #define TOKEN_BYTES 16
 
+/* KEYS[1] the lease, KEYS[2] its fencing-token counter; ARGV[1] this
+ * replica's value, ARGV[2] the TTL in ms. A key taken is a new holding,
+ * and the counter goes up with it, in the same script: only a SET NX that
+ * succeeded bumps it, so while the key holds our value the counter holds
+ * our token. Tokens come back as strings: Lua numbers are doubles. */
+static const char take_script[] =
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "redis.call('incr', KEYS[2]) return redis.call('get', KEYS[2]) "
+    "else return false end";
+
+/* Extends our key and says its token, which also tells a replica whose
+ * reply to take_script was lost what token it got. A counter gone from
+ * under a held key (deleted, evicted) gives the key up: the next take
+ * makes a new holding, and a new count. */
 static const char extend_script[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "local t = redis.call('get', KEYS[2]) "
+    "if not t then redis.call('del', KEYS[1]) return 0 end "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) return t";
 
 static const char release_script[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -83,12 +99,15 @@ struct lsvc_redis_lease {
      * is, by the service thread. */
     char *name;        /* the service the lease serves, fixed at first use */
     char *key;
+    char *token_key;   /* the counter of fencing tokens */
     char *client_name;
     bool misuse_logged;
 
     redisContext *conn;
     enum ownership mine;
     const lsvc *holder;  /* the service told "held" last, until told not */
+    uint64_t fence;    /* the fencing token of our holding, while MINE_YES */
+    uint64_t fence_max; /* the highest this lease was given */
     bool late_warned;  /* a late reply was logged, and none was timely since */
 
     bool failing;      /* in an outage: the last request failed */
@@ -586,21 +605,53 @@ static void warn_late(struct lsvc_redis_lease *l, lsvc *svc, int64_t took_ns,
              l->name, (double)interval_ns / 1e9);
 }
 
-/* SET NX (take a free key) or the extend script (keep our own). */
+/* Tokens only go up, unless Redis lost the counter: say so, once per
+ * going back, since every sink refuses this holder's writes. */
+static void check_fence(struct lsvc_redis_lease *l, lsvc *svc, uint64_t fence)
+{
+    if (fence <= l->fence_max && fence != l->fence)
+        lsvc_log(svc, LSVC_LOG_WARNING,
+                 "The fencing token of the lease of %s went back from %llu to "
+                 "%llu: Redis at %s lost its counter, %s (restarted without "
+                 "persistence, failed over, evicted or deleted). Sinks that saw "
+                 "the higher tokens refuse this replica's writes until the "
+                 "counter passes them: set it above the highest token given.",
+                 l->name, (unsigned long long)l->fence_max,
+                 (unsigned long long)fence, l->where, l->token_key);
+    if (fence > l->fence_max)
+        l->fence_max = fence;
+    l->fence = fence;
+}
+
+/* A token as the scripts return it: decimal, positive. */
+static bool parse_fence(const redisReply *r, uint64_t *fence)
+{
+    char *end = NULL;
+
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->str[0] == '-')
+        return false;
+    errno = 0;
+    *fence = strtoull(r->str, &end, 10);
+    return errno == 0 && end == r->str + r->len && *fence > 0;
+}
+
+/* The take script (a free key, and a new token) or the extend script
+ * (keep our own, and its token). */
 static enum answer ask(struct lsvc_redis_lease *l, lsvc *svc, bool extend,
                        int64_t ttl_ms, int64_t interval_ns)
 {
     char ttl[24];
-    const char *set[] = {"SET", l->key, l->token, "NX", "PX", ttl};
-    const char *eval[] = {"EVAL", extend_script, "1", l->key, l->token, ttl};
+    const char *argv[] = {"EVAL", extend ? extend_script : take_script, "2",
+                          l->key, l->token_key, l->token, ttl};
     struct failure f;
     redisReply *r;
     int64_t t0, now, held_until;
+    uint64_t fence = 0;
     bool ok;
 
     snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
     t0 = now_ns();
-    r = round_trip(l, 6, extend ? eval : set, &f);
+    r = round_trip(l, 7, argv, &f);
     now = now_ns();
     if (r == NULL) {
         /* The request may have reached Redis and set or kept the key. */
@@ -608,21 +659,22 @@ static enum answer ask(struct lsvc_redis_lease *l, lsvc *svc, bool extend,
         fail(l, svc, &f);
         return ANSWER_FAILED;
     }
-    if (extend ? r->type != REDIS_REPLY_INTEGER
-               : r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_NIL) {
+    ok = parse_fence(r, &fence);
+    if (!ok && (extend ? r->type != REDIS_REPLY_INTEGER || r->integer != 0
+                       : r->type != REDIS_REPLY_NIL)) {
         unexpected_failure(&f, r);
         freeReplyObject(r);
         l->mine = MINE_MAYBE;
         fail(l, svc, &f);
         return ANSWER_FAILED;
     }
-    ok = extend ? r->integer == 1 : r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
     note_success(l, svc);
     if (!ok) {
         l->mine = MINE_NO;
         return ANSWER_NOT_HELD;
     }
+    check_fence(l, svc, fence);
     /* Redis counts the TTL from when it got the request, after t0. The run
      * that follows may last LSVC_REDIS_TTL_INTERVALS - 1 intervals (the
      * header's promise), so it must end before t0 + ttl by our count. */
@@ -716,12 +768,15 @@ static int bind_service(struct lsvc_redis_lease *l, lsvc *svc)
     }
     l->name = strdup(name);
     l->key = join_name("loopsvc:lease:", l->ns, name);
+    l->token_key = join_name("loopsvc:token:", l->ns, name);
     l->client_name = join_name("loopsvc-lease:", l->ns, name);
-    if (l->name == NULL || l->key == NULL || l->client_name == NULL) {
+    if (l->name == NULL || l->key == NULL || l->token_key == NULL ||
+        l->client_name == NULL) {
         free(l->name);
         free(l->key);
+        free(l->token_key);
         free(l->client_name);
-        l->name = l->key = l->client_name = NULL;
+        l->name = l->key = l->token_key = l->client_name = NULL;
         return ENOMEM;
     }
     /* Redis takes a client name of printable ASCII without spaces only. */
@@ -790,9 +845,29 @@ static void redis_release(void *ctx, lsvc *svc)
     atomic_store(&l->busy, false);
 }
 
+/* The token of the holding that the acquire just confirmed, which its
+ * take or extend script returned. */
+static int redis_token(void *ctx, lsvc *svc, uint64_t *token)
+{
+    struct lsvc_redis_lease *l = ctx;
+    int rc = EAGAIN;
+
+    if (l == NULL || svc == NULL || token == NULL)
+        return EINVAL;
+    if (atomic_exchange(&l->busy, true))
+        return EINVAL;
+    if (l->holder == svc && l->mine == MINE_YES) {
+        *token = l->fence;
+        rc = 0;
+    }
+    atomic_store(&l->busy, false);
+    return rc;
+}
+
 static const lsvc_lease_ops redis_ops = {
     .acquire = redis_acquire,
     .release = redis_release,
+    .token = redis_token,
 };
 
 /* --- Public functions --------------------------------------------------- */
@@ -807,6 +882,7 @@ static void free_lease(struct lsvc_redis_lease *l)
     free(l->ns);
     free(l->name);
     free(l->key);
+    free(l->token_key);
     free(l->client_name);
     free(l);
 }
