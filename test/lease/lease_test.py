@@ -7,8 +7,10 @@ Starts `replica` processes that share one service under a lease held in
 PostgreSQL (LSVC_TEST_PG, a libpq conninfo of a server where this may
 create a database) or Redis (LSVC_TEST_REDIS, an address), kills them, cuts
 their connections, takes the server away through a proxy, and checks the
-runs they record: no two runs overlap, no due point runs twice, and the
-lease moves on when its holder goes. Exits 77 (a skip) when the variable
+runs they record: no two runs overlap, no due point runs twice, the lease
+moves on when its holder goes, and every run has a fencing token that
+never goes back and rises with every new holding, which a fenced sink
+accepts (check_tokens). Exits 77 (a skip) when the variable
 is not set. LSVC_TEST_PG_AUTH, when set, is a conninfo (without password)
 of a role that must log in with a password, for the wrong-password case.
 
@@ -52,15 +54,19 @@ def now_ns():
 
 
 class Run:
-    """One run a replica recorded."""
+    """One run a replica recorded: its fencing token (0: none), its
+    holding (the replica's lease_changes then) and what the fenced sink
+    said of its write."""
 
-    def __init__(self, replica, point, start, end):
+    def __init__(self, replica, point, start, end, token, holding, sink):
         self.replica, self.point = int(replica), int(point)
         self.start, self.end = int(start), int(end)
+        self.token, self.holding, self.sink = int(token), int(holding), sink
 
     def __repr__(self):
         return (f"run(replica {self.replica}, point {self.point}, "
-                f"{self.start / 1e9:.3f}..{self.end / 1e9:.3f} s)")
+                f"{self.start / 1e9:.3f}..{self.end / 1e9:.3f} s, "
+                f"token {self.token}, holding {self.holding}, sink {self.sink})")
 
 
 # --- Checks ----------------------------------------------------------------
@@ -82,14 +88,70 @@ def check_points_once(runs):
         seen[r.point] = r
 
 
-def check_safe(runs, replicas=()):
+def holdings(runs):
+    """The holdings of the lease, oldest first: (replica, holding) ->
+    their runs, in the order of their first runs."""
+    out = {}
+    for r in sorted(runs, key=lambda r: r.start):
+        out.setdefault((r.replica, r.holding), []).append(r)
+    return out
+
+
+def check_tokens(runs, retake_keeps_token):
+    """Every run has a token, and the sink took its write; tokens never go
+    back in the order runs began; the runs of one holding share one; a new
+    holding's is above every earlier holding's. retake_keeps_token: a
+    replica that lost the lease only by its own count (a lost reply) and
+    takes its own key back is still the store's one holding, with the same
+    token, as long as no other replica held it in between."""
+    check(runs, "no run was recorded at all")
+    none = [r for r in runs if r.token <= 0]
+    check(not none, f"runs without a fencing token: {none[:3]}")
+    refused = [r for r in runs if r.sink != "ok"]
+    check(not refused, f"the fenced sink did not take the writes of "
+          f"{len(refused)} runs: {refused[:3]}")
+    ordered = sorted(runs, key=lambda r: r.start)
+    for a, b in zip(ordered, ordered[1:]):
+        check(b.token >= a.token, f"the token went back from {a} to {b}")
+    top = {}  # replica -> the highest token of its earlier holdings
+    for (rid, _), hruns in holdings(runs).items():
+        tokens = {r.token for r in hruns}
+        check(len(tokens) == 1, f"one holding of replica {rid} ran with "
+              f"tokens {sorted(tokens)}: {hruns[:3]}")
+        token = hruns[0].token
+        others = max((t for o, t in top.items() if o != rid), default=0)
+        mine = top.get(rid, 0)
+        check(token > others, f"a holding of replica {rid} got token {token}, "
+              f"not above {others} of another replica's earlier holding: "
+              f"{hruns[0]}")
+        # token > others: no other replica held it since this one's token.
+        if not (retake_keeps_token and token == mine):
+            check(token > mine, f"a new holding of replica {rid} got token "
+                  f"{token}, not above its own earlier {mine}: {hruns[0]}")
+        top[rid] = max(mine, token)
+
+
+def token_note(runs):
+    """The tokens in the order of their holdings, for the report."""
+    seq = []
+    for (rid, _), hruns in holdings(runs).items():
+        seq.append(f"{hruns[0].token}@{rid}")
+    return "tokens " + " ".join(seq[:8]) + (" ..." if len(seq) > 8 else "")
+
+
+def check_safe(runs, replicas=(), backend=None, ns=None):
     for r in replicas:
         off = [l for l in r.stderr().splitlines() if "off the grid" in l]
         check(not off, f"replica {r.rid} ran off the shared grid of due points, "
               f"so points cannot be told apart: {off[0] if off else ''}")
+        bare = [l for l in r.stderr().splitlines() if "without a fencing token" in l]
+        check(not bare, f"replica {r.rid} ran without a token: {bare[:1]}")
     check(runs, "no run was recorded at all")
     check_no_overlap(runs)
     check_points_once(runs)
+    if backend is not None:
+        check_tokens(runs, backend.RETAKE_KEEPS_TOKEN)
+        backend.check_sink(ns, runs)
 
 
 def first_after(runs, t_ns, exclude=None):
@@ -306,7 +368,14 @@ class Pg:
         self.db = with_params(conninfo, dbname=self.DB)
         self.psql(self.db, "CREATE TABLE IF NOT EXISTS lsvc_lease_runs ("
                   "ns text NOT NULL, replica int NOT NULL, point bigint NOT NULL, "
-                  "start_ns bigint NOT NULL, end_ns bigint NOT NULL)")
+                  "start_ns bigint NOT NULL, end_ns bigint NOT NULL); "
+                  # Columns a database of an older test lacks.
+                  "ALTER TABLE lsvc_lease_runs "
+                  "ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0, "
+                  "ADD COLUMN IF NOT EXISTS holding bigint NOT NULL DEFAULT 0, "
+                  "ADD COLUMN IF NOT EXISTS sink text NOT NULL DEFAULT ''; "
+                  "CREATE TABLE IF NOT EXISTS lsvc_lease_sink (ns text PRIMARY KEY, "
+                  "fence bigint NOT NULL, replica int, point bigint)")
         self.lease_address = self.db
         self.record_address = self.db
         addr, port, sockdirs = self.psql(
@@ -342,9 +411,25 @@ class Pg:
                            port=str(port))
 
     def runs(self, ns):
-        out = self.psql(self.db, "SELECT replica, point, start_ns, end_ns FROM "
-                        f"lsvc_lease_runs WHERE ns = '{ns}' ORDER BY start_ns")
+        out = self.psql(self.db, "SELECT replica, point, start_ns, end_ns, token, "
+                        "holding, sink FROM lsvc_lease_runs WHERE ns = "
+                        f"'{ns}' ORDER BY start_ns")
         return [Run(*line.split("|")) for line in out.splitlines() if line]
+
+    def sink(self, ns):
+        out = self.psql(self.db, "SELECT fence, replica, point FROM "
+                        f"lsvc_lease_sink WHERE ns = '{ns}'").strip()
+        check(out, f"the sink has no row for {ns}")
+        return [int(x) for x in out.split("|")]
+
+    def check_sink(self, ns, runs):
+        """The sink holds the last run's write and the highest token."""
+        last = max(runs, key=lambda r: r.start)
+        fence, replica, point = self.sink(ns)
+        check(fence == max(r.token for r in runs) and
+              (replica, point) == (last.replica, last.point),
+              f"the sink holds token {fence} of replica {replica} at point "
+              f"{point}, not the last run's: {last}")
 
     def kill_lease_connection(self, ns, holder):
         # The query of loopsvc-pg.h, with the key as a signed bigint, which
@@ -363,8 +448,11 @@ class Pg:
               f"of {app!r}, but the last run was replica {holder}'s")
         check(killed == "t", f"pg_terminate_backend({pid}) said {killed!r}")
 
-    def cleanup(self, prefix):
-        self.psql(self.db, f"DELETE FROM lsvc_lease_runs WHERE ns LIKE '{prefix}%'")
+    def cleanup(self, prefix, namespaces):
+        keys = ", ".join(str(pg_key(ns, NAME)) for ns in namespaces) or "0"
+        self.psql(self.db, f"DELETE FROM lsvc_lease_runs WHERE ns LIKE '{prefix}%'; "
+                  f"DELETE FROM lsvc_lease_sink WHERE ns LIKE '{prefix}%'; "
+                  f"DELETE FROM loopsvc_lease_token WHERE key IN ({keys})")
 
     def bad_addresses(self):
         return ["host=127.0.0.1 port", "postgresql://[::1", "nosuchkey=1"]
@@ -387,6 +475,8 @@ class Pg:
 
     # The lease's own words, which the checks below look for.
     RECONNECTED = "Connected to PostgreSQL again"
+    # Every lock gained bumps the token, a retake of its own included.
+    RETAKE_KEEPS_TOKEN = False
     # After its holder dies, the lock is free as soon as the server sees
     # the session end: the next due point, or the one after.
     def takeover_bound_ns(self):
@@ -499,6 +589,15 @@ class Redis:
         items = self.conn.cmd("LRANGE", f"lsvc-test:runs:{ns}", 0, -1)
         return sorted((Run(*i.split(":")) for i in items), key=lambda r: r.start)
 
+    def check_sink(self, ns, runs):
+        """The sink holds the last run's write and the highest token."""
+        last = max(runs, key=lambda r: r.start)
+        h = self.conn.cmd("HGETALL", f"lsvc-test:sink:{ns}") or []
+        got = dict(zip(h[::2], h[1::2]))
+        want = {"fence": str(max(r.token for r in runs)),
+                "replica": str(last.replica), "point": str(last.point)}
+        check(got == want, f"the sink holds {got}, not the last run's {want}")
+
     def clients(self):
         out = []
         for line in self.conn.cmd("CLIENT", "LIST").splitlines():
@@ -506,21 +605,23 @@ class Redis:
         return out
 
     def kill_lease_connection(self, ns, holder):
-        # Every replica names its lease connection alike; the holder's is
-        # the one whose last command was the extend script, where the
-        # others' was SET NX.
+        # Every replica names its lease connection alike, and every one's
+        # last command is a script (the holder's extends its key, the
+        # others' try to take it), so the holder's cannot be told apart:
+        # all are cut. The holder's key outlives the cut, so it is still
+        # the holder that must stop at once and find its key again.
         name = f"loopsvc-lease:{ns}:{NAME}"
         lease = [c for c in self.clients() if c.get("name") == name]
-        holders = [c for c in lease if c.get("cmd") in ("eval", "evalsha")]
-        check(len(holders) == 1,
-              f"CLIENT LIST shows {len(holders)} lease connections that extend "
-              f"the key, not 1: {lease}")
-        killed = self.conn.cmd("CLIENT", "KILL", "ID", holders[0]["id"])
-        check(killed == 1, f"CLIENT KILL ID {holders[0]['id']} said {killed!r}")
+        check(lease, f"CLIENT LIST shows no lease connection named {name}")
+        for c in lease:
+            killed = self.conn.cmd("CLIENT", "KILL", "ID", c["id"])
+            check(killed == 1, f"CLIENT KILL ID {c['id']} said {killed!r}")
 
-    def cleanup(self, prefix):
-        for key in self.conn.cmd("KEYS", f"lsvc-test:runs:{prefix}*"):
-            self.conn.cmd("DEL", key)
+    def cleanup(self, prefix, namespaces):
+        for pattern in (f"lsvc-test:runs:{prefix}*", f"lsvc-test:sink:{prefix}*",
+                        f"loopsvc:token:{prefix}*"):
+            for key in self.conn.cmd("KEYS", pattern):
+                self.conn.cmd("DEL", key)
 
     def bad_addresses(self):
         return ["127.0.0.1:notaport", "127.0.0.1:99999", "redis://127.0.0.1:12ab"]
@@ -536,6 +637,9 @@ class Redis:
         return [(f"redis://:lsvc-wrong-password@{target}", "AUTH")]
 
     RECONNECTED = "answers again"
+    # A replica that takes its own key back after a lost reply is still
+    # the one holding, whose token the extend script returns.
+    RETAKE_KEEPS_TOKEN = True
 
     def takeover_bound_ns(self):
         # The dead holder's key lapses TTL after its last extension, which
@@ -550,8 +654,10 @@ class Test:
         self.backend, self.replica, self.tmp = backend, replica, tmp
         self.prefix = f"{backend.name}-{os.getpid()}-{int(time.time())}-"
         self.scenario_replicas = []
+        self.namespaces = set()
 
     def ns(self, what):
+        self.namespaces.add(self.prefix + what)
         return self.prefix + what
 
     def start(self, rid, ns, address=None, **kw):
@@ -571,16 +677,19 @@ class Test:
 
 def s1_three_replicas(t):
     """Three replicas for 3 s: one runs each point, none overlap, and
-    nearly every point of the window runs."""
+    nearly every point of the window runs. At 2 s the holder stops, and
+    releases the lease to a new holding with a higher token."""
     ns = t.ns("three")
     reps = [t.start(i, ns) for i in (1, 2, 3)]
-    time.sleep(3.0)
+    time.sleep(2.0)
+    t.holder(ns, reps).stop()
+    time.sleep(1.0)
     for r in reps:
         r.terminate()
     for r in reps:
         r.wait_stopped()
     runs = t.backend.runs(ns)
-    check_safe(runs, t.scenario_replicas)
+    check_safe(runs, t.scenario_replicas, t.backend, ns)
     loops = sum(r.stats()["loops"] for r in reps)
     check(loops == len(runs), f"the replicas made {loops} runs but recorded {len(runs)}")
     points = {r.point for r in runs}
@@ -590,7 +699,7 @@ def s1_three_replicas(t):
           "last ran")
     check(span >= 0.8 * 3.0 / INTERVAL, f"runs spanned only {span} points in 3 s")
     return f"{len(runs)} runs of {span} points, by replicas " \
-           f"{sorted({r.replica for r in runs})}"
+           f"{sorted({r.replica for r in runs})}; {token_note(runs)}"
 
 
 def s2_kill_holder(t):
@@ -611,7 +720,7 @@ def s2_kill_holder(t):
     for r in others:
         r.wait_stopped()
     runs = t.backend.runs(ns)
-    check_safe(runs, t.scenario_replicas)
+    check_safe(runs, t.scenario_replicas, t.backend, ns)
     after = first_after(runs, t_kill, exclude=holder.rid)
     check(after is not None, f"no replica took over from replica {holder.rid}")
     late = after.point * IV_NS - t_kill
@@ -622,7 +731,7 @@ def s2_kill_holder(t):
     stray = [r for r in runs if r.replica == holder.rid and r.start > t_kill]
     check(not stray, f"the killed replica ran after its death: {stray}")
     return f"replica {after.replica} took over from replica {holder.rid} " \
-           f"{late / 1e6:.0f} ms after the kill"
+           f"{late / 1e6:.0f} ms after the kill; {token_note(runs)}"
 
 
 def s3_kill_connection(t):
@@ -645,7 +754,7 @@ def s3_kill_connection(t):
     for r in reps:
         r.wait_stopped()
     runs = t.backend.runs(ns)
-    check_safe(runs, t.scenario_replicas)
+    check_safe(runs, t.scenario_replicas, t.backend, ns)
     # A run that began after the kill needed an answer after it; the first
     # such answer says the connection is gone, and the backoff keeps it from
     # asking again for 100 ms.
@@ -665,7 +774,7 @@ def s3_kill_connection(t):
           f"WARNINGs, not 1, for one lost connection: {warnings}")
     return f"replica {holder.rid} lost its connection (kill took " \
            f"{(t_kill - t_kill0) / 1e6:.0f} ms); replica {nxt.replica} ran " \
-           f"{late / 1e6:.0f} ms later"
+           f"{late / 1e6:.0f} ms later; {token_note(runs)}"
 
 
 def s4_outage(t):
@@ -715,7 +824,7 @@ def s4_outage(t):
     finally:
         proxy.down()
     runs = t.backend.runs(ns)
-    check_safe(runs, t.scenario_replicas)
+    check_safe(runs, t.scenario_replicas, t.backend, ns)
     during = [r for r in runs if t_down + 5 * MS < r.start < t_up2]
     check(not during, f"runs while the server was away: {during}")
     after = first_after(runs, t_up2)
@@ -723,7 +832,8 @@ def s4_outage(t):
     loops = sum(r.stats()["loops"] for r in reps)
     check(loops == len(runs), f"the replicas made {loops} runs but recorded {len(runs)}")
     return f"first runs {resumed:.2f} s after the server came, " \
-           f"{(after.start - t_up2) / 1e9:.2f} s after it came back"
+           f"{(after.start - t_up2) / 1e9:.2f} s after it came back; " \
+           f"{token_note(runs)}"
 
 
 def s5_bad_configuration(t):
@@ -799,7 +909,7 @@ def s6_server_hangs(t):
         proxy.down()
         proxy_now.down()
     runs = t.backend.runs(ns)
-    check_safe(runs, t.scenario_replicas)
+    check_safe(runs, t.scenario_replicas, t.backend, ns)
     stray = [x for x in runs if x.start > t_freeze + 5 * MS]
     check(not stray, f"runs after the server hung: {stray}")
     said = r_now.warnings()
@@ -867,7 +977,7 @@ def main():
                         r.kill9()
             sys.stdout.flush()
         try:
-            backend.cleanup(test.prefix)
+            backend.cleanup(test.prefix, test.namespaces)
         except (Failure, OSError, RespError) as e:
             print(f"note: could not delete the records: {e}")
     print(f"{ran} scenarios, {failed} failed, "

@@ -4,8 +4,18 @@
  * It runs one service under a lease held in PostgreSQL or Redis, inside a
  * group, so that SIGTERM stops it as it would stop a real server, and
  * records every run it makes in a store the test reads: the replica's id,
- * the run's due point, and when the run began and ended. Several of these
- * processes on one machine play the replicas of one deployment.
+ * the run's due point, when the run began and ended, its fencing token
+ * (lsvc_lease_token; 0 when it had none), which holding of this replica it
+ * ran in (lsvc_stats.lease_changes), and what a fenced sink said of its
+ * write. Several of these processes on one machine play the replicas of
+ * one deployment.
+ *
+ * The sink is the pattern of doc/replicas.md, "Fencing tokens": each run
+ * writes its token, replica and point into one row (PostgreSQL, table
+ * lsvc_lease_sink) or hash (Redis, "lsvc-test:sink:<ns>") per namespace,
+ * which refuses a token lower than the one it holds. The record says "ok"
+ * (written), "stale" (refused), "error" (the sink could not be asked) or
+ * "none" (no token to write with).
  *
  * Due points: every replica aligns its first due time to a multiple of the
  * interval on CLOCK_MONOTONIC, which all processes of a machine share, and
@@ -59,6 +69,9 @@ struct args {
 
 struct record {
     long long point, start_ns, end_ns;
+    unsigned long long token;  /* 0: none */
+    unsigned long long holding; /* lease_changes at the run */
+    const char *sink;          /* "ok", "stale", "error" or "none" */
 };
 
 /* Runs not yet stored. Used by run_once on the service thread, and by main
@@ -106,8 +119,17 @@ static bool pg_connect(void)
     if (rec.pg != NULL)
         return true;
     rec.pg = PQconnectdbParams(keys, values, 1);
-    if (PQstatus(rec.pg) == CONNECTION_OK)
-        return true;
+    if (PQstatus(rec.pg) == CONNECTION_OK) {
+        const char *params[] = { rec.args->ns };
+        PGresult *res = PQexecParams(rec.pg,
+            "INSERT INTO lsvc_lease_sink (ns, fence) VALUES ($1, 0) "
+            "ON CONFLICT (ns) DO NOTHING", 1, NULL, params, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+        PQclear(res);
+        if (ok)
+            return true;
+    }
     fprintf(stderr, "replica %ld: cannot connect to record: %s",
             rec.args->id, PQerrorMessage(rec.pg));
     PQfinish(rec.pg);
@@ -115,30 +137,61 @@ static bool pg_connect(void)
     return false;
 }
 
-static bool pg_store(const struct record *r)
+/* One statement with n text parameters; *rows gets the rows it changed.
+ * A failure drops the connection, for the next call to make again. */
+static bool pg_exec(const char *what, const char *sql, int n,
+                    const char *const *params, long *rows)
 {
-    char id[24], point[24], start[24], end[24];
-    const char *params[] = { rec.args->ns, id, point, start, end };
-
     if (!pg_connect())
         return false;
-    snprintf(id, sizeof id, "%ld", rec.args->id);
-    snprintf(point, sizeof point, "%lld", r->point);
-    snprintf(start, sizeof start, "%lld", r->start_ns);
-    snprintf(end, sizeof end, "%lld", r->end_ns);
-    PGresult *res = PQexecParams(rec.pg,
-        "INSERT INTO lsvc_lease_runs (ns, replica, point, start_ns, end_ns) "
-        "VALUES ($1, $2, $3, $4, $5)", 5, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(rec.pg, sql, n, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 
+    if (ok && rows != NULL)
+        *rows = atol(PQcmdTuples(res));
     if (!ok) {
-        fprintf(stderr, "replica %ld: cannot record a run: %s", rec.args->id,
+        fprintf(stderr, "replica %ld: cannot %s: %s", rec.args->id, what,
                 PQerrorMessage(rec.pg));
         PQfinish(rec.pg);
         rec.pg = NULL;
     }
     PQclear(res);
     return ok;
+}
+
+static bool pg_store(const struct record *r)
+{
+    char id[24], point[24], start[24], end[24], token[24], holding[24];
+    const char *params[] = { rec.args->ns, id, point, start, end, token,
+                             holding, r->sink };
+
+    snprintf(id, sizeof id, "%ld", rec.args->id);
+    snprintf(point, sizeof point, "%lld", r->point);
+    snprintf(start, sizeof start, "%lld", r->start_ns);
+    snprintf(end, sizeof end, "%lld", r->end_ns);
+    snprintf(token, sizeof token, "%llu", r->token);
+    snprintf(holding, sizeof holding, "%llu", r->holding);
+    return pg_exec("record a run",
+        "INSERT INTO lsvc_lease_runs (ns, replica, point, start_ns, end_ns, "
+        "token, holding, sink) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8,
+        params, NULL);
+}
+
+/* doc/replicas.md's fenced write: 0 rows is a stale token. */
+static const char *pg_sink(const struct record *r)
+{
+    char id[24], point[24], token[24];
+    const char *params[] = { rec.args->ns, token, id, point };
+    long rows = 0;
+
+    snprintf(id, sizeof id, "%ld", rec.args->id);
+    snprintf(point, sizeof point, "%lld", r->point);
+    snprintf(token, sizeof token, "%llu", r->token);
+    if (!pg_exec("write to the sink",
+                 "UPDATE lsvc_lease_sink SET replica = $3, point = $4, "
+                 "fence = $2 WHERE ns = $1 AND fence <= $2", 4, params, &rows))
+        return "error";
+    return rows == 1 ? "ok" : "stale";
 }
 #endif
 
@@ -212,26 +265,76 @@ static bool redis_connect(void)
     return true;
 }
 
-static bool redis_store(const struct record *r)
+/* The integer that reply is, or -1 when it is none: the failure is said
+ * and the connection dropped, for the next call to make again. Frees the
+ * reply. */
+static long long redis_integer(redisReply *reply, const char *what)
 {
-    if (!redis_connect())
-        return false;
-    redisReply *reply = redisCommand(rec.redis, "RPUSH lsvc-test:runs:%s %ld:%lld:%lld:%lld",
-                                     rec.args->ns, rec.args->id, r->point,
-                                     r->start_ns, r->end_ns);
-    bool ok = reply != NULL && reply->type == REDIS_REPLY_INTEGER;
+    long long v = -1;
 
-    if (!ok) {
-        fprintf(stderr, "replica %ld: cannot record a run: %s\n", rec.args->id,
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        v = reply->integer;
+    } else {
+        fprintf(stderr, "replica %ld: cannot %s: %s\n", rec.args->id, what,
                 reply != NULL ? reply->str : rec.redis->errstr);
         redisFree(rec.redis);
         rec.redis = NULL;
     }
     if (reply != NULL)
         freeReplyObject(reply);
-    return ok;
+    return v;
+}
+
+static bool redis_store(const struct record *r)
+{
+    if (!redis_connect())
+        return false;
+    redisReply *reply = redisCommand(rec.redis,
+        "RPUSH lsvc-test:runs:%s %ld:%lld:%lld:%lld:%llu:%llu:%s",
+        rec.args->ns, rec.args->id, r->point, r->start_ns, r->end_ns,
+        r->token, r->holding, r->sink);
+
+    return redis_integer(reply, "record a run") >= 0;
 }
 #endif
+
+#if LSVC_TEST_REDIS
+/* doc/replicas.md's fenced write: the script refuses a lower token. */
+static const char redis_sink_script[] =
+    "local fence = tonumber(redis.call('hget', KEYS[1], 'fence') or '0') "
+    "if tonumber(ARGV[1]) < fence then return 0 end "
+    "redis.call('hset', KEYS[1], 'fence', ARGV[1], 'replica', ARGV[2], "
+    "'point', ARGV[3]) "
+    "return 1";
+
+static const char *redis_sink(const struct record *r)
+{
+    if (!redis_connect())
+        return "error";
+    redisReply *reply = redisCommand(rec.redis,
+        "EVAL %s 1 lsvc-test:sink:%s %llu %ld %lld", redis_sink_script,
+        rec.args->ns, r->token, rec.args->id, r->point);
+    long long v = redis_integer(reply, "write to the sink");
+
+    return v < 0 ? "error" : v == 1 ? "ok" : "stale";
+}
+#endif
+
+/* Writes the run to the fenced sink, with its token: what it said. */
+static const char *sink(const struct record *r)
+{
+    if (rec.args->record == NULL || r->token == 0)
+        return "none";
+#if LSVC_TEST_PG
+    if (strcmp(rec.args->backend, "pg") == 0)
+        return pg_sink(r);
+#endif
+#if LSVC_TEST_REDIS
+    if (strcmp(rec.args->backend, "redis") == 0)
+        return redis_sink(r);
+#endif
+    return "none";
+}
 
 /* Connects before the service starts, so that the first run does not pay
  * for it; a failure here is retried at the runs. */
@@ -281,7 +384,7 @@ static void flush_records(bool force)
         rec.retry_ns = now_ns() + RECORD_RETRY_NS;
 }
 
-static void add_record(long long point, int64_t start, int64_t end)
+static void add_record(const struct record *r)
 {
     if (rec.count == rec.cap) {
         size_t cap = rec.cap ? 2 * rec.cap : 64;
@@ -295,7 +398,7 @@ static void add_record(long long point, int64_t start, int64_t end)
         rec.pending = p;
         rec.cap = cap;
     }
-    rec.pending[rec.count++] = (struct record){ point, start, end };
+    rec.pending[rec.count++] = *r;
 }
 
 static void close_recorder(void)
@@ -344,8 +447,21 @@ static int probe_run(lsvc *svc, void *arg)
         fprintf(stderr, "replica %ld: a run due at %lld ns is off the grid by "
                 "%lld ns\n", a->id, (long long)due,
                 (long long)(due - point * interval));
+    struct record r = { .point = point, .start_ns = start };
+    uint64_t token = 0;
+    lsvc_stats st;
+    int rc = lsvc_lease_token(svc, &token);
+
+    if (rc != 0)
+        fprintf(stderr, "replica %ld: a run without a fencing token: %s\n",
+                a->id, strerror(rc));
+    r.token = (unsigned long long)token;
+    if (lsvc_get_stats(svc, &st) == 0)
+        r.holding = (unsigned long long)st.lease_changes;
     sleep_ns((int64_t)(a->work * 1e9));
-    add_record(point, start, now_ns());
+    r.sink = sink(&r);
+    r.end_ns = now_ns();
+    add_record(&r);
     flush_records(false);
     return 0;
 }
