@@ -12,7 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static void warn_error(lsvc *svc, int rc, int64_t now_ns)
+/* what: what could not be learnt, the object of "Could not ...". */
+static void warn_error(lsvc *svc, const char *what, int rc, int64_t now_ns)
 {
     uint64_t suppressed;
     char why[128];
@@ -21,8 +22,7 @@ static void warn_error(lsvc *svc, int rc, int64_t now_ns)
         return;
     lsvc__strerror(rc, why, sizeof why);
     lsvc__log(LSVC_LOG_WARNING, svc->logger,
-              "Could not learn whether this replica holds the lease of %s: "
-              "%s. Skipping its run.%s",
+              "Could not %s of %s: %s. Skipping its run.%s", what,
               svc->name, why, suppressed ? " Later such warnings are "
               "suppressed for a minute at a time." : "");
 }
@@ -36,14 +36,18 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
     bool held = false;
     int rc = ops->acquire(svc->opts.lease_ctx, svc, &held);
 
+    const char *what = "learn whether this replica holds the lease";
+
     *has_token = held && rc == 0 && ops->token != NULL;
-    if (*has_token && (rc = ops->token(svc->opts.lease_ctx, svc, token)) != 0)
+    if (*has_token && (rc = ops->token(svc->opts.lease_ctx, svc, token)) != 0) {
         *has_token = false;
+        what = "get the fencing token of the lease";
+    }
     int64_t now = lsvc__now_ns();
 
     if (rc != 0) {
         held = false;
-        warn_error(svc, rc, now);
+        warn_error(svc, what, rc, now);
     }
     enum lsvc_lease_answer answer = held      ? LSVC_LEASE_HELD
                                     : rc == 0 ? LSVC_LEASE_ELSEWHERE

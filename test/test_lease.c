@@ -818,7 +818,9 @@ START_TEST(test_token_error_skips_the_run)
     fx_start(a->x, 0);
     ck_assert(sem_wait_n(&a->acquired, 3, 10));
     ck_assert_uint_eq(probe_runs(&a->x->p), 0);
-    ck_assert(log_wait(0, LSVC_LOG_WARNING, "Unfenced", 10, NULL));
+    struct log_record rec;
+    ck_assert(log_wait(0, LSVC_LOG_WARNING, "Unfenced", 10, &rec));
+    ck_assert_ptr_nonnull(strstr(rec.message, "fencing token"));
 
     pthread_mutex_lock(&s.lock);
     s.token_error = 0;
