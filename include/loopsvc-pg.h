@@ -61,7 +61,14 @@
  * (never one without a token), retried with the backoff of an outage.
  * Tokens stay increasing as long as the table does: a row deleted or a
  * table dropped starts the lease's tokens again at 1, which sinks refuse
- * until they pass the highest they saw.
+ * until they pass the highest they saw. The lease's session sets
+ * synchronous_commit on, so a bump is durable once the lock is granted;
+ * a failover to an asynchronous standby can still lose the last one, and
+ * then hand the next holder the token of the last. The session also sets
+ * lock_timeout and statement_timeout to the lease's timeout, so that a
+ * lock statement stuck behind another transaction (one holding the token
+ * row, an ALTER TABLE) gives up on the server as the client does, rather
+ * than keep the advisory lock it took.
  *
  * One lease serves one service at a time: while it is held, acquire from
  * any other service is EINVAL.

@@ -173,7 +173,8 @@ typedef struct lsvc_lease_ops {
      * token lower than one it has seen: a holder that lost the lease
      * without knowing it (paused, cut off) cannot overwrite its
      * successor's work. A nonzero return (a positive errno value) skips
-     * the run, as an acquire that could not tell. */
+     * the run, as an acquire that could not tell, and gives the lease up
+     * (release), since this replica cannot use it. */
     int (*token)(void *ctx, lsvc *svc, uint64_t *token);
     void *reserved[3];  /* zero (see the conventions above) */
 } lsvc_lease_ops;

@@ -40,8 +40,12 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
 
     *has_token = held && rc == 0 && ops->token != NULL;
     if (*has_token && (rc = ops->token(svc->opts.lease_ctx, svc, token)) != 0) {
+        /* Held, but no run may go unfenced: the lease is given up, so
+         * that another replica can take it rather than wait for it. */
         *has_token = false;
         what = "get the fencing token of the lease";
+        if (ops->release != NULL)
+            ops->release(svc->opts.lease_ctx, svc);
     }
     int64_t now = lsvc__now_ns();
 

@@ -60,8 +60,16 @@ static const char sql_lock[] =
     "RETURNING t.token";
 /* Once per session: whether it is a standby, and whether the token table
  * is there (to_regclass needs no privilege on it). */
-static const char sql_session[] =
-    "SELECT pg_is_in_recovery(), to_regclass('" TOKEN_TABLE "') IS NOT NULL";
+/* The session's settings come with it: a statement that waits on the
+ * server for a lock (someone holding the token row, an ALTER TABLE) ends
+ * within the lease's timeout instead of keeping the advisory lock it took
+ * after the client gave up; and a token bump is durable when its commit
+ * returns, so that a crash cannot hand the next holder the same token. */
+#define SQL_SESSION_FORMAT                                                  \
+    "SELECT pg_is_in_recovery(), to_regclass('" TOKEN_TABLE "') IS NOT NULL," \
+    " set_config('lock_timeout', '%lldms', false) <> '',"                    \
+    " set_config('statement_timeout', '%lldms', false) <> '',"               \
+    " set_config('synchronous_commit', 'on', false) <> ''"
 static const char sql_create_table[] =
     "CREATE TABLE IF NOT EXISTS " TOKEN_TABLE
     " (key bigint PRIMARY KEY, token bigint NOT NULL)";
@@ -78,6 +86,7 @@ struct lsvc_pg_lease {
     char *conninfo;
     char *ns;
     int64_t timeout_ns;
+    char sql_session[sizeof SQL_SESSION_FORMAT + 40]; /* with its timeout */
 
     /* Protects svc, name, key and mismatch_logged. Only a misuse, one
      * lease handed to two services, has two threads here; they are told
@@ -514,13 +523,13 @@ static bool token_refused(const struct lsvc_pg_lease *l)
 static bool prepare_session(struct lsvc_pg_lease *l)
 {
     char why[REASON_MAX];
-    bool answer[2] = { false, false };
+    bool answer[5] = { false };
     PGresult *res = NULL;
     const char *verb = CONNECT_FAILED;
 
     /* A standby grants advisory locks of its own, which the primary's
      * holder never sees: two replicas would both hold "the" lock. */
-    if (query_bools(l, sql_session, 0, answer, 2, why, sizeof why) != 0)
+    if (query_bools(l, l->sql_session, 0, answer, 5, why, sizeof why) != 0)
         goto failed;
     if (answer[0]) {
         snprintf(why, sizeof why, "the server is a standby (in recovery), "
@@ -745,6 +754,9 @@ int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
     l->timeout_ns = (int64_t)(timeout * 1e9 + 0.5);
     if (l->timeout_ns < 1)
         l->timeout_ns = 1;
+    long long ms = (long long)((l->timeout_ns + 999999) / 1000000);
+    snprintf(l->sql_session, sizeof l->sql_session, SQL_SESSION_FORMAT, ms,
+             ms);
     *out = l;
     return 0;
 }
