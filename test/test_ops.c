@@ -1301,11 +1301,15 @@ static bool on_path(const char *prog)
     return false;
 }
 
-/* promtool check metrics must pass the text, when promtool is there. */
+/* promtool check metrics must pass the text, when promtool is there; CI
+ * sets LSVC_REQUIRE_PROMETHEUS, so that it cannot pass without. */
 static void check_with_promtool(const char *text)
 {
     fflush(stdout);
     if (!on_path("promtool")) {
+        ck_assert_msg(getenv("LSVC_REQUIRE_PROMETHEUS") == NULL,
+                      "promtool is not on PATH, and LSVC_REQUIRE_PROMETHEUS "
+                      "is set");
         printf("test_ops: promtool is not on PATH: the metrics were checked "
                "here only, not by promtool\n");
         fflush(stdout);
