@@ -41,22 +41,25 @@
 
 /* KEYS[1] the lease, KEYS[2] its fencing-token counter; ARGV[1] this
  * replica's value, ARGV[2] the TTL in ms. A key taken is a new holding,
- * and the counter goes up with it, in the same script: only a SET NX that
- * succeeded bumps it, so while the key holds our value the counter holds
- * our token. Tokens come back as strings: Lua numbers are doubles. */
+ * and the counter goes up with it, in the same script: only a free key
+ * bumps it, so while the key holds our value the counter holds our
+ * token. The counter goes up first: a counter that cannot (not a number)
+ * ends the script before the key is set, so that no key is held without
+ * a token. Tokens come back as strings: Lua numbers are doubles. */
 static const char take_script[] =
-    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "redis.call('incr', KEYS[2]) return redis.call('get', KEYS[2]) "
-    "else return false end";
+    "if redis.call('exists', KEYS[1]) == 1 then return false end "
+    "redis.call('incr', KEYS[2]) "
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+    "return redis.call('get', KEYS[2])";
 
 /* Extends our key and says its token, which also tells a replica whose
  * reply to take_script was lost what token it got. A counter gone from
- * under a held key (deleted, evicted) gives the key up: the next take
- * makes a new holding, and a new count. */
+ * under a held key (deleted, evicted), or no longer a number, gives the
+ * key up: the next take makes a new holding, and a new count. */
 static const char extend_script[] =
     "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
     "local t = redis.call('get', KEYS[2]) "
-    "if not t then redis.call('del', KEYS[1]) return 0 end "
+    "if not t or not tonumber(t) then redis.call('del', KEYS[1]) return 0 end "
     "redis.call('pexpire', KEYS[1], ARGV[2]) return t";
 
 static const char release_script[] =
