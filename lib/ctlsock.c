@@ -88,19 +88,19 @@ static void put(struct reply *r, const char *fmt, ...)
 }
 
 /* A span of time for people: 850ms, 2.5s, 12m, 3.0h. */
-static void put_span(struct reply *r, const char *before, int64_t ns,
-                     const char *after)
+static void span(char *out, size_t size, const char *before, int64_t ns,
+                 const char *after)
 {
     double s = (double)ns / 1e9;
 
     if (s < 1)
-        put(r, "%s%.0fms%s", before, s * 1e3, after);
+        snprintf(out, size, "%s%.0fms%s", before, s * 1e3, after);
     else if (s < 120)
-        put(r, "%s%.1fs%s", before, s, after);
+        snprintf(out, size, "%s%.1fs%s", before, s, after);
     else if (s < 7200)
-        put(r, "%s%.1fm%s", before, s / 60, after);
+        snprintf(out, size, "%s%.1fm%s", before, s / 60, after);
     else
-        put(r, "%s%.1fh%s", before, s / 3600, after);
+        snprintf(out, size, "%s%.1fh%s", before, s / 3600, after);
 }
 
 static const char *state_of(const struct lsvc_member *m,
@@ -113,64 +113,43 @@ static const char *state_of(const struct lsvc_member *m,
     return st->stats.paused ? "paused" : "running";
 }
 
-/* One cell of `width`: the text of a put_span or put, padded. */
-static void pad_to(struct reply *r, size_t from, size_t width)
+/* When a running service between runs runs next. */
+static void next_run(char *out, size_t size, const struct lsvc_status *st,
+                     int64_t now)
 {
-    while (r->len - from < width && !r->failed)
-        put(r, " ");
-    put(r, " ");
+    if (st->stats.paused)
+        snprintf(out, size, "paused");
+    else if (st->next_due_ns == LSVC_FOREVER)
+        snprintf(out, size, "on wake");
+    else if (st->next_due_ns <= now)
+        snprintf(out, size, "due");
+    else
+        span(out, size, "in ", st->next_due_ns - now, "");
 }
 
 static void status_row(struct reply *r, const struct lsvc_member *m,
                        size_t name_width, int64_t now)
 {
     struct lsvc_status st;
-    size_t at;
+    char interval[32] = "never", last[32] = "-", next[32] = "-";
 
     lsvc__stats_status(m->svc, &st);
-    put(r, "%s", lsvc_name(m->svc));
-    pad_to(r, r->len - strlen(lsvc_name(m->svc)), name_width);
-    at = r->len;
-    put(r, "%s", state_of(m, &st));
-    pad_to(r, at, 8);
-    at = r->len;
-    if (st.interval_ns == LSVC_FOREVER)
-        put(r, "never");
-    else
-        put_span(r, "", st.interval_ns, "");
-    pad_to(r, at, 8);
-    at = r->len;
-    put(r, "%llu", (unsigned long long)st.stats.loops);
-    pad_to(r, at, 8);
-    at = r->len;
-    put(r, "%llu", (unsigned long long)st.stats.errors);
-    pad_to(r, at, 6);
-    at = r->len;
+    if (st.interval_ns != LSVC_FOREVER)
+        span(interval, sizeof interval, "", st.interval_ns, "");
     if (st.in_run)
-        put(r, "running");
-    else if (st.last_start_ns == 0)
-        put(r, "-");
-    else
-        put_span(r, "", now - st.last_start_ns, " ago");
-    pad_to(r, at, 10);
-    at = r->len;
-    if (!st.stats.running || st.in_run)
-        put(r, "-");
-    else if (st.stats.paused)
-        put(r, "paused");
-    else if (st.next_due_ns == LSVC_FOREVER)
-        put(r, "on wake");
-    else if (st.next_due_ns <= now)
-        put(r, "due");
-    else
-        put_span(r, "in ", st.next_due_ns - now, "");
-    pad_to(r, at, 9);
-    at = r->len;
-    put(r, "%s", !st.stats.running ? "-" : st.health ? st.health : "ok");
-    pad_to(r, at, 7);
-    put(r, "%s\n", m->svc->opts.lease == NULL ? "-"
-                   : st.stats.lease_held      ? "held"
-                                              : "not-held");
+        snprintf(last, sizeof last, "running");
+    else if (st.last_start_ns != 0)
+        span(last, sizeof last, "", now - st.last_start_ns, " ago");
+    if (st.stats.running && !st.in_run)
+        next_run(next, sizeof next, &st, now);
+    put(r, "%-*s %-8s %-8s %-8llu %-6llu %-10s %-9s %-7s %s\n",
+        (int)name_width, lsvc_name(m->svc), state_of(m, &st), interval,
+        (unsigned long long)st.stats.loops,
+        (unsigned long long)st.stats.errors, last, next,
+        !st.stats.running ? "-" : st.health ? st.health : "ok",
+        m->svc->opts.lease == NULL ? "-"
+        : st.stats.lease_held      ? "held"
+                                   : "not-held");
 }
 
 static void do_status(struct lsvc_ctlsock *c, struct reply *r)

@@ -5,8 +5,8 @@
  * release bucket alike and Prometheus can sum them.
  *
  * Only the service thread writes a service's histograms, so a bucket is
- * bumped with a relaxed load and store, not a locked add, and no lock is
- * taken: a reader never delays a run, and a run never waits for a reader.
+ * bumped with a relaxed load and store, not a locked add, and a reader
+ * takes no lock: it never delays a run, and a run never waits for it.
  */
 #include "internal.h"
 
@@ -15,27 +15,21 @@
 
 #define FINITE_BUCKETS (LSVC_HISTOGRAM_BUCKETS - 1)
 
-/* Upper bounds in ns, built once. */
-static int64_t bounds_ns[FINITE_BUCKETS];
-static pthread_once_t bounds_once = PTHREAD_ONCE_INIT;
+#define US INT64_C(1000)
+#define MS (1000 * US)
+#define S (1000 * MS)
 
-static void make_bounds(void)
-{
-    static const int steps[] = {1, 2, 5};
-    int64_t decade = 1000; /* 1 us */
-    unsigned i = 0;
-
-    while (i < FINITE_BUCKETS - 1) {
-        for (unsigned k = 0; k < 3 && i < FINITE_BUCKETS - 1; k++)
-            bounds_ns[i++] = steps[k] * decade;
-        decade *= 10;
-    }
-    bounds_ns[i] = 3600 * LSVC_NS_PER_SEC;
-}
+/* Upper bounds in ns. */
+static const int64_t bounds_ns[FINITE_BUCKETS] = {
+    1 * US,   2 * US,   5 * US,   10 * US,   20 * US,   50 * US,
+    100 * US, 200 * US, 500 * US, 1 * MS,    2 * MS,    5 * MS,
+    10 * MS,  20 * MS,  50 * MS,  100 * MS,  200 * MS,  500 * MS,
+    1 * S,    2 * S,    5 * S,    10 * S,    20 * S,    50 * S,
+    100 * S,  200 * S,  500 * S,  1000 * S,  2000 * S,  3600 * S,
+};
 
 double lsvc_histogram_bound(unsigned i)
 {
-    pthread_once(&bounds_once, make_bounds);
     if (i < FINITE_BUCKETS)
         return (double)bounds_ns[i] / 1e9;
     return i == FINITE_BUCKETS ? INFINITY : NAN;
@@ -67,7 +61,6 @@ void lsvc__hist_observe(struct lsvc_hist *h, int64_t ns)
 {
     if (ns < 0)
         ns = 0;
-    pthread_once(&bounds_once, make_bounds);
     bump(&h->buckets[bucket_of(ns)], 1);
     bump(&h->sum_ns, (uint64_t)ns);
 }
