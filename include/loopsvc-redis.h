@@ -19,6 +19,10 @@
  *    key first, and takes it anew when it is free;
  *  - no connection: as loopsvc-pg.h says (skipped at once, backoff from
  *    100 ms doubling to 30 s, WARNING at the first failure of an outage).
+ * A run that holds the lease may count on it until the key lapses by the
+ * holder's count: its TTL after the extension before the run was sent
+ * (lsvc_lease_valid_for tells the run what is left). The key is not
+ * renewed during a run.
  * When the service stops, a script deletes the key only if it still holds
  * this replica's token (if the last answer was "held"; otherwise the key
  * lapses within its TTL). A replica that dies leaves its key to lapse:

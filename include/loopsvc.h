@@ -27,7 +27,7 @@
  *    default, and lsvc_create refuses nonzero reserved bytes with
  *    EINVAL. Only a change that cannot fit (a field removed or moved, a
  *    struct out of room) changes the soname; while the major version is
- *    0 the soname carries major.minor: libloopsvc.so.0.5.
+ *    0 the soname carries major.minor: libloopsvc.so.0.6.
  */
 #ifndef LOOPSVC_H
 #define LOOPSVC_H
@@ -56,7 +56,7 @@ extern "C" {
 /* The version of this header; the library's soname follows it (see the
  * conventions above). */
 #define LSVC_VERSION_MAJOR 0
-#define LSVC_VERSION_MINOR 5
+#define LSVC_VERSION_MINOR 6
 #define LSVC_VERSION_PATCH 0
 
 /* The longest interval, initial delay or wait accepted: 365 days. */
@@ -176,7 +176,13 @@ typedef struct lsvc_lease_ops {
      * the run, as an acquire that could not tell, and gives the lease up
      * (release), since this replica cannot use it. */
     int (*token)(void *ctx, lsvc *svc, uint64_t *token);
-    void *reserved[3];  /* zero (see the conventions above) */
+    /* Optional. Called by lsvc_lease_valid_for, on any thread, while a run
+     * that holds the lease is in progress: sets *mono_ns to the
+     * CLOCK_MONOTONIC time until which this replica may count on the
+     * holding, or 0 once it knows the holding is lost. Must not block on
+     * the store. A nonzero return is passed on. */
+    int (*deadline)(void *ctx, lsvc *svc, int64_t *mono_ns);
+    void *reserved[2];  /* zero (see the conventions above) */
 } lsvc_lease_ops;
 
 /*
@@ -591,6 +597,18 @@ LSVC_API int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out);
  * lease gives no tokens).
  */
 LSVC_API int lsvc_lease_token(const lsvc *svc, uint64_t *token);
+
+/*
+ * How long the run in progress may still count on its lease
+ * (lsvc_lease_ops.deadline), in seconds: 0 once the lease is known to be
+ * lost or has lapsed. A long run checks it before each write it could not
+ * take back, and stops when what is left is shorter than the write, since
+ * past it another replica may hold the lease (the fencing token still
+ * refuses the late write). Meant for run_once; any thread may ask.
+ * Returns EINVAL (NULL), EAGAIN (no run is in progress, or it holds no
+ * lease), ENOTSUP (its lease cannot tell), or the lease's own error.
+ */
+LSVC_API int lsvc_lease_valid_for(const lsvc *svc, double *seconds);
 
 /* --- Histograms, health and run observers ------------------------------ */
 

@@ -241,3 +241,27 @@ int lsvc_lease_token(const lsvc *svc, uint64_t *token)
     lsvc__unlock(&s->lock);
     return rc;
 }
+
+int lsvc_lease_valid_for(const lsvc *svc, double *seconds)
+{
+    lsvc *s = (lsvc *)svc; /* the lock is not part of the value */
+    int64_t until = 0;
+
+    if (s == NULL || seconds == NULL)
+        return EINVAL;
+    lsvc__lock(&s->lock);
+    bool leased = s->in_run && s->opts.lease != NULL;
+    lsvc__unlock(&s->lock);
+    if (!leased)
+        return EAGAIN;
+    if (s->opts.lease->deadline == NULL)
+        return ENOTSUP;
+    /* The lease's own lock, not ours: a run may ask while its thread
+     * renews. */
+    int rc = s->opts.lease->deadline(s->opts.lease_ctx, s, &until);
+    if (rc != 0)
+        return rc;
+    int64_t left = until - lsvc__now_ns();
+    *seconds = left > 0 ? (double)left / 1e9 : 0;
+    return 0;
+}

@@ -112,6 +112,10 @@ struct lsvc_redis_lease {
     uint64_t fence;    /* the fencing token of our holding, while MINE_YES */
     uint64_t fence_max; /* the highest this lease was given */
     bool late_warned;  /* a late reply was logged, and none was timely since */
+    int64_t held_until; /* the key lapses after this, by our count */
+    /* held_until while the service holds the lease, else 0: read by
+     * lsvc_lease_valid_for from any thread during a run. */
+    _Atomic int64_t valid_until;
 
     bool failing;      /* in an outage: the last request failed */
     char failure_kind[32];
@@ -689,6 +693,7 @@ static enum answer ask(struct lsvc_redis_lease *l, lsvc *svc, bool extend,
     }
     l->mine = MINE_YES;
     l->late_warned = false;
+    l->held_until = held_until;
     return ANSWER_HELD;
 }
 
@@ -810,6 +815,7 @@ static int redis_acquire(void *ctx, lsvc *svc, bool *held)
         *held = refresh(l, svc);
         sigpipe_restore(&guard);
         l->holder = *held ? svc : NULL;
+        atomic_store(&l->valid_until, *held ? l->held_until : 0);
     }
     atomic_store(&l->busy, false);
     return rc;
@@ -829,6 +835,7 @@ static void redis_release(void *ctx, lsvc *svc)
         return;
     }
     l->holder = NULL;
+    atomic_store(&l->valid_until, 0);
     const char *argv[] = {"EVAL", release_script, "1", l->key, l->token};
     sigpipe_block(&guard);
     r = round_trip(l, 5, argv, &f);
@@ -867,10 +874,23 @@ static int redis_token(void *ctx, lsvc *svc, uint64_t *token)
     return rc;
 }
 
+/* The key lapses at the TTL counted from before the request that took
+ * or extended it was sent; Redis counts from later. */
+static int redis_deadline(void *ctx, lsvc *svc, int64_t *mono_ns)
+{
+    struct lsvc_redis_lease *l = ctx;
+
+    if (l == NULL || svc == NULL || mono_ns == NULL)
+        return EINVAL;
+    *mono_ns = atomic_load(&l->valid_until);
+    return 0;
+}
+
 static const lsvc_lease_ops redis_ops = {
     .acquire = redis_acquire,
     .release = redis_release,
     .token = redis_token,
+    .deadline = redis_deadline,
 };
 
 /* --- Public functions --------------------------------------------------- */

@@ -834,6 +834,81 @@ START_TEST(test_token_error_skips_the_run)
 }
 END_TEST
 
+/* A lease whose holding lasts until a deadline the test sets. */
+static _Atomic int64_t fake_deadline_ns;
+static atomic_int deadline_calls;
+
+static int fake_deadline(void *ctx, lsvc *svc, int64_t *mono_ns)
+{
+    (void)ctx;
+    (void)svc;
+    atomic_fetch_add(&deadline_calls, 1);
+    *mono_ns = atomic_load(&fake_deadline_ns);
+    return 0;
+}
+
+static const lsvc_lease_ops deadline_ops = {
+    .acquire = fake_acquire, .release = fake_release,
+    .deadline = fake_deadline};
+
+/* What lsvc_lease_valid_for told the runs: the last answer, and runs
+ * told something outside (0, 10] s or an error. */
+static _Atomic double valid_seen;
+static atomic_int valid_wrong;
+static atomic_int valid_rc;
+
+static void check_valid_for(lsvc *svc, struct probe *p, uint64_t run)
+{
+    double left = -1;
+    (void)p;
+    (void)run;
+    int rc = lsvc_lease_valid_for(svc, &left);
+    atomic_store(&valid_rc, rc);
+    atomic_store(&valid_seen, left);
+    if (rc != 0 || left < 0 || left > 10)
+        atomic_fetch_add(&valid_wrong, 1);
+}
+
+/* A run learns how long it may count on its lease: what the lease's
+ * deadline leaves, never negative; outside a leased run, or from a lease
+ * that cannot tell, it gets an error. */
+START_TEST(test_lease_valid_for_follows_the_deadline)
+{
+    double left = 5;
+    struct leased *t = leased_new("Bounded", 0.02, true, &deadline_ops);
+    t->x->p.during = check_valid_for;
+    atomic_store(&fake_deadline_ns, now_ns() + 10 * NS_PER_S);
+    ck_assert_int_eq(lsvc_lease_valid_for(t->x->svc, &left), EAGAIN);
+    ck_assert_int_eq(lsvc_lease_valid_for(NULL, &left), EINVAL);
+    ck_assert_int_eq(lsvc_lease_valid_for(t->x->svc, NULL), EINVAL);
+    fx_start(t->x, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    double seen = atomic_load(&valid_seen);
+    ck_assert(seen > 5 && seen <= 10);
+    ck_assert_int_eq(atomic_load(&valid_wrong), 0);
+
+    /* A deadline in the past leaves 0, not a negative time. */
+    atomic_store(&fake_deadline_ns, now_ns() - NS_PER_S);
+    uint64_t runs = probe_runs(&t->x->p);
+    ck_assert(probe_wait_runs(&t->x->p, runs + 2, 10));
+    ck_assert(atomic_load(&valid_seen) == 0);
+    ck_assert_int_eq(atomic_load(&valid_wrong), 0);
+    fx_stop(t->x);
+    ck_assert_int_ge(atomic_load(&deadline_calls), 4);
+    ck_assert_int_eq(lsvc_lease_valid_for(t->x->svc, &left), EAGAIN);
+    ck_assert(left == 5);
+
+    /* A lease without the callback cannot tell. */
+    struct leased *u = leased_new("Unbounded", 0.02, true, &fake_ops);
+    u->x->p.during = check_valid_for;
+    fx_start(u->x, 0);
+    ck_assert(probe_wait_runs(&u->x->p, 2, 10));
+    fx_stop(u->x);
+    ck_assert_int_ge(atomic_load(&valid_wrong), 2);
+    ck_assert_int_eq(atomic_load(&valid_rc), ENOTSUP);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lease");
@@ -857,6 +932,7 @@ int main(void)
         test_blocked_acquire_delays_only_its_service,
         test_stopped_holder_hands_over_to_the_other_replica,
         test_lease_token_needs_a_leased_run_with_tokens,
-        test_token_error_skips_the_run, NULL});
+        test_token_error_skips_the_run,
+        test_lease_valid_for_follows_the_deadline, NULL});
     return run_suite(s);
 }
