@@ -881,11 +881,11 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  * acts answers "ok: <what>". Only a peer of the process's effective uid
  * or root is served, whatever the file's mode (checked with the peer's
  * credentials; where the system cannot tell them, nobody is served);
- * others are refused and logged at WARNING, at most once a minute. A line longer than 4 KiB
- * gets an error and the connection is closed; at most 16 clients are
- * served at once (a 17th is told so and closed); a client idle for 10 s
- * (with half a line, nothing sent, or a reply it does not read) is
- * dropped. A last line without its newline is answered as the client
+ * others are refused and logged at WARNING, at most once a minute. A line
+ * longer than 4 KiB gets an error and the connection is closed; at most
+ * 16 clients are served at once (a 17th is told so and closed); a client
+ * idle for 10 s (with half a line, nothing sent, or a reply it does not
+ * read) is dropped. A last line without its newline is answered as the client
  * closes its side. Numbers are read and written in the C locale. One
  * thread serves the socket and never waits for a service, so no client
  * delays a run.

@@ -244,7 +244,7 @@ static const char help_text[] =
     "wake NAME            run NAME now\n"
     "pause NAME           start no run of NAME until resumed\n"
     "resume NAME          let NAME run again\n"
-    "interval NAME SECS   run NAME every SECS seconds (never: only when woken)\n"
+    "interval NAME SECS   run NAME every SECS seconds (never: when woken)\n"
     "help                 this text\n";
 
 static int pause_now(lsvc *svc)
