@@ -182,7 +182,20 @@ typedef struct lsvc_lease_ops {
      * holding, or 0 once it knows the holding is lost. Must not block on
      * the store. A nonzero return is passed on. */
     int (*deadline)(void *ctx, lsvc *svc, int64_t *mono_ns);
-    void *reserved[2];  /* zero (see the conventions above) */
+    /* Optional. Called on the service thread after each run the lease
+     * allowed, with no library lock held: result is what run_once
+     * returned. A store that keeps when the service last succeeded, for
+     * every replica to read, records a 0 here. */
+    void (*ran)(void *ctx, lsvc *svc, int result);
+    /* Optional. Called on the service thread after each acquire, with no
+     * library lock held: sets *mono_ns to the CLOCK_MONOTONIC time (of
+     * this process) at which the service last ran successfully on any
+     * replica, as far as the store has told this one, or 0 when it knows
+     * of none. Must not block on the store. A nonzero return leaves it
+     * unknown. It feeds lsvc_stats.cluster_success_ns and the "orphaned"
+     * rule of lsvc_healthy. */
+    int (*last_success)(void *ctx, lsvc *svc, int64_t *mono_ns);
+    void *reserved[4];  /* zero (see the conventions above) */
 } lsvc_lease_ops;
 
 /*
@@ -311,7 +324,11 @@ typedef struct lsvc_stats {
     bool paused;             /* paused (lsvc_pause), and running */
     int64_t last_success_ns; /* CLOCK_MONOTONIC time the last run that
                               * returned 0 ended; 0 = none yet */
-    uint64_t reserved[8];    /* zero */
+    int64_t cluster_success_ns; /* with a lease that tells it
+                              * (lsvc_lease_ops.last_success): when a run
+                              * last succeeded on any replica, as this one
+                              * last heard; 0 = unknown */
+    uint64_t reserved[7];    /* zero */
 } lsvc_stats;
 
 /* Why a run happens: lsvc_run_info.reasons, any of them at once. */
@@ -670,15 +687,23 @@ LSVC_API int lsvc_get_histogram(const lsvc *svc, lsvc_histogram_kind kind,
  *    interval before it is due; after a failed run or a lease that could
  *    not tell, nothing moves it. A service that waits for a wake
  *    (LSVC_NEVER, or lsvc_next_run_in(INFINITY)) is never stale.
+ *  - "orphaned": it has a lease that tells when the service last ran
+ *    successfully on any replica (lsvc_lease_ops.last_success), this
+ *    replica does not hold it, and no replica has run it successfully
+ *    for `orphaned` intervals (lsvc_group_set_orphaned_after, 5 by
+ *    default), and at least 1 s, counted from this service's first
+ *    asking when the store knows of no success. The holder is judged by
+ *    its own runs instead; a WARNING says when a replica finds the
+ *    service orphaned, and an INFO when it runs again somewhere.
  * A run includes the lease's asking before it, so a hung acquire is
- * "stuck". When several apply, the first of stuck, failing and stale is
- * the reason.
+ * "stuck". When several apply, the first of stuck, failing, stale and
+ * orphaned is the reason.
  * A service in no group uses the defaults. A service that is not running
  * or is paused is healthy by these rules; lsvc_group_healthy also asks
  * that every member of a started group runs. *why, when why is not NULL,
- * is set to "stuck", "failing" or "stale", or to NULL when healthy
- * (static strings). Returns false for NULL svc, with *why "invalid".
- * Any thread.
+ * is set to "stuck", "failing", "stale" or "orphaned", or to NULL when
+ * healthy (static strings). Returns false for NULL svc, with *why
+ * "invalid". Any thread.
  */
 LSVC_API bool lsvc_healthy(const lsvc *svc, const char **why);
 
@@ -793,10 +818,11 @@ LSVC_API int lsvc_group_set_environment(lsvc_group *g, bool enable);
  * also set (and WATCHDOG_PID, if set, is this process), a watchdog thread
  * sends WATCHDOG=1 every WATCHDOG_USEC / 2 while every service is
  * healthy (lsvc_healthy: not stuck in one run, not failing run after run,
- * not stale). A service that becomes unhealthy is logged at WARNING with
- * its reason, and the pings stop until it is healthy again, so that
- * systemd's WatchdogSec= restarts a process whose chores no longer make
- * progress.
+ * not stale; "orphaned" does not count, since restarting a replica that
+ * does not hold the lease would not make the holder run). A service that
+ * becomes unhealthy is logged at WARNING with its reason, and the pings
+ * stop until it is healthy again, so that systemd's WatchdogSec= restarts
+ * a process whose chores no longer make progress.
  * An unusable NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID is logged at
  * WARNING at group start and the group runs without it. Returns EINVAL or
  * EBUSY (started).
@@ -821,6 +847,14 @@ LSVC_API int lsvc_group_set_health(lsvc_group *g, unsigned failures,
                                    double stale_intervals);
 
 /*
+ * Sets after how many of its intervals with no successful run on any
+ * replica a leased member that does not hold its lease counts as
+ * "orphaned" (lsvc_healthy): a finite number from 1 to 1e6; the default
+ * is 5. Returns EINVAL or EBUSY (started).
+ */
+LSVC_API int lsvc_group_set_orphaned_after(lsvc_group *g, double intervals);
+
+/*
  * Whether the group makes progress: false when a member is unhealthy
  * (lsvc_healthy), or, while the group is started and not stopping, a
  * member the environment did not disable is not running ("stopped").
@@ -842,7 +876,10 @@ LSVC_API bool lsvc_group_healthy(lsvc_group *g, const lsvc **which,
  *   gauges     loopsvc_running, loopsvc_paused, loopsvc_healthy,
  *              loopsvc_lease_held (0 or 1), loopsvc_consecutive_failures,
  *              loopsvc_last_success_timestamp_seconds (Unix time; 0 for
- *              none), loopsvc_interval_seconds (+Inf for LSVC_NEVER)
+ *              none), loopsvc_cluster_last_success_timestamp_seconds
+ *              (the same for any replica, lsvc_stats.cluster_success_ns;
+ *              0 when unknown), loopsvc_interval_seconds (+Inf for
+ *              LSVC_NEVER)
  *   histograms loopsvc_run_duration_seconds, loopsvc_lateness_seconds
  * Every family has its HELP and TYPE lines. The text is NUL-terminated;
  * *needed (when not NULL) is set to its length plus the NUL. The text of

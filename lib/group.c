@@ -348,6 +348,18 @@ int lsvc_group_set_health(lsvc_group *g, unsigned failures,
     return push_health(g);
 }
 
+int lsvc_group_set_orphaned_after(lsvc_group *g, double intervals)
+{
+    int rc;
+
+    if (g == NULL || !times_ok(intervals))
+        return EINVAL;
+    if ((rc = lock_idle(g)) != 0)
+        return rc;
+    g->health.orphaned_after = intervals;
+    return push_health(g);
+}
+
 int lsvc_group_set_control_socket(lsvc_group *g, const char *path)
 {
     char *copy = NULL;
@@ -355,7 +367,8 @@ int lsvc_group_set_control_socket(lsvc_group *g, const char *path)
 
     if (g == NULL || (path != NULL && *path == '\0'))
         return EINVAL;
-    if (path != NULL && strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path)
+    if (path != NULL &&
+        strlen(path) >= sizeof ((struct sockaddr_un *)0)->sun_path)
         return ENAMETOOLONG;
     if (path != NULL && (copy = strdup(path)) == NULL)
         return ENOMEM;

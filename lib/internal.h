@@ -133,6 +133,7 @@ struct lsvc_health_limits {
     double stuck_after;   /* intervals of one run */
     uint64_t failures;    /* failed runs in a row */
     double stale_after;   /* intervals with no progress */
+    double orphaned_after; /* intervals with no success on any replica */
 };
 LSVC_HIDDEN extern const struct lsvc_health_limits lsvc__health_defaults;
 
@@ -150,9 +151,13 @@ struct lsvc_health_view {
     int64_t next_due_ns;      /* when the sleeping thread runs next;
                                * LSVC_FOREVER: when woken; 0: unknown */
     uint64_t consecutive_failures;
+    int64_t cluster_ns;       /* leased, not held here, and the lease tells
+                               * of other replicas: the last success on
+                               * any, or when this one began to ask; else
+                               * 0 */
     struct lsvc_health_limits limits;
 };
-/* NULL when healthy, else "stuck", "failing" or "stale". */
+/* NULL when healthy, else "stuck", "failing", "stale" or "orphaned". */
 LSVC_HIDDEN const char *lsvc__health(const struct lsvc_health_view *v);
 
 /* What on_start returned, for the lsvc_start that waits for it. */
@@ -242,6 +247,8 @@ struct lsvc {
                                * LSVC_FOREVER: when woken; 0: unknown */
     int64_t progress_ns;      /* the last sign of progress (health.c) */
     bool progressed;          /* the last run, or skipped run, was one */
+    int64_t cluster_since_ns; /* this thread's first word from a lease
+                               * that tells of other replicas; 0 = none */
     struct lsvc_health_limits health; /* its group's, or the defaults */
 
     /* Written by the service thread alone, read by any: atomic. */
@@ -250,6 +257,7 @@ struct lsvc {
     /* Touched only by the service thread. */
     struct lsvc_ratelimit overrun_rl;
     struct lsvc_ratelimit lease_rl;
+    bool orphan_told;     /* a WARNING said the service is orphaned */
 };
 
 static inline int64_t lsvc__now_ns(void)
@@ -369,6 +377,8 @@ LSVC_HIDDEN enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc,
                                                       uint64_t *token,
                                                       bool *has_token);
 LSVC_HIDDEN void lsvc__lease_release(lsvc *svc);
+/* After a run the lease allowed, with what run_once returned. */
+LSVC_HIDDEN void lsvc__lease_ran(lsvc *svc, int result);
 
 /* stats.c: what a run leaves in the counters. */
 LSVC_HIDDEN void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns,
@@ -382,6 +392,10 @@ LSVC_HIDDEN void lsvc__stats_skip_run(lsvc *svc, uint64_t missed,
                                       bool elsewhere);
 LSVC_HIDDEN void lsvc__stats_lease_change(lsvc *svc, bool held,
                                           int64_t now_ns);
+/* What the lease says of the last success on any replica (0: none it
+ * knows of), at now_ns. */
+LSVC_HIDDEN void lsvc__stats_cluster(lsvc *svc, int64_t success_ns,
+                                     int64_t now_ns);
 LSVC_HIDDEN void lsvc__stats_health_view(const lsvc *svc,
                                          struct lsvc_health_view *out);
 /* What the control socket's status shows of a service, read at once. */

@@ -12,6 +12,40 @@
 #include <stdio.h>
 #include <string.h>
 
+/* What the lease tells of the other replicas: the last success on any,
+ * and a WARNING when this replica, not holding the lease, finds that none
+ * has run the service for its orphaned limit (health.c judges), with an
+ * INFO once one has again. */
+static void follow_cluster(lsvc *svc, bool held, int64_t now)
+{
+    const lsvc_lease_ops *ops = svc->opts.lease;
+    int64_t success = 0;
+    const char *why = NULL;
+
+    if (ops->last_success == NULL)
+        return;
+    if (ops->last_success(svc->opts.lease_ctx, svc, &success) != 0)
+        success = 0;
+    lsvc__stats_cluster(svc, success, now);
+    bool orphaned = !held && !lsvc_healthy(svc, &why) &&
+                    strcmp(why, "orphaned") == 0;
+    if (orphaned && !svc->orphan_told)
+        lsvc__log(LSVC_LOG_WARNING, svc->logger,
+                  "No replica has run %s successfully for %.1f s, more than "
+                  "%g of its intervals: the replica that holds its lease does "
+                  "not run it, its runs fail, or no replica holds it.",
+                  svc->name,
+                  (double)(now - (success != 0 ? success
+                                  : svc->cluster_since_ns)) / 1e9,
+                  svc->health.orphaned_after);
+    else if (!orphaned && svc->orphan_told)
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "%s runs again: %s.", svc->name,
+                  held ? "this replica holds its lease now"
+                       : "a replica ran it successfully");
+    svc->orphan_told = orphaned;
+}
+
 /* what: what could not be learnt, the object of "Could not ...". */
 static void warn_error(lsvc *svc, const char *what, int rc, int64_t now_ns)
 {
@@ -56,17 +90,18 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
     enum lsvc_lease_answer answer = held      ? LSVC_LEASE_HELD
                                     : rc == 0 ? LSVC_LEASE_ELSEWHERE
                                               : LSVC_LEASE_UNKNOWN;
-    if (held == svc->stats.lease_held)
-        return answer;
-    lsvc__stats_lease_change(svc, held, now);
-    if (held)
-        lsvc__log(LSVC_LOG_INFO, svc->logger,
-                  "This replica now holds the lease of %s: it runs here.",
-                  svc->name);
-    else
-        lsvc__log(LSVC_LOG_INFO, svc->logger,
-                  "This replica lost the lease of %s: another replica may run "
-                  "it now.", svc->name);
+    if (held != svc->stats.lease_held) {
+        lsvc__stats_lease_change(svc, held, now);
+        if (held)
+            lsvc__log(LSVC_LOG_INFO, svc->logger,
+                      "This replica now holds the lease of %s: it runs here.",
+                      svc->name);
+        else
+            lsvc__log(LSVC_LOG_INFO, svc->logger,
+                      "This replica lost the lease of %s: another replica "
+                      "may run it now.", svc->name);
+    }
+    follow_cluster(svc, held, now);
     return answer;
 }
 
@@ -79,4 +114,10 @@ void lsvc__lease_release(lsvc *svc)
     lsvc__stats_lease_change(svc, false, 0);
     lsvc__log(LSVC_LOG_INFO, svc->logger,
               "Released the lease of %s as it stops.", svc->name);
+}
+
+void lsvc__lease_ran(lsvc *svc, int result)
+{
+    if (svc->opts.lease->ran != NULL)
+        svc->opts.lease->ran(svc->opts.lease_ctx, svc, result);
 }

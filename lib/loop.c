@@ -398,6 +398,8 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
         end_run(svc, end, run_ns, rc, interval, skipped);
         if (observed)
             observe_end(&event, run_ns, rc);
+        if (svc->opts.lease != NULL)
+            lsvc__lease_ran(svc, rc);
         if (rc != 0)
             lsvc__log(LSVC_LOG_ERROR, svc->logger,
                       "Unexpected error in %s: run_once returned %d.",
@@ -438,6 +440,7 @@ void *lsvc__service_main(void *arg)
         rc = cls->on_start(svc, svc->arg);
     lsvc__lock(&svc->lock);
     svc->progress_ns = lsvc__add_ns(lsvc__now_ns(), svc->initial_delay_ns);
+    svc->cluster_since_ns = 0;
     if (svc->start_result != NULL) {
         *svc->start_result = (struct lsvc_start_result){ true, rc };
         svc->start_result = NULL;

@@ -72,6 +72,13 @@ static double last_success(const struct sample *s, double off)
     return (double)s->stats.last_success_ns / 1e9 + off;
 }
 
+static double cluster_success(const struct sample *s, double off)
+{
+    if (s->stats.cluster_success_ns == 0)
+        return 0;
+    return (double)s->stats.cluster_success_ns / 1e9 + off;
+}
+
 static const struct family families[] = {
     {"loopsvc_runs_total", COUNTER, "Runs completed.", loops},
     {"loopsvc_errors_total", COUNTER,
@@ -87,13 +94,17 @@ static const struct family families[] = {
     {"loopsvc_running", GAUGE, "1 while the service thread runs.", running},
     {"loopsvc_paused", GAUGE, "1 while the service is paused.", paused},
     {"loopsvc_healthy", GAUGE,
-     "1 while the service makes progress (not stuck, failing or stale).",
+     "1 while the service makes progress (not stuck, failing, stale or "
+     "orphaned).",
      healthy},
     {"loopsvc_lease_held", GAUGE,
      "1 while this replica holds the service's lease.", lease_held},
     {"loopsvc_last_success_timestamp_seconds", GAUGE,
      "Unix time of the end of the last successful run; 0 for none.",
      last_success},
+    {"loopsvc_cluster_last_success_timestamp_seconds", GAUGE,
+     "Unix time of the last successful run on any replica, as the lease's "
+     "store last told; 0 when unknown.", cluster_success},
     {"loopsvc_consecutive_failures", GAUGE,
      "Runs that failed in a row, up to the last run.", consecutive_failures},
     {"loopsvc_interval_seconds", GAUGE,

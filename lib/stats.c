@@ -73,6 +73,15 @@ void lsvc__stats_lease_change(lsvc *svc, bool held, int64_t now_ns)
     lsvc__unlock(&svc->lock);
 }
 
+void lsvc__stats_cluster(lsvc *svc, int64_t success_ns, int64_t now_ns)
+{
+    lsvc__lock(&svc->lock);
+    svc->stats.cluster_success_ns = success_ns;
+    if (svc->cluster_since_ns == 0)
+        svc->cluster_since_ns = now_ns;
+    lsvc__unlock(&svc->lock);
+}
+
 /* Lock held. */
 static void snapshot(const lsvc *svc, lsvc_stats *out)
 {
@@ -98,6 +107,10 @@ static void health_view(const lsvc *svc, struct lsvc_health_view *out)
         .consecutive_failures = svc->stats.consecutive_failures,
         .limits = svc->health,
     };
+    if (svc->cluster_since_ns != 0 && !svc->stats.lease_held)
+        out->cluster_ns = svc->stats.cluster_success_ns != 0
+                          ? svc->stats.cluster_success_ns
+                          : svc->cluster_since_ns;
 }
 
 void lsvc__stats_health_view(const lsvc *svc, struct lsvc_health_view *out)

@@ -6,7 +6,8 @@
  * what systemd needs to know is whether the chores still make progress.
  * So a ping is withheld while any service is stuck in one run, failing
  * run after run, or stale, and WatchdogSec= restarts a process whose
- * chores no longer make progress.
+ * chores no longer make progress. An orphaned service (run by no
+ * replica) is the holder's to fix, not this process's.
  *
  * Pings are due on a CLOCK_MONOTONIC grid; a late one moves the grid
  * rather than sending a burst.
@@ -33,6 +34,13 @@ static bool check_health(struct lsvc_member *m)
     lsvc *svc = m->svc;
     const char *why;
     bool healthy = lsvc_healthy(svc, &why);
+
+    /* Restarting a replica that does not hold the lease would not make
+     * the one that does run. */
+    if (!healthy && strcmp(why, "orphaned") == 0) {
+        healthy = true;
+        why = NULL;
+    }
 
     if (!healthy && m->unhealthy != why)
         lsvc__log(LSVC_LOG_WARNING, svc->logger,

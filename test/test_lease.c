@@ -909,6 +909,108 @@ START_TEST(test_lease_valid_for_follows_the_deadline)
 }
 END_TEST
 
+/* A lease held elsewhere whose store says when the service last ran
+ * successfully on any replica: what the test puts in cluster_ns. */
+static _Atomic int64_t cluster_ns;
+static atomic_int ran_calls, ran_failures;
+
+static int cluster_success(void *ctx, lsvc *svc, int64_t *mono_ns)
+{
+    (void)ctx;
+    (void)svc;
+    *mono_ns = atomic_load(&cluster_ns);
+    return 0;
+}
+
+static void count_ran(void *ctx, lsvc *svc, int result)
+{
+    (void)ctx;
+    (void)svc;
+    atomic_fetch_add(&ran_calls, 1);
+    atomic_fetch_add(&ran_failures, result != 0);
+}
+
+static const lsvc_lease_ops cluster_ops = {
+    .acquire = fake_acquire, .release = fake_release,
+    .ran = count_ran, .last_success = cluster_success};
+
+/* What lsvc_healthy says once two more acquires have returned: the
+ * first one's news has been taken in by then. NULL: healthy. */
+static const char *health_after_asks(struct leased *t)
+{
+    const char *why = "unset";
+    ck_assert(leased_wait_acquires(t, 2));
+    bool healthy = lsvc_healthy(t->x->svc, &why);
+    ck_assert(healthy == (why == NULL));
+    return why;
+}
+
+/* A replica that does not hold the lease sees when the service last ran
+ * anywhere, and counts as orphaned once no replica has run it for its
+ * limit (at least 1 s), with one WARNING, and an INFO when it runs
+ * again; the holder is judged by its own runs, and told of each. */
+START_TEST(test_orphaned_when_no_replica_runs)
+{
+    struct leased *t = leased_new("Orphan", 0.02, false, &cluster_ops);
+    lsvc_stats st;
+    int64_t recent = now_ns();
+    atomic_store(&cluster_ns, recent);
+    fx_start(t->x, 0);
+    ck_assert_ptr_null(health_after_asks(t));
+    ck_assert_int_eq(lsvc_get_stats(t->x->svc, &st), 0);
+    ck_assert_int_eq(st.cluster_success_ns, recent);
+
+    /* 2 s ago: beyond 5 intervals and 1 s. */
+    size_t from = log_size();
+    atomic_store(&cluster_ns, now_ns() - 2 * NS_PER_S);
+    ck_assert_str_eq(health_after_asks(t), "orphaned");
+    ck_assert(log_wait(from, LSVC_LOG_WARNING, "No replica has run Orphan",
+                       10, NULL));
+    ck_assert_str_eq(health_after_asks(t), "orphaned");
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "No replica"), 1);
+
+    /* Another replica runs it: healthy again, said once. */
+    atomic_store(&cluster_ns, now_ns());
+    ck_assert_ptr_null(health_after_asks(t));
+    ck_assert(log_wait(from, LSVC_LOG_INFO, "Orphan runs again", 10, NULL));
+
+    /* Held here, the cluster's record does not judge it. */
+    fake_answer(&t->f, true, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 1, 10));
+    atomic_store(&cluster_ns, now_ns() - 60 * NS_PER_S);
+    ck_assert(probe_wait_runs(&t->x->p, 3, 10));
+    ck_assert_ptr_null(health_after_asks(t));
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, "No replica"), 1);
+    fx_stop(t->x);
+    ck_assert_int_ge(atomic_load(&ran_calls), 3);
+    ck_assert_int_eq(atomic_load(&ran_calls), (int)probe_runs(&t->x->p));
+    ck_assert_int_eq(atomic_load(&ran_failures), 0);
+}
+END_TEST
+
+/* Without a lease that tells of other replicas, a replica that does not
+ * hold the lease is never orphaned, however long it waits. */
+START_TEST(test_not_orphaned_without_cluster_news)
+{
+    struct leased *t = leased_start("Unknowing", 0.01, false);
+    ck_assert(leased_wait_acquires(t, 150)); /* 1.5 s */
+    ck_assert_ptr_null(health_after_asks(t));
+    lsvc_stats st;
+    ck_assert_int_eq(lsvc_get_stats(t->x->svc, &st), 0);
+    ck_assert_int_eq(st.cluster_success_ns, 0);
+    leased_stop(t, 0);
+
+    lsvc_group *g;
+    ck_assert_int_eq(lsvc_group_create(&g), 0);
+    ck_assert_int_eq(lsvc_group_set_orphaned_after(g, 0.5), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_orphaned_after(g, NAN), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_orphaned_after(g, 2e6), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_orphaned_after(NULL, 5), EINVAL);
+    ck_assert_int_eq(lsvc_group_set_orphaned_after(g, 20), 0);
+    lsvc_group_destroy(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lease");
@@ -933,6 +1035,8 @@ int main(void)
         test_stopped_holder_hands_over_to_the_other_replica,
         test_lease_token_needs_a_leased_run_with_tokens,
         test_token_error_skips_the_run,
-        test_lease_valid_for_follows_the_deadline, NULL});
+        test_lease_valid_for_follows_the_deadline,
+        test_orphaned_when_no_replica_runs,
+        test_not_orphaned_without_cluster_news, NULL});
     return run_suite(s);
 }

@@ -1003,12 +1003,13 @@ static const struct family {
     {"loopsvc_lease_held", "gauge"},
     {"loopsvc_consecutive_failures", "gauge"},
     {"loopsvc_last_success_timestamp_seconds", "gauge"},
+    {"loopsvc_cluster_last_success_timestamp_seconds", "gauge"},
     {"loopsvc_interval_seconds", "gauge"},
     {"loopsvc_run_duration_seconds", "histogram"},
     {"loopsvc_lateness_seconds", "histogram"},
 };
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
-#define N_SCALARS 13
+#define N_SCALARS 14
 
 /* The Unix time of a CLOCK_MONOTONIC time in ns; 0 for 0. */
 static double unix_time_of(int64_t mono_ns)
@@ -1029,7 +1030,7 @@ static void scalars_of(const lsvc *svc, double want[N_SCALARS])
         (double)st.missed, (double)st.skipped_not_leader, (double)st.wakes,
         st.running, st.paused, lsvc_healthy(svc, NULL), st.lease_held,
         (double)st.consecutive_failures, unix_time_of(st.last_success_ns),
-        lsvc_loop_seconds(svc)};
+        unix_time_of(st.cluster_success_ns), lsvc_loop_seconds(svc)};
     memcpy(want, v, sizeof(v));
 }
 
@@ -1246,7 +1247,9 @@ static void check_metrics(const struct gfx *g, const char *text)
         scalars_of(svc, want);
         for (size_t i = 0; i < N_SCALARS; i++) {
             double got = value_of(&x, families[i].name, name);
-            double tolerance = i == N_SCALARS - 2 ? 2.0 / fmax(1, want[i]) : 1e-9;
+            /* The two timestamps: converted from CLOCK_MONOTONIC apart. */
+            bool stamp = i == N_SCALARS - 3 || i == N_SCALARS - 2;
+            double tolerance = stamp ? 2.0 / fmax(1, want[i]) : 1e-9;
             ck_assert_msg(same(got, want[i], tolerance),
                           "%s{service=\"%s\"} is %.17g, not %.17g",
                           families[i].name, name, got, want[i]);
