@@ -258,6 +258,7 @@ struct lsvc {
     struct lsvc_ratelimit overrun_rl;
     struct lsvc_ratelimit lease_rl;
     bool orphan_told;     /* a WARNING said the service is orphaned */
+    uint64_t lease_token; /* the fencing token of the last holding */
 };
 
 static inline int64_t lsvc__now_ns(void)

@@ -90,6 +90,20 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
     enum lsvc_lease_answer answer = held      ? LSVC_LEASE_HELD
                                     : rc == 0 ? LSVC_LEASE_ELSEWHERE
                                               : LSVC_LEASE_UNKNOWN;
+    /* Held before and now, but with another token: another holding came
+     * between (the lease was lost and taken again between two asks). */
+    if (held && svc->stats.lease_held && *has_token &&
+        *token != svc->lease_token) {
+        lsvc__stats_lease_change(svc, false, now);
+        lsvc__stats_lease_change(svc, true, now);
+        lsvc__log(LSVC_LOG_INFO, svc->logger,
+                  "This replica holds the lease of %s anew, with fencing "
+                  "token %llu (it had %llu): another holding came between.",
+                  svc->name, (unsigned long long)*token,
+                  (unsigned long long)svc->lease_token);
+    }
+    if (*has_token)
+        svc->lease_token = *token;
     if (held != svc->stats.lease_held) {
         lsvc__stats_lease_change(svc, held, now);
         if (held)

@@ -1011,6 +1011,43 @@ START_TEST(test_not_orphaned_without_cluster_news)
 }
 END_TEST
 
+/* A held lease whose token the test changes between runs. */
+static _Atomic uint64_t held_token = 5;
+
+static int changing_token(void *ctx, lsvc *svc, uint64_t *token)
+{
+    (void)ctx;
+    (void)svc;
+    *token = atomic_load(&held_token);
+    return 0;
+}
+
+static const lsvc_lease_ops changing_ops = {
+    .acquire = fake_acquire, .release = fake_release,
+    .token = changing_token};
+
+/* Held at two asks in a row, but with another token: another holding came
+ * between, which the stats count and the log says, once. */
+START_TEST(test_a_new_token_is_a_new_holding)
+{
+    struct leased *t = leased_new("Retaken", 0.01, true, &changing_ops);
+    fx_start(t->x, 0);
+    ck_assert(probe_wait_runs(&t->x->p, 2, 10));
+    lsvc_stats st = stats_of(t->x->svc);
+    ck_assert_uint_eq(st.lease_changes, 1);
+    size_t from = log_size();
+    atomic_store(&held_token, 9);
+    ck_assert(leased_wait_acquires(t, 3));
+    ck_assert(log_wait(from, LSVC_LOG_INFO, "holds the lease of Retaken anew",
+                       10, NULL));
+    st = stats_of(t->x->svc);
+    ck_assert_uint_eq(st.lease_changes, 3);
+    ck_assert(st.lease_held);
+    ck_assert_uint_eq(log_count(LSVC_LOG_INFO, "anew"), 1);
+    leased_stop(t, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lease");
@@ -1037,6 +1074,7 @@ int main(void)
         test_token_error_skips_the_run,
         test_lease_valid_for_follows_the_deadline,
         test_orphaned_when_no_replica_runs,
+        test_a_new_token_is_a_new_holding,
         test_not_orphaned_without_cluster_news, NULL});
     return run_suite(s);
 }
