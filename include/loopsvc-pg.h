@@ -3,77 +3,105 @@
  * server only one at a time runs a given service. Link with
  * `pkg-config --libs loopsvc-pg` (built when libpq is found).
  *
- * A lease is a session-level advisory lock, pg_try_advisory_lock(key), on a
- * connection of the lease's own. key = lsvc_pg_lease_key(namespace,
- * service name); in pg_locks it is the row with locktype 'advisory' and
- * objsubid 1 whose high and low 32 bits, classid and objid, make the key:
+ * One lease object serves every service of the process that uses it:
+ * call lsvc_pg_lease_options for each. Their leases share one connection,
+ * which only the object's own thread uses (started at the first run that
+ * asks); however many services there are, a replica holds one session
+ * per lease object. Each service's lease is a row of the table
  *
- *   SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
- *     AND ((classid::bigint << 32) | objid::bigint) = <key, signed>;
+ *   CREATE TABLE loopsvc_lease (key bigint PRIMARY KEY,
+ *       token bigint NOT NULL, holder text, pid integer,
+ *       expires timestamptz, last_success timestamptz);
  *
- * Before each run the lease is asked (on the service thread):
- *  - not held: one pg_try_advisory_lock round trip; held when it says so;
- *  - held: one round trip confirms that the session is alive, since a lock
- *    whose session ended is gone, and its holder must not run on;
- *  - no connection (never made, lost, or its server gone): the run is
- *    skipped at once, and a connection is tried again at the first due run
- *    after a backoff of 100 ms that doubles per failure up to 30 s. The
- *    first failure of an outage is logged at WARNING, and so is every
- *    failure whose reason changed; the reconnection at INFO.
- * Every connect and round trip is bounded by the lease's timeout, except
+ * in the schema the session's search_path resolves (the same for every
+ * replica). key = lsvc_pg_lease_key(namespace, service name); holder
+ * names the lease object ("host:pid:random"), pid is the backend pid of
+ * its session, and expires is when the holding ends by the server's
+ * clock (for one given up: when its last run began); last_success is
+ * when a run last succeeded on any replica, which the holder's renewals
+ * carry and every replica reads when it asks for the lease
+ * (lsvc_lease_ops.last_success: the "orphaned" rule of lsvc_healthy).
+ * The first session that finds the table missing creates it, which needs
+ * CREATE on the schema once (PostgreSQL 15 grants it on public to the
+ * owner only: create the table beforehand as above otherwise); every
+ * lease needs SELECT, INSERT and UPDATE on it. Without them no lease is
+ * held: a WARNING names the table, and runs are skipped.
+ * Where the table of the advisory-lock leases of loopsvc 0.5,
+ * loopsvc_lease_token, exists when the table is made, its tokens are
+ * carried over. Stop every replica of 0.5 before one of this version
+ * starts: the two do not see each other's leases.
+ *
+ * A lease is taken when its row is free, expired by the server's clock,
+ * or held by a session that no longer exists (no row of pg_stat_activity
+ * has its pid): a holder whose process dies, or whose session the server
+ * ends, loses its leases at once, and another replica takes them at its
+ * next due run. A holder that is alive but does not answer (stopped by
+ * SIGSTOP or a debugger, a paused VM, hung) keeps its session but not its
+ * leases: they expire LSVC_PG_LEASE_TTL_TIMEOUTS timeouts after its last
+ * renewal, and another replica takes them then.
+ *
+ * A new holder does not run the due point it took the lease at when the
+ * previous holding ended (expired, or had its last run begin) less than
+ * half an interval before, by the server's clock, or had not ended (its
+ * session gone): that holder may have started the point. It runs the
+ * next one. So no due point runs on two replicas whose clocks agree
+ * within half an interval, as long as each replica's grid is the wall
+ * clock's (lsvc_options.align_to_clock) and a due run asks the lease
+ * within half an interval of its due time.
+ *
+ * The holder renews its leases on the object's thread, each every
+ * interval of its service (from 100 ms up to a third of that time to
+ * live), in one statement for all that are nearly due. A run
+ * does not wait for the server: it goes ahead when the lease is held here,
+ * which lasts until 98% of the time to live after the request that took
+ * or renewed it was sent, by CLOCK_MONOTONIC (lsvc_lease_valid_for tells
+ * a run what is left). A service that does not hold its lease asks the
+ * thread to take it before its due run and waits for that round trip;
+ * the thread waits up to a twentieth of the interval (at most 50 ms) for
+ * other services' takes to share it, so that replicas that do not hold
+ * leases cost the server a few round trips a second. When the
+ * connection fails (a round trip fails or times out, or the server closes
+ * it between round trips), every lease held through it ends here at once,
+ * since the server may give them to another replica as soon as the
+ * session is gone; the thread connects again after a backoff of 100 ms
+ * that doubles per failure up to 30 s. The first failure of an outage is
+ * logged at WARNING, and so is every failure whose reason changed; the
+ * reconnection at INFO (logger "loopsvc").
+ *
+ * Every connect and round trip is bounded by the object's timeout, except
  * a host name lookup, which libpq makes synchronously: give hostaddr= or
- * a Unix socket where a slow resolver is possible. A lease call can take
- * up to two timeouts (a connect, then a query), so give the service's
- * group a stop timeout above that (lsvc_group_set_stop_timeout).
+ * a Unix socket where a slow resolver is possible. A service that asks
+ * for its lease waits at most two timeouts (a connect, then the round
+ * trip); give its group a stop timeout above that
+ * (lsvc_group_set_stop_timeout). The session sets lock_timeout and
+ * statement_timeout to the timeout, so that a statement stuck behind
+ * another transaction gives up on the server as the client does, and
+ * synchronous_commit on, so that a token bump is durable once the lease
+ * is granted.
  *
- * A replica whose process dies ends its session, and with it the lock:
- * another replica takes over at its next due run. A replica whose machine
- * dies or whose network splits keeps its lock until the server notices the
- * dead connection, which TCP keepalives decide (about 2 hours by default):
- * add options='-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5
- * -c tcp_keepalives_count=3 -c tcp_user_timeout=25000' to conninfo for a
- * bound of about 25 s.
+ * Fencing tokens (lsvc_lease_ops.token, lsvc_lease_token): the row's
+ * token, bumped by the statement that takes the lease from any other
+ * holder (the first is 1) and kept while this object holds it. Tokens
+ * stay increasing as long as the table does: a row deleted or a table
+ * dropped starts the lease's tokens again at 1, which sinks refuse until
+ * they pass the highest they saw. A failover to an asynchronous standby
+ * can lose the last bump, and then hand the next holder the token of the
+ * last.
  *
- * Every replica must reach the same server: advisory locks live in one
- * server's memory. A standby (in recovery) is refused, as a connect that
- * failed; give one host, not a list, unless target_session_attrs=read-write
- * makes every replica pick the primary. Session advisory locks need a
- * session of their own: connect directly, not through a pooler in
- * transaction mode, and let no idle timeout (idle_session_timeout, a
- * proxy's) end a session that waits one interval between round trips, or
- * the lease flaps. When the service stops, the lock is unlocked.
+ * What this needs of the server: every replica reaches the same one (a
+ * standby is refused: its table is read-only), directly, not through a
+ * pooler in transaction mode (pg_backend_pid must name the session), with
+ * no idle timeout shorter than a third of the time to live
+ * (idle_session_timeout, a proxy's). A replica whose machine dies or
+ * whose network splits loses its leases when they expire, or sooner when
+ * the server notices the dead connection; the server must not end a
+ * session it can still reach only because the client is slow, and its TCP
+ * keepalive and tcp_user_timeout limits must exceed the time to live, so
+ * that a holder cut off learns of it (its renewals fail) before the
+ * server frees its leases. doc/replicas.md tells the whole guarantee.
  *
- * Fencing tokens (lsvc_lease_ops.token, lsvc_lease_token): each lease's
- * last token is a row of the library's own table, in the schema that the
- * session's search_path resolves (the same for every replica):
- *
- *   CREATE TABLE loopsvc_lease_token (key bigint PRIMARY KEY,
- *                                     token bigint NOT NULL);
- *
- * The statement that takes the lock bumps the lease's row in the same
- * round trip, only when it gains the lock (the first token is 1); while
- * held, the confirm keeps the token. A session made when the table is
- * missing creates it (CREATE TABLE IF NOT EXISTS), which needs CREATE on
- * that schema once (PostgreSQL 15 grants it on public to the owner only:
- * create the table beforehand as above otherwise); every lock needs
- * SELECT, INSERT and UPDATE on it. Without them the lease is never held: a
- * WARNING names the table and the missing privilege, and runs are skipped
- * (never one without a token), retried with the backoff of an outage.
- * Tokens stay increasing as long as the table does: a row deleted or a
- * table dropped starts the lease's tokens again at 1, which sinks refuse
- * until they pass the highest they saw. The lease's session sets
- * synchronous_commit on, so a bump is durable once the lock is granted;
- * a failover to an asynchronous standby can still lose the last one, and
- * then hand the next holder the token of the last. The session also sets
- * lock_timeout and statement_timeout to the lease's timeout, so that a
- * lock statement stuck behind another transaction (one holding the token
- * row, an ALTER TABLE) gives up on the server as the client does, rather
- * than keep the advisory lock it took.
- *
- * One lease serves one service at a time: while it is held, acquire from
- * any other service is EINVAL.
- *
- * Create one lease per service that needs one.
+ * Two services of one name on one lease object would share one lease:
+ * while one holds it, acquire from the other is EINVAL.
  */
 #ifndef LOOPSVC_PG_H
 #define LOOPSVC_PG_H
@@ -90,36 +118,46 @@ typedef struct lsvc_pg_lease lsvc_pg_lease;
  * 0. */
 #define LSVC_PG_DEFAULT_TIMEOUT 2.0
 
+/* How long the server keeps a lease past the request that took or renewed
+ * it, in timeouts of the lease object. */
+#define LSVC_PG_LEASE_TTL_TIMEOUTS 3
+
 /*
- * Creates a lease on the PostgreSQL server that conninfo names (a libpq
- * connection string or URI, as for PQconnectdb), for services in namespace
- * ns (any string, "" included; replicas of one deployment use the same).
- * No connection is made here: the first one is made on the service
- * thread, before the first run. timeout is in seconds, 0 for
- * LSVC_PG_DEFAULT_TIMEOUT, at most 3600. Any thread.
- * Returns EINVAL (out, conninfo or ns NULL; conninfo that libpq cannot
- * parse: the reason is logged at ERROR; timeout NaN, negative or too
- * large) or ENOMEM.
+ * Creates a lease object on the PostgreSQL server that conninfo names (a
+ * libpq connection string or URI, as for PQconnectdb), for services in
+ * namespace ns (any string, "" included; replicas of one deployment use
+ * the same). No connection is made here: the object's thread makes it
+ * when a service first asks for its lease. timeout is in seconds, 0 for
+ * LSVC_PG_DEFAULT_TIMEOUT, at most 3600: it bounds a connect and a round
+ * trip, and sets the time to live (LSVC_PG_LEASE_TTL_TIMEOUTS timeouts),
+ * so a lower timeout hands the leases of a paused replica over sooner.
+ * Any thread. Returns EINVAL (out, conninfo or ns NULL; conninfo that
+ * libpq cannot parse: the reason is logged at ERROR; timeout NaN,
+ * negative or too large), ENOMEM, or an error of pipe() or
+ * pthread_mutex_init().
  */
 LSVC_API int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
                                   const char *ns, double timeout);
 
 /*
- * Points opts->lease and opts->lease_ctx at the lease, for lsvc_create.
+ * Points opts->lease and opts->lease_ctx at the lease object, for
+ * lsvc_create; call it for each service that uses the object. Any thread.
  * Returns EINVAL (a NULL argument).
  */
 LSVC_API int lsvc_pg_lease_options(lsvc_pg_lease *lease, lsvc_options *opts);
 
 /*
- * Closes the lease's connection, which ends its lock if one is held, and
- * frees it. Call it only once the service that uses it has ended (a stop
- * that returned ETIMEDOUT has not). Returns EINVAL, or EBUSY while a call
- * of the service on it is in progress (and nothing is freed).
+ * Gives up the leases held through the object (one round trip, bounded by
+ * the timeout), closes its connection, ends its thread and frees it. Call
+ * it only once every service that uses it has ended (a stop that returned
+ * ETIMEDOUT has not). Any thread but the object's services'. Returns
+ * EINVAL (NULL), or EBUSY while a service is inside a call on it (and
+ * nothing is freed).
  */
 LSVC_API int lsvc_pg_lease_destroy(lsvc_pg_lease *lease);
 
 /*
- * The advisory lock key of service `name` in namespace ns: FNV-1a 64 over
+ * The key of the row of service `name` in namespace ns: FNV-1a 64 over
  * the bytes of ns, one zero byte, and the bytes of name, as a signed
  * bigint. Stable across versions and platforms. 0 for a NULL argument.
  */

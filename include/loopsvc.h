@@ -151,13 +151,14 @@ typedef struct lsvc_lease_ops {
     /* Required. Called on the service thread before every run, with no
      * library lock held: sets *held to whether this replica holds the
      * lease for this run, acquiring it when it is free and confirming it
-     * when this replica already held it. It must return in bounded time
-     * (a hung call holds up the service, and a stop waits for it like a
-     * run). A nonzero return (a positive errno value) means the store
-     * could not tell: the run is skipped as if not held, and a WARNING is
-     * logged, rate-limited. A store that reports its own outages may
-     * answer "not held" with 0 instead, as loopsvc-pg and loopsvc-redis
-     * do. */
+     * when this replica already held it (with a round trip, or against a
+     * deadline that renewals in the background keep, as loopsvc-pg
+     * does). It must return in bounded time (a hung call holds up the
+     * service, and a stop waits for it like a run). A nonzero return (a
+     * positive errno value) means the store could not tell: the run is
+     * skipped as if not held, and a WARNING is logged, rate-limited. A
+     * store that reports its own outages may answer "not held" with 0
+     * instead, as loopsvc-pg and loopsvc-redis do. */
     int (*acquire)(void *ctx, lsvc *svc, bool *held);
     /* Optional. Called on the service thread as it stops, after its last
      * run and before on_stop, when the last answer was "held": gives

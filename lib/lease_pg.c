@@ -1,120 +1,156 @@
 /*
- * loopsvc-pg: a lease held as a PostgreSQL session-level advisory lock
- * (the contract is in include/loopsvc-pg.h).
+ * loopsvc-pg: leases kept as rows of a PostgreSQL table (the contract is
+ * in include/loopsvc-pg.h), driven by the lease store (leasestore.c),
+ * whose thread alone uses the connection.
  *
- * The lock lives exactly as long as the session of the lease's own
- * connection, so the whole design is about that connection: it is made
- * lazily on the service thread, asked once before every due run, and
- * dropped at the first sign of trouble, because a session we can no longer
- * talk to may already have lost its lock to another replica. Every exchange
- * uses libpq's non-blocking calls, waited for with poll() against a
- * deadline on CLOCK_MONOTONIC (which does not jump with the wall clock),
- * so no server, however dead or hung, holds the service thread for longer
- * than the lease's timeout per exchange. The one exception is host name
- * resolution, which libpq does synchronously inside PQconnectPoll(): give
- * `hostaddr` to bound that too.
+ * A row says which store holds the lease (a random name per lease
+ * object), its fencing token, the backend pid of the holder's session,
+ * and when the holding expires by the server's clock. Taking a lease is
+ * one INSERT .. ON CONFLICT DO UPDATE whose condition is the whole rule:
+ * free, expired, already ours, or held by a session that no longer
+ * exists. Every exchange uses libpq's non-blocking calls, waited for with
+ * poll() against a deadline on CLOCK_MONOTONIC, so no server, however dead
+ * or hung, holds the store's thread for longer than the timeout per
+ * exchange. The one exception is host name resolution, which libpq does
+ * synchronously inside PQconnectPoll(): give `hostaddr` to bound that too.
  *
  * This file is its own shared library on top of libloopsvc, so it uses the
- * public API only, lsvc_log() included.
+ * public API only, lsvc_log() included, and the lease store compiled in.
  */
 #include "loopsvc-pg.h"
+#include "leasestore.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NS_PER_SEC INT64_C(1000000000)
 #define MAX_TIMEOUT_SECONDS 3600.0
-#define BACKOFF_FIRST_NS (100 * INT64_C(1000000))
-#define BACKOFF_MAX_NS (30 * NS_PER_SEC)
 #define REASON_MAX 256
 
-/* The lock is taken at most once per session, never re-entered: a second
- * pg_try_advisory_lock would stack a second hold that one unlock does not
- * end. While held, any round trip proves the session, and so the lock, is
- * still there.
+#define TABLE "loopsvc_lease"
+#define OLD_TABLE "loopsvc_lease_token"
+
+/* One statement for a whole round: $1 the keys, ascending, $2 what to do
+ * with each (0 take, 1 renew, 2 release), $3 the token of each holding,
+ * $4 the time to live in ms, $5 this object's name, $6 for each release
+ * how many ms ago the holding's last run began, $7 for each renewal or
+ * release how many ms ago a run last succeeded here (-1: no news). It
+ * answers a row per lease: its key and op; the token when it was taken,
+ * renewed or released (else NULL); how many ms before now the previous
+ * holding ended (NULL: there was none); whether a holding taken is new;
+ * and how many ms before now a run last succeeded on any replica.
  *
- * The fencing token is bumped by the statement that takes the lock, in its
- * transaction, and only when the lock was gained: a session that did not
- * get it inserts no row and so returns none. Two sessions never both get
- * the lock, and the row lock that ON CONFLICT DO UPDATE takes orders the
- * bumps of successive holders even if one's commit were still in flight;
- * in READ COMMITTED the update reads the latest committed token. The
- * result arrives before the commit, so a token counts only once the
- * statement has succeeded as a whole (query() waits for that). A lock taken
- * in a statement that then failed stays held (session advisory locks
- * ignore rollbacks): every failure drops the session, which ends it. */
-#define TOKEN_TABLE "loopsvc_lease_token"
-static const char sql_lock[] =
-    "WITH l AS (SELECT pg_try_advisory_lock($1::bigint) AS got) "
-    "INSERT INTO " TOKEN_TABLE " AS t (key, token) "
-    "SELECT $1::bigint, 1 FROM l WHERE got "
-    "ON CONFLICT (key) DO UPDATE SET token = t.token + 1 "
-    "RETURNING t.token";
-/* Once per session: whether it is a standby, and whether the token table
- * is there (to_regclass needs no privilege on it). */
-/* The session's settings come with it: a statement that waits on the
- * server for a lock (someone holding the token row, an ALTER TABLE) ends
- * within the lease's timeout instead of keeping the advisory lock it took
- * after the client gave up; and a token bump is durable when its commit
- * returns, so that a crash cannot hand the next holder the same token. */
+ * Every existing row of the round is locked first, in key order, so that
+ * two replicas whose rounds share leases never wait for each other in a
+ * cycle; only new rows are inserted after that, in key order too; the
+ * locked rows, read before any change, give the previous holding. In
+ * READ COMMITTED, ON CONFLICT DO UPDATE judges the latest committed row,
+ * so two takers of a lapsed lease are serialised by its row lock, and the
+ * second finds it held. A take that finds the lease still this object's
+ * (a reply lost, then asked again) keeps its token; any other take bumps
+ * it. A session listed in no pg_stat_activity row has ended, and with it
+ * its process or its connection: its leases are free at once. A release
+ * sets the end of the holding to when its last run began, which tells the
+ * next holder whether a due point may have run. */
+static const char sql_round[] =
+    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[],"
+    " $6::bigint[], $7::bigint[]) AS r(key, op, token, ago, success)),"
+    " locked AS (SELECT l.key, l.token, l.expires, l.last_success FROM "
+    TABLE " l WHERE l.key = ANY($1::bigint[]) ORDER BY l.key FOR UPDATE),"
+    " taken AS (INSERT INTO " TABLE " AS l (key, token, holder, pid, expires)"
+    " SELECT r.key, 1, $5, pg_backend_pid(), now() + $4::bigint * interval"
+    " '1 ms' FROM r WHERE r.op = 0 AND (SELECT count(*) FROM locked) >= 0"
+    " ORDER BY r.key"
+    " ON CONFLICT (key) DO UPDATE SET token = CASE WHEN l.holder ="
+    " excluded.holder AND l.expires > now() THEN l.token ELSE l.token + 1"
+    " END, holder = excluded.holder, pid = excluded.pid,"
+    " expires = excluded.expires"
+    " WHERE l.expires IS NULL OR l.expires <= now()"
+    " OR l.holder = excluded.holder OR NOT EXISTS (SELECT 1 FROM"
+    " pg_stat_activity a WHERE a.pid = l.pid)"
+    " RETURNING l.key, l.token),"
+    " renewed AS (UPDATE " TABLE " l SET expires = now() + $4::bigint *"
+    " interval '1 ms', pid = pg_backend_pid(), last_success = CASE WHEN"
+    " r.success >= 0 THEN now() - r.success * interval '1 ms'"
+    " ELSE l.last_success END FROM r WHERE r.op = 1"
+    " AND l.key = r.key AND l.key IN (SELECT key FROM locked)"
+    " AND l.holder = $5 AND l.token = r.token RETURNING l.key, l.token),"
+    " released AS (UPDATE " TABLE " l SET expires = now() - r.ago *"
+    " interval '1 ms', pid = NULL, last_success = CASE WHEN r.success >= 0"
+    " THEN now() - r.success * interval '1 ms' ELSE l.last_success END"
+    " FROM r WHERE r.op = 2 AND l.key = r.key"
+    " AND l.key IN (SELECT key FROM locked)"
+    " AND l.holder = $5 AND l.token = r.token RETURNING l.key, l.token)"
+    " SELECT r.key, r.op, coalesce(t.token, n.token, d.token),"
+    " (extract(epoch FROM now() - k.expires) * 1000)::bigint,"
+    " t.token IS DISTINCT FROM k.token,"
+    " (extract(epoch FROM now() - k.last_success) * 1000)::bigint"
+    " FROM r LEFT JOIN locked k USING (key) LEFT JOIN taken t USING (key)"
+    " LEFT JOIN renewed n USING (key) LEFT JOIN released d USING (key)";
+
+/* The rows of leases never seen, made free (no holder, token 0) in a
+ * statement of their own before the round, in key order: the round then
+ * locks every row it touches in key order, and never waits, with rows
+ * locked, for a row another replica is inserting. */
+static const char sql_make_rows[] =
+    "INSERT INTO " TABLE " (key, token) SELECT k, 0 FROM unnest($1::bigint[])"
+    " AS k ORDER BY k ON CONFLICT (key) DO NOTHING";
+
+/* Once per session: whether it is a standby, and whether the tables are
+ * there (to_regclass needs no privilege on them). The settings come with
+ * it: a statement that waits on the server for a lock (another round
+ * holding a row, an ALTER TABLE) ends within the timeout as the client
+ * does; and a token bump is durable when its commit returns, so that a
+ * crash cannot hand the next holder the same token. */
 #define SQL_SESSION_FORMAT                                                  \
-    "SELECT pg_is_in_recovery(), to_regclass('" TOKEN_TABLE "') IS NOT NULL," \
+    "SELECT pg_is_in_recovery(), to_regclass('" TABLE "') IS NOT NULL,"      \
+    " to_regclass('" OLD_TABLE "') IS NOT NULL,"                             \
     " set_config('lock_timeout', '%lldms', false) <> '',"                    \
     " set_config('statement_timeout', '%lldms', false) <> '',"               \
     " set_config('synchronous_commit', 'on', false) <> ''"
+#define SESSION_ANSWERS 6
 static const char sql_create_table[] =
-    "CREATE TABLE IF NOT EXISTS " TOKEN_TABLE
-    " (key bigint PRIMARY KEY, token bigint NOT NULL)";
-static const char sql_confirm[] = "SELECT true";
-static const char sql_unlock[] = "SELECT pg_advisory_unlock($1::bigint)";
+    "CREATE TABLE IF NOT EXISTS " TABLE " (key bigint PRIMARY KEY,"
+    " token bigint NOT NULL, holder text, pid integer, expires timestamptz,"
+    " last_success timestamptz)";
+/* The tokens of the advisory-lock leases of loopsvc 0.5, so that a new
+ * holder's token is above every one a sink has seen. */
+static const char sql_carry_tokens[] =
+    "INSERT INTO " TABLE " (key, token) SELECT key, token FROM " OLD_TABLE
+    " ON CONFLICT (key) DO UPDATE SET token = greatest(" TABLE ".token,"
+    " excluded.token)";
+
+/* An item of a round and its key, to sort by. */
+struct keyed {
+    long long key;
+    size_t item;
+};
 
 struct lsvc_pg_lease {
-    /* A call is in progress: a second service on this lease, on another
-     * thread, is refused instead of sharing the session; destroy waits
-     * for no one and refuses instead. */
-    atomic_bool busy;
+    struct lsvc__store *store;
 
     /* Set by create and never changed. */
     char *conninfo;
     char *ns;
     int64_t timeout_ns;
+    char holder[64];          /* this object's name in the table */
     char sql_session[sizeof SQL_SESSION_FORMAT + 40]; /* with its timeout */
 
-    /* Protects svc, name, key and mismatch_logged. Only a misuse, one
-     * lease handed to two services, has two threads here; they are told
-     * apart under the lock rather than raced. The service's own thread
-     * reads them without it once it has set them: a service of another
-     * name never changes them. */
-    pthread_mutex_t bind_lock;
-    const lsvc *svc;          /* the caller of the acquire or release in
-                               * progress */
-    char *name;               /* the service's name, fixed at the first
-                               * acquire */
-    char key[24];             /* lsvc_pg_lease_key() in decimal, the query
-                               * parameter */
-    bool mismatch_logged;
-
-    /* Used by the bound service's thread alone while it runs, and by
-     * destroy once it no longer does: the thread's start and end order
-     * these accesses. */
+    /* The store's thread's alone. */
     PGconn *conn;             /* an open session, or NULL */
-    bool held;                /* the lock is held by conn's session */
-    uint64_t token;           /* the fencing token of that holding */
-    const lsvc *holder;       /* the service it is held for, while held */
-    unsigned failures;        /* connects failed or sessions lost in a row */
-    int64_t backoff_ns;
-    int64_t retry_ns;         /* no connect before this */
-    char reason[REASON_MAX];  /* of the last failure logged */
     char sqlstate[6];         /* of the last query that the server failed,
                                * "" when it was not the server's error */
+    char *buf;                /* the arrays of a round, as text */
+    size_t buf_cap;
+    struct keyed *order;      /* the round's items by key */
+    size_t order_cap;
 };
 
 static int64_t now_ns(void)
@@ -125,64 +161,20 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
 }
 
-/* libpq's messages span lines (a reason, then a hint) and end in a
- * newline; a log message is one line. Lines become sentences, other
- * control characters and runs of blanks one space, and a final period goes
- * so that the text can sit inside a sentence of ours. */
-static void one_line(char *out, size_t size, const char *text)
-{
-    size_t n = 0;
-    bool blank = false, line_break = false;
-
-    for (const unsigned char *p = (const unsigned char *)text;
-         *p != '\0' && n + 3 < size; p++) {
-        if (*p == '\n' || *p == '\r') {
-            line_break = n > 0;
-            continue;
-        }
-        if (*p <= ' ' || *p == 0x7f) {
-            blank = n > 0;
-            continue;
-        }
-        if (line_break && strchr(".?!:;", out[n - 1]) == NULL)
-            out[n++] = '.';
-        if (line_break || blank)
-            out[n++] = ' ';
-        line_break = blank = false;
-        out[n++] = (char)*p;
-    }
-    while (n > 0 && out[n - 1] == '.')
-        n--;
-    out[n] = '\0';
-}
-
-/* What ends a sentence that ends with `text`. */
-static const char *stop_after(const char *text)
-{
-    size_t n = strlen(text);
-
-    return n > 0 && (text[n - 1] == '?' || text[n - 1] == '!') ? "" : ".";
-}
-
-static const char *svc_name(const struct lsvc_pg_lease *l)
-{
-    return l->name != NULL ? l->name : "(no service)";
-}
-
 /* Server notices would go to stderr by default; the library writes only
  * through its logger. */
 static void on_notice(void *arg, const PGresult *res)
 {
-    const struct lsvc_pg_lease *l = arg;
+    (void)arg;
     const char *severity =
         PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     int level = severity != NULL && strcmp(severity, "WARNING") == 0
                 ? LSVC_LOG_WARNING : LSVC_LOG_DEBUG;
     char text[REASON_MAX];
 
-    one_line(text, sizeof text, PQresultErrorMessage(res));
-    lsvc_log(l->svc, level, "PostgreSQL said on the lease connection of %s: "
-             "%s%s", svc_name(l), text, stop_after(text));
+    lsvc__one_line(text, sizeof text, PQresultErrorMessage(res));
+    lsvc_log(NULL, level, "PostgreSQL said on the lease connection: %s%s",
+             text, lsvc__stop_after(text));
 }
 
 /* Waits until the connection's socket is ready for `events` or the
@@ -228,7 +220,7 @@ static void timed_out(char *why, size_t size, const struct lsvc_pg_lease *l,
 static void libpq_reason(char *why, size_t size, PGconn *conn,
                          const char *fallback)
 {
-    one_line(why, size, conn != NULL ? PQerrorMessage(conn) : "");
+    lsvc__one_line(why, size, conn != NULL ? PQerrorMessage(conn) : "");
     if (why[0] == '\0')
         snprintf(why, size, "%s", fallback);
 }
@@ -288,16 +280,16 @@ static PGconn *open_session(const struct lsvc_pg_lease *l, char *why,
     return conn;
 }
 
-/* Sends sql (with the key as $1 when nparams is 1) and waits until the
+/* Sends sql with params[0..nparams) and waits until the
  * connection is idle again, with the statement's one result in *out (the
  * caller clears it), or NULL for a statement that returns none. Any
  * failure, timeout included, is reported in `why` and leaves a session
  * that must be dropped: a reply may still be on its way. An error of the
  * server's leaves its SQLSTATE in l->sqlstate. */
 static int query(struct lsvc_pg_lease *l, const char *sql, int nparams,
-                 PGresult **out, char *why, size_t size)
+                 const char *const *params, PGresult **out, char *why,
+                 size_t size)
 {
-    const char *params[1] = { l->key };
     int64_t deadline = now_ns() + l->timeout_ns;
     PGconn *conn = l->conn;
     PGresult *kept = NULL;
@@ -345,7 +337,7 @@ static int query(struct lsvc_pg_lease *l, const char *sql, int nparams,
                 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
             /* The message alone: the full one quotes the statement. */
-            one_line(why, size, primary != NULL ? primary
+            lsvc__one_line(why, size, primary != NULL ? primary
                                                 : PQresultErrorMessage(res));
             if (why[0] == '\0')
                 snprintf(why, size, "the query failed: %s", PQresStatus(st));
@@ -376,11 +368,11 @@ failed_server:
 }
 
 /* A query whose answer is one row of n booleans. */
-static int query_bools(struct lsvc_pg_lease *l, const char *sql, int nparams,
-                       bool *out, int n, char *why, size_t size)
+static int query_bools(struct lsvc_pg_lease *l, const char *sql, bool *out,
+                       int n, char *why, size_t size)
 {
     PGresult *res;
-    int rc = query(l, sql, nparams, &res, why, size);
+    int rc = query(l, sql, 0, NULL, &res, why, size);
 
     if (rc != 0)
         return rc;
@@ -395,293 +387,350 @@ static int query_bools(struct lsvc_pg_lease *l, const char *sql, int nparams,
     return 0;
 }
 
-/* The lock statement: *got says whether the lock was gained, and then
- * *token is the token it bumped. */
-static int query_lock(struct lsvc_pg_lease *l, bool *got, uint64_t *token,
-                      char *why, size_t size)
-{
-    PGresult *res;
-    int rc = query(l, sql_lock, 1, &res, why, size);
-
-    if (rc != 0)
-        return rc;
-    *got = PQntuples(res) == 1;
-    if (PQntuples(res) > 1 || PQnfields(res) != 1) {
-        rc = EIO;
-    } else if (*got) {
-        const char *v = PQgetvalue(res, 0, 0);
-        char *end = NULL;
-
-        errno = 0;
-        *token = strtoull(v, &end, 10);
-        if (errno != 0 || end == v || *end != '\0' || *token == 0)
-            rc = EIO;
-    }
-    if (rc != 0)
-        snprintf(why, size, "an unexpected answer to the lock statement");
-    PQclear(res);
-    return rc;
-}
 
 static void drop_session(struct lsvc_pg_lease *l)
 {
     PQfinish(l->conn);
     l->conn = NULL;
-    l->held = false;
-    l->holder = NULL;
 }
 
-/* A connect failed, or a session was lost: no connect before the backoff
- * has passed, and a WARNING at the first failure of an outage and at each
- * change of reason, so that an outage is a line or two, not one per
- * attempt. */
-static void note_failure(struct lsvc_pg_lease *l, const char *verb,
-                         bool was_held, const char *why)
-{
-    l->backoff_ns = l->failures == 0 ? BACKOFF_FIRST_NS
-                    : l->backoff_ns >= BACKOFF_MAX_NS / 2 ? BACKOFF_MAX_NS
-                    : 2 * l->backoff_ns;
-    l->failures++;
-    l->retry_ns = now_ns() + l->backoff_ns;
-    if (l->failures > 1 && strcmp(why, l->reason) == 0)
-        return;
-    snprintf(l->reason, sizeof l->reason, "%s", why);
-    lsvc_log(l->svc, LSVC_LOG_WARNING,
-             "%s PostgreSQL for the lease of %s: %s%s%s It does not run here "
-             "until a session gets the lease; trying again in %g s, then "
-             "with a backoff up to %d s.",
-             verb, svc_name(l), why, stop_after(why),
-             was_held ? " This replica held the lease." : "",
-             (double)l->backoff_ns / 1e9, (int)(BACKOFF_MAX_NS / NS_PER_SEC));
-}
-
-/* The first answer on a session after failures ends the outage. */
-static void note_success(struct lsvc_pg_lease *l)
-{
-    if (l->failures == 0)
-        return;
-    lsvc_log(l->svc, LSVC_LOG_INFO,
-             "Connected to PostgreSQL again for the lease of %s, after %u "
-             "failed attempt%s.", svc_name(l), l->failures,
-             l->failures == 1 ? "" : "s");
-    l->failures = 0;
-    l->backoff_ns = 0;
-    l->reason[0] = '\0';
-}
-
-/* Ties the lease to its service at the first call: the key is derived from
- * the service's name, so a second service would silently share the lock.
- * The lsvc itself may change, for a service destroyed and made again under
- * the same name; it is kept for the log lines of this call. */
-static int bind_service(struct lsvc_pg_lease *l, lsvc *svc, bool first_ok)
-{
-    const char *name = lsvc_name(svc);
-    bool tell = false;
-    int rc = 0;
-
-    pthread_mutex_lock(&l->bind_lock);
-    if (l->name == NULL && first_ok) {
-        l->name = strdup(name);
-        if (l->name == NULL)
-            rc = ENOMEM;
-        else
-            snprintf(l->key, sizeof l->key, "%lld",
-                     (long long)lsvc_pg_lease_key(l->ns, name));
-    } else if (l->name == NULL || strcmp(l->name, name) != 0) {
-        rc = EINVAL;
-        tell = first_ok && !l->mismatch_logged;
-        l->mismatch_logged = l->mismatch_logged || first_ok;
-    }
-    if (rc == 0)
-        l->svc = svc;
-    pthread_mutex_unlock(&l->bind_lock);
-    if (tell)
-        lsvc_log(svc, LSVC_LOG_ERROR,
-                 "%s asked for the PostgreSQL lease of another service: one "
-                 "lease serves one service, so %s never runs with it. Create "
-                 "a lease per service.", name, name);
-    return rc;
-}
-
-#define CONNECT_FAILED "Could not connect to"
-#define SESSION_LOST "Lost the session with"
-/* What the server refused about the token table, for the log line: the
- * privileges it takes, once the reason has been said. */
-#define TOKEN_FAILED "Could not keep the fencing token (table " TOKEN_TABLE \
-    ", which needs SELECT, INSERT and UPDATE, and CREATE where it is made) in"
-
-/* The server refused a statement on the token table itself (SQLSTATE
- * class 42: no such table, no privilege), not the session. */
-static bool token_refused(const struct lsvc_pg_lease *l)
+/* The server refused a statement on the table itself (SQLSTATE class 42:
+ * no such table, no privilege), not the session. */
+static bool table_refused(const struct lsvc_pg_lease *l)
 {
     return strncmp(l->sqlstate, "42", 2) == 0;
 }
 
-/* A new session: refused when it is a standby, and the token table is
- * made when it is missing. Returns whether the session may be used;
- * otherwise it is dropped and the failure noted. */
-static bool prepare_session(struct lsvc_pg_lease *l)
+/* Adds the privileges the table takes to a reason that is about them. */
+static void explain_table(const struct lsvc_pg_lease *l, char *why,
+                          size_t size)
 {
-    char why[REASON_MAX];
-    bool answer[5] = { false };
-    PGresult *res = NULL;
-    const char *verb = CONNECT_FAILED;
+    size_t n = strlen(why);
 
-    /* A standby grants advisory locks of its own, which the primary's
-     * holder never sees: two replicas would both hold "the" lock. */
-    if (query_bools(l, l->sql_session, 0, answer, 5, why, sizeof why) != 0)
-        goto failed;
-    if (answer[0]) {
-        snprintf(why, sizeof why, "the server is a standby (in recovery), "
-                 "whose locks its primary does not see");
-        goto failed;
-    }
-    if (answer[1])
-        return true;
-    /* Replicas that start together may race to make it: the loser's
-     * unique violation on the catalog means it is there now. */
-    if (query(l, sql_create_table, 0, &res, why, sizeof why) == 0 ||
-        strcmp(l->sqlstate, "23505") == 0 || strcmp(l->sqlstate, "42P07") == 0) {
-        PQclear(res);
-        if (l->sqlstate[0] == '\0')
-            lsvc_log(l->svc, LSVC_LOG_INFO, "Created table " TOKEN_TABLE
-                     " for the fencing tokens of the PostgreSQL lease of %s.",
-                     svc_name(l));
-        else
-            drop_session(l); /* its transaction failed; start afresh */
-        return l->conn != NULL;
-    }
-    if (token_refused(l))
-        verb = TOKEN_FAILED;
-failed:
-    drop_session(l);
-    note_failure(l, verb, false, why);
-    return false;
+    if (table_refused(l) && n + 1 < size)
+        snprintf(why + n, size - n, "%s The leases are rows of table "
+                 TABLE ", which needs SELECT, INSERT and UPDATE, and CREATE "
+                 "where it is made", lsvc__stop_after(why));
 }
 
-static int acquire_now(struct lsvc_pg_lease *l, lsvc *svc, bool *held)
+/* A new session: refused when it is a standby, and the table is made when
+ * it is missing. */
+static int prepare_session(struct lsvc_pg_lease *l, char *why, size_t size)
 {
-    char why[REASON_MAX];
-    bool fresh = false, answer = false;
-    uint64_t token = 0;
-    int rc;
+    bool answer[SESSION_ANSWERS] = { false };
+    PGresult *res = NULL;
 
-    /* Held for one service, it is no one else's, whatever the name. */
-    if (l->held && l->holder != svc)
-        return EINVAL;
-    rc = bind_service(l, svc, true);
-    if (rc != 0)
-        return rc;
-    /* Without a session the answer is "not held", not an error: the
-     * outage is logged here, once, rather than at every run. */
-    if (l->conn == NULL) {
-        if (now_ns() < l->retry_ns)
-            return 0;
-        l->conn = open_session(l, why, sizeof why);
-        if (l->conn == NULL) {
-            note_failure(l, CONNECT_FAILED, false, why);
-            return 0;
-        }
-        fresh = true;
-        lsvc_log(svc, LSVC_LOG_DEBUG,
-                 "Connected to PostgreSQL for the lease of %s.", l->name);
-        if (!prepare_session(l))
-            return 0;
+    /* A standby's table is its primary's, read-only: every take fails. */
+    if (query_bools(l, l->sql_session, answer, SESSION_ANSWERS, why,
+                    size) != 0)
+        return EIO;
+    if (answer[0]) {
+        snprintf(why, size, "the server is a standby (in recovery), which "
+                 "cannot keep leases");
+        return EIO;
     }
-    /* Held: any round trip confirms it, and the token stays. Not held:
-     * the lock, and a new token with it when it is gained. */
-    rc = l->held ? query_bools(l, sql_confirm, 0, &answer, 1, why, sizeof why)
-                 : query_lock(l, &answer, &token, why, sizeof why);
-    if (rc != 0) {
-        bool was_held = l->held;
-        const char *verb = token_refused(l) ? TOKEN_FAILED
-                           : fresh ? CONNECT_FAILED : SESSION_LOST;
-
-        drop_session(l);
-        note_failure(l, verb, was_held, why);
+    if (answer[1])
         return 0;
+    /* Replicas that start together may race to make it: the loser's
+     * unique violation on the catalog means it is there now. */
+    if (query(l, sql_create_table, 0, NULL, &res, why, size) != 0 &&
+        strcmp(l->sqlstate, "23505") != 0 &&
+        strcmp(l->sqlstate, "42P07") != 0) {
+        explain_table(l, why, size);
+        return EIO;
     }
-    note_success(l);
-    if (!l->held)
-        l->token = token;
-    l->held = answer;
-    l->holder = answer ? svc : NULL;
-    *held = answer;
+    PQclear(res);
+    if (l->sqlstate[0] != '\0')
+        return EAGAIN; /* its transaction failed; the next round starts
+                        * afresh and finds the table */
+    lsvc_log(NULL, LSVC_LOG_INFO, "Created table " TABLE " for the leases "
+             "of namespace \"%s\".", l->ns);
+    if (answer[2]) {
+        if (query(l, sql_carry_tokens, 0, NULL, &res, why, size) != 0) {
+            explain_table(l, why, size);
+            return EIO;
+        }
+        PQclear(res);
+        lsvc_log(NULL, LSVC_LOG_INFO, "Carried the fencing tokens of table "
+                 OLD_TABLE " into " TABLE ".");
+    }
     return 0;
 }
 
-static int pg_acquire(void *ctx, lsvc *svc, bool *held)
+static int pg_connect(void *drv, char *why, size_t size)
 {
-    struct lsvc_pg_lease *l = ctx;
-    int rc;
+    struct lsvc_pg_lease *l = drv;
 
-    if (l == NULL || svc == NULL || held == NULL)
-        return EINVAL;
-    *held = false;
-    if (atomic_exchange(&l->busy, true))
-        return EINVAL;
-    rc = acquire_now(l, svc, held);
-    atomic_store(&l->busy, false);
-    return rc;
+    l->conn = open_session(l, why, size);
+    if (l->conn == NULL)
+        return EIO;
+    int rc = prepare_session(l, why, size);
+    if (rc != 0) {
+        if (rc == EAGAIN)
+            snprintf(why, size, "another replica was creating table " TABLE);
+        drop_session(l);
+        return rc;
+    }
+    lsvc_log(NULL, LSVC_LOG_DEBUG, "Connected to PostgreSQL for the leases "
+             "of namespace \"%s\" as %s.", l->ns, l->holder);
+    return 0;
 }
 
-static void release_now(struct lsvc_pg_lease *l, lsvc *svc)
+static int pg_socket(void *drv)
 {
-    char why[REASON_MAX];
-    bool answer = false;
+    struct lsvc_pg_lease *l = drv;
 
-    if (l->holder != svc || bind_service(l, svc, false) != 0 ||
-        l->conn == NULL || !l->held)
-        return;
-    l->held = false;
-    l->holder = NULL;
-    if (query_bools(l, sql_unlock, 1, &answer, 1, why, sizeof why) == 0) {
-        if (answer)
-            return;
-        snprintf(why, sizeof why, "the server says it was not locked");
+    return l->conn != NULL ? PQsocket(l->conn) : -1;
+}
+
+/* Between rounds the server speaks only to end the session (a FATAL
+ * message, then EOF) or with a notice. */
+static int pg_idle_input(void *drv, char *why, size_t size)
+{
+    struct lsvc_pg_lease *l = drv;
+
+    if (PQconsumeInput(l->conn) && PQstatus(l->conn) == CONNECTION_OK) {
+        PGresult *res;
+        bool unasked = false;
+
+        while (!PQisBusy(l->conn) && (res = PQgetResult(l->conn)) != NULL) {
+            unasked = true;
+            PQclear(res);
+        }
+        if (!unasked)
+            return 0;
     }
-    /* Closing the session ends the lock too, as soon as the server sees it
-     * closed; the stop goes on without waiting for that. */
-    lsvc_log(svc, LSVC_LOG_WARNING,
-             "Could not unlock the PostgreSQL lease of %s: %s%s Closed its "
-             "session instead, which ends the lock.", l->name, why,
-             stop_after(why));
+    libpq_reason(why, size, l->conn, "the server closed the connection");
     drop_session(l);
+    return EIO;
 }
 
-static void pg_release(void *ctx, lsvc *svc)
+static void pg_disconnect(void *drv)
 {
-    struct lsvc_pg_lease *l = ctx;
+    struct lsvc_pg_lease *l = drv;
 
-    if (l == NULL || svc == NULL || atomic_exchange(&l->busy, true))
-        return;
-    release_now(l, svc);
-    atomic_store(&l->busy, false);
+    if (l->conn != NULL)
+        drop_session(l);
 }
 
-/* The token of the holding that the acquire just confirmed: the one its
- * lock statement returned, kept while the lock is. */
-static int pg_token(void *ctx, lsvc *svc, uint64_t *token)
+/* Appends len bytes of s to the round's buffer, grown as needed. */
+static int append(struct lsvc_pg_lease *l, size_t *used, const char *s,
+                  size_t len)
 {
-    struct lsvc_pg_lease *l = ctx;
-    int rc = EAGAIN;
-
-    if (l == NULL || svc == NULL || token == NULL)
-        return EINVAL;
-    if (atomic_exchange(&l->busy, true))
-        return EINVAL;
-    if (l->held && l->holder == svc) {
-        *token = l->token;
-        rc = 0;
+    if (l->buf_cap - *used < len) {
+        size_t cap = l->buf_cap ? l->buf_cap : 4096;
+        while (cap - *used < len)
+            cap *= 2;
+        char *buf = realloc(l->buf, cap);
+        if (buf == NULL)
+            return ENOMEM;
+        l->buf = buf;
+        l->buf_cap = cap;
     }
-    atomic_store(&l->busy, false);
+    memcpy(l->buf + *used, s, len);
+    *used += len;
+    return 0;
+}
+
+static long long item_key(const struct lsvc__lease_item *it)
+{
+    return strtoll(it->id, NULL, 10);
+}
+
+static int by_key(const void *a, const void *b)
+{
+    long long x = ((const struct keyed *)a)->key;
+    long long y = ((const struct keyed *)b)->key;
+
+    return (x > y) - (x < y);
+}
+
+/* The five arrays of the round ($1..$3, $6 and $7), in key order, each a
+ * string in l->buf at offs[i]. */
+#define ARRAYS 5
+static int build_arrays(struct lsvc_pg_lease *l,
+                        const struct lsvc__lease_item *items, size_t n,
+                        size_t offs[ARRAYS], size_t *end)
+{
+    size_t used = 0;
+    int rc = 0;
+
+    if (n > l->order_cap) {
+        struct keyed *order = realloc(l->order, n * sizeof *order);
+        if (order == NULL)
+            return ENOMEM;
+        l->order = order;
+        l->order_cap = n;
+    }
+    for (size_t i = 0; i < n; i++)
+        l->order[i] = (struct keyed){ item_key(&items[i]), i };
+    qsort(l->order, n, sizeof *l->order, by_key);
+    for (int a = 0; a < ARRAYS && rc == 0; a++) {
+        offs[a] = used;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const struct lsvc__lease_item *it = &items[l->order[i].item];
+            long long v = a == 0   ? item_key(it)
+                          : a == 1 ? (long long)it->op
+                          : a == 2 ? (long long)it->token
+                          : a == 3 ? (long long)it->ago_ms
+                                   : (long long)it->success_ago_ms;
+            char num[32];
+            int len = snprintf(num, sizeof num, "%c%lld", i == 0 ? '{' : ',',
+                               v);
+            rc = append(l, &used, num, (size_t)len);
+        }
+        if (rc == 0)
+            rc = append(l, &used, n == 0 ? "{}" : "}", n == 0 ? 3 : 2);
+    }
+    *end = used;
     return rc;
 }
 
-static const lsvc_lease_ops pg_ops = {
-    .acquire = pg_acquire,
-    .release = pg_release,
-    .token = pg_token,
+/* The item of the answer row's key, by binary search of the order. */
+static struct lsvc__lease_item *answered_item(struct lsvc_pg_lease *l,
+                                              struct lsvc__lease_item *items,
+                                              size_t n, long long key)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        long long k = l->order[mid].key;
+
+        if (k == key)
+            return &items[l->order[mid].item];
+        if (k < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* A bigint of the answer, or `none` for NULL. */
+static int64_t number_or(const PGresult *res, int row, int col, int64_t none)
+{
+    if (PQgetisnull(res, row, col))
+        return none;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* Makes the rows of the takes of leases not known to be stored, if
+ * any; the keys in order, after the round's arrays in l->buf. */
+static int make_rows(struct lsvc_pg_lease *l,
+                     const struct lsvc__lease_item *items, size_t n,
+                     size_t used, char *why, size_t size)
+{
+    size_t start = used, count = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct lsvc__lease_item *it = &items[l->order[i].item];
+        char num[32];
+
+        if (it->op != LSVC__TAKE || it->stored)
+            continue;
+        int len = snprintf(num, sizeof num, "%c%lld", count++ ? ',' : '{',
+                           item_key(it));
+        rc = append(l, &used, num, (size_t)len);
+    }
+    if (count == 0)
+        return 0;
+    if (rc == 0)
+        rc = append(l, &used, "}", 2);
+    if (rc != 0) {
+        snprintf(why, size, "out of memory");
+        return rc;
+    }
+    const char *params[1] = { l->buf + start };
+    PGresult *res;
+    rc = query(l, sql_make_rows, 1, params, &res, why, size);
+    if (rc != 0) {
+        explain_table(l, why, size);
+        return rc;
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_exchange(void *drv, struct lsvc__lease_item *items, size_t n,
+                       char *why, size_t size)
+{
+    struct lsvc_pg_lease *l = drv;
+    size_t offs[ARRAYS];
+    char ttl[32];
+    PGresult *res;
+
+    size_t used;
+    if (build_arrays(l, items, n, offs, &used) != 0) {
+        snprintf(why, size, "out of memory");
+        drop_session(l);
+        return ENOMEM;
+    }
+    int rc = make_rows(l, items, n, used, why, size);
+    if (rc != 0) {
+        drop_session(l);
+        return rc;
+    }
+    snprintf(ttl, sizeof ttl, "%lld", (long long)items[0].ttl_ms);
+    const char *params[7] = {
+        l->buf + offs[0], l->buf + offs[1], l->buf + offs[2], ttl, l->holder,
+        l->buf + offs[3], l->buf + offs[4],
+    };
+    rc = query(l, sql_round, 7, params, &res, why, size);
+    if (rc != 0) {
+        explain_table(l, why, size);
+        drop_session(l);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        items[i].ok = false;
+        items[i].stored = true; /* made above, if it was not */
+    }
+    if (PQntuples(res) != (int)n || PQnfields(res) != 6)
+        rc = EIO;
+    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
+        long long key = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+        struct lsvc__lease_item *it = answered_item(l, items, n, key);
+
+        if (it == NULL || atoi(PQgetvalue(res, r, 1)) != (int)it->op) {
+            rc = EIO;
+            continue;
+        }
+        it->success_age_ms = number_or(res, r, 5, LSVC__NO_GAP);
+        it->gap_ms = number_or(res, r, 3, LSVC__NO_GAP);
+        it->fresh = strcmp(PQgetvalue(res, r, 4), "t") == 0;
+        if (PQgetisnull(res, r, 2))
+            continue;
+        it->new_token = strtoull(PQgetvalue(res, r, 2), NULL, 10);
+        it->ok = it->new_token > 0;
+        if (!it->ok)
+            rc = EIO;
+    }
+    PQclear(res);
+    if (rc != 0) {
+        snprintf(why, size, "an unexpected answer to the lease statement");
+        drop_session(l);
+    }
+    return rc;
+}
+
+static char *pg_make_id(void *drv, const char *name)
+{
+    struct lsvc_pg_lease *l = drv;
+    char id[24];
+
+    snprintf(id, sizeof id, "%lld", (long long)lsvc_pg_lease_key(l->ns, name));
+    return strdup(id);
+}
+
+static const struct lsvc__store_driver pg_driver = {
+    .make_id = pg_make_id,
+    .connect = pg_connect,
+    .socket = pg_socket,
+    .idle_input = pg_idle_input,
+    .exchange = pg_exchange,
+    .disconnect = pg_disconnect,
 };
 
 int64_t lsvc_pg_lease_key(const char *ns, const char *name)
@@ -715,12 +764,21 @@ static int check_conninfo(const char *conninfo)
     }
     if (err == NULL)
         return ENOMEM;
-    one_line(why, sizeof why, err);
+    lsvc__one_line(why, sizeof why, err);
     PQfreemem(err);
     lsvc_log(NULL, LSVC_LOG_ERROR,
              "Cannot create a PostgreSQL lease: its connection string is not "
-             "valid: %s%s", why, stop_after(why));
+             "valid: %s%s", why, lsvc__stop_after(why));
     return EINVAL;
+}
+
+static void free_lease(struct lsvc_pg_lease *l)
+{
+    free(l->conninfo);
+    free(l->ns);
+    free(l->buf);
+    free(l->order);
+    free(l);
 }
 
 int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
@@ -741,13 +799,9 @@ int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
         return ENOMEM;
     l->conninfo = strdup(conninfo);
     l->ns = strdup(ns);
-    rc = l->conninfo == NULL || l->ns == NULL ? ENOMEM
-         : pthread_mutex_init(&l->bind_lock, NULL);
-    if (rc != 0) {
-        free(l->conninfo);
-        free(l->ns);
-        free(l);
-        return rc;
+    if (l->conninfo == NULL || l->ns == NULL) {
+        free_lease(l);
+        return ENOMEM;
     }
     if (timeout == 0)
         timeout = LSVC_PG_DEFAULT_TIMEOUT;
@@ -757,6 +811,14 @@ int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
     long long ms = (long long)((l->timeout_ns + 999999) / 1000000);
     snprintf(l->sql_session, sizeof l->sql_session, SQL_SESSION_FORMAT, ms,
              ms);
+    lsvc__store_name_holder(l->holder, sizeof l->holder);
+    rc = lsvc__store_create(&l->store, &pg_driver, l, "PostgreSQL",
+                            l->timeout_ns,
+                            LSVC_PG_LEASE_TTL_TIMEOUTS * l->timeout_ns);
+    if (rc != 0) {
+        free_lease(l);
+        return rc;
+    }
     *out = l;
     return 0;
 }
@@ -765,8 +827,8 @@ int lsvc_pg_lease_options(lsvc_pg_lease *lease, lsvc_options *opts)
 {
     if (lease == NULL || opts == NULL)
         return EINVAL;
-    opts->lease = &pg_ops;
-    opts->lease_ctx = lease;
+    opts->lease = &lsvc__store_ops;
+    opts->lease_ctx = lease->store;
     return 0;
 }
 
@@ -774,16 +836,11 @@ int lsvc_pg_lease_destroy(lsvc_pg_lease *lease)
 {
     if (lease == NULL)
         return EINVAL;
-    if (atomic_exchange(&lease->busy, true))
-        return EBUSY;
-    /* The service may be gone: a late notice must not log through it. */
-    lease->svc = NULL;
+    int rc = lsvc__store_destroy(lease->store);
+    if (rc != 0)
+        return rc;
     if (lease->conn != NULL)
         PQfinish(lease->conn);
-    pthread_mutex_destroy(&lease->bind_lock);
-    free(lease->conninfo);
-    free(lease->ns);
-    free(lease->name);
-    free(lease);
+    free_lease(lease);
     return 0;
 }

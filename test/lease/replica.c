@@ -14,30 +14,62 @@
  * writes its token, replica and point into one row (PostgreSQL, table
  * lsvc_lease_sink) or hash (Redis, "lsvc-test:sink:<ns>") per namespace,
  * which refuses a token lower than the one it holds. The record says "ok"
- * (written), "stale" (refused), "error" (the sink could not be asked) or
- * "none" (no token to write with).
+ * (written), "stale" (refused), "error" (the sink could not be asked),
+ * "none" (no token to write with) or "failed" (a run made to fail, which
+ * writes nothing).
  *
- * Due points: every replica aligns its first due time to a multiple of the
- * interval on CLOCK_MONOTONIC, which all processes of a machine share, and
- * keeps that grid (LSVC_MISSED_SKIP), so scheduled start / interval,
- * rounded, names the same point in every replica. Two records with one
- * point mean that point ran twice. The first due time is "now" after
- * on_start has slept to a grid point, not an initial delay computed in
- * main: the delay counts from when the thread gets going, which a loaded
- * machine or a sanitizer can make late by half an interval. A run whose
- * due time is off the grid by more than a quarter interval says so on
- * stderr ("off the grid"), since its point would be ambiguous.
+ * Due points: every replica runs on the library's own wall-clock grid
+ * (lsvc_options.align_to_clock, LSVC_MISSED_SKIP): a run is due at
+ * n * interval + offset on CLOCK_REALTIME, which all processes of a
+ * machine share. The point of a run is its scheduled start
+ * (lsvc_scheduled_start, on CLOCK_MONOTONIC) turned into CLOCK_REALTIME
+ * by the two clocks' difference read at the run's start, less the
+ * replica's --offset, over the interval, rounded: the logical point, the
+ * same in every replica whatever its offset. Two records with one point
+ * mean that point ran twice. --offset S plays a replica whose clock is
+ * behind by S: its point n is due S after the others' point n. A run
+ * whose due time is off its grid by more than a quarter interval says so
+ * on stderr ("off the grid"), since its point would be ambiguous; by more
+ * than 1 ms, "strays from the grid"; the largest deviation of any run
+ * goes into the stats line (grid_off_us).
+ * The record also keeps the due time on CLOCK_MONOTONIC, the clock of the
+ * other times.
  *
  * usage: replica --backend pg|redis --address ADDRESS --ns NS --id N
  *                [--seconds S] [--interval I] [--record STORE]
  *                [--timeout T] [--name NAME] [--work W]
- *   --seconds  run for S seconds, then stop; 0 (the default): until SIGTERM
- *   --record   the conninfo (pg) or address (redis) to record runs in;
- *              nothing is recorded without it
- *   --timeout  the lease's timeout; 0 (the default): the backend's
- *   --work     how long a run takes, in seconds (default 0.01)
+ *                [--slow-file PATH] [--slow-work W] [--services N]
+ *                [--offset S] [--fail N] [--fail-file PATH]
+ *   --seconds   run for S seconds, then stop; 0 (the default): until SIGTERM
+ *   --record    the conninfo (pg) or address (redis) to record runs in;
+ *               nothing is recorded without it
+ *   --timeout   the lease's timeout; 0 (the default): the backend's
+ *   --work      how long a run takes, in seconds (default 0.01)
+ *   --slow-file a run that finds PATH and removes it (one run of one
+ *               replica at most, however many share PATH) takes
+ *               --slow-work seconds instead of --work (default 1), and
+ *               says so on stderr: "replica N: slow run of point P began
+ *               with token T", then, before its write, "replica N: slow run
+ *               of point P: lease valid for S s" (or "...: valid_for:
+ *               <error>"), from lsvc_lease_valid_for. It writes to the sink
+ *               whatever that says: it is there to meet the fence.
+ *   --services  run N services, "NAME-0" .. "NAME-<N-1>", on ONE lease
+ *               object (default 1, a service named NAME). Service i
+ *               records in namespace "NS/i" of the store.
+ *   --offset    lsvc_options.offset_seconds, in [0, interval): the grid of
+ *               a replica whose clock is off by S (default 0)
+ *   --fail      1: every run fails (run_once returns 1) and writes nothing
+ *               to the sink; its record says "failed" (default 0)
+ *   --fail-file runs fail, as with --fail 1, while PATH exists
+ * At the start it says on stderr "replica N: lease ttl S s, MODEL": how
+ * long the store keeps a lease past its last renewal, and whether that is
+ * renewed in the background (store) or before each run (per-run).
+ * The recording session is named "lsvc-record-<id>-<pid>" (pg:
+ * application_name; redis: CLIENT SETNAME), so that the connections of a
+ * replica can be counted.
  * stdout: "lease-create: <ERRNO NAME>" when the lease cannot be created
- * (exit 3); otherwise one line of counters at the end (exit 0).
+ * (exit 3); otherwise one line of counters at the end (exit 0), summed
+ * over the services (held: how many were held; grid_off_us: see above).
  */
 #include "loopsvc.h"
 #if LSVC_TEST_PG
@@ -55,6 +87,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NS_PER_SEC INT64_C(1000000000)
 /* Failed recording connections are retried at most this often, so that a
@@ -62,32 +95,48 @@
 #define RECORD_RETRY_NS (200 * INT64_C(1000000))
 
 struct args {
-    const char *backend, *address, *ns, *record, *name;
-    long id;
-    double seconds, interval, timeout, work;
+    const char *backend, *address, *ns, *record, *name, *slow_file,
+        *fail_file;
+    long id, services, fail;
+    double seconds, interval, timeout, work, slow_work, offset;
+};
+
+/* One service of the replica: its name, and the namespace its runs are
+ * recorded in. */
+struct probe {
+    const struct args *args;
+    char name[128];
+    char rec_ns[256];
+    lsvc_class cls;
+    lsvc *svc;
 };
 
 struct record {
-    long long point, start_ns, end_ns;
+    const char *ns;            /* the record namespace (its probe's) */
+    long long point;           /* the logical point (see above) */
+    long long due_ns, start_ns, end_ns; /* CLOCK_MONOTONIC */
     unsigned long long token;  /* 0: none */
     unsigned long long holding; /* lease_changes at the run */
-    const char *sink;          /* "ok", "stale", "error" or "none" */
+    const char *sink;          /* "ok", "stale", "error", "none" or
+                                * "failed" (a failing run writes nothing) */
 };
 
-/* Runs not yet stored. Used by run_once on the service thread, and by main
- * once that thread has ended. */
+/* Runs not yet stored, and the connection to store them. Used by run_once
+ * on the service threads, under `lock`, and by main once they have ended. */
 static struct recorder {
+    pthread_mutex_t lock;
     const struct args *args;
     struct record *pending;
     size_t count, cap;
     int64_t retry_ns;
+    long long grid_off_max; /* the largest |due - its grid point|, ns */
 #if LSVC_TEST_PG
     PGconn *pg;
 #endif
 #if LSVC_TEST_REDIS
     redisContext *redis;
 #endif
-} rec;
+} rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static int64_t now_ns(void)
 {
@@ -112,18 +161,29 @@ static bool pg_connect(void)
     /* Keywords after dbname override the conninfo: no connect and no
      * statement waits for ever. */
     static const char *const keys[] = { "dbname", "connect_timeout",
-                                        "options", NULL };
+                                        "options", "application_name",
+                                        NULL };
+    char app[64];
     const char *const values[] = { rec.args->record, "2",
-                                   "-c statement_timeout=2000", NULL };
+                                   "-c statement_timeout=2000", app, NULL };
 
     if (rec.pg != NULL)
         return true;
+    snprintf(app, sizeof app, "lsvc-record-%ld-%ld", rec.args->id,
+             (long)getpid());
     rec.pg = PQconnectdbParams(keys, values, 1);
     if (PQstatus(rec.pg) == CONNECTION_OK) {
-        const char *params[] = { rec.args->ns };
-        PGresult *res = PQexecParams(rec.pg,
-            "INSERT INTO lsvc_lease_sink (ns, fence) VALUES ($1, 0) "
-            "ON CONFLICT (ns) DO NOTHING", 1, NULL, params, NULL, NULL, 0);
+        /* The sink rows of every service: ns, or ns/0 .. ns/N-1. */
+        char count[24];
+        const char *params[] = { rec.args->ns, count };
+        PGresult *res;
+
+        snprintf(count, sizeof count, "%ld", rec.args->services);
+        res = PQexecParams(rec.pg,
+            "INSERT INTO lsvc_lease_sink (ns, fence) SELECT CASE WHEN "
+            "$2::int = 1 THEN $1 ELSE $1 || '/' || i END, 0 FROM "
+            "generate_series(0, $2::int - 1) i ON CONFLICT (ns) DO NOTHING",
+            2, NULL, params, NULL, NULL, 0);
         bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 
         PQclear(res);
@@ -161,27 +221,29 @@ static bool pg_exec(const char *what, const char *sql, int n,
 
 static bool pg_store(const struct record *r)
 {
-    char id[24], point[24], start[24], end[24], token[24], holding[24];
-    const char *params[] = { rec.args->ns, id, point, start, end, token,
-                             holding, r->sink };
+    char id[24], point[24], due[24], start[24], end[24], token[24],
+        holding[24];
+    const char *params[] = { r->ns, id, point, start, end, token,
+                             holding, r->sink, due };
 
     snprintf(id, sizeof id, "%ld", rec.args->id);
     snprintf(point, sizeof point, "%lld", r->point);
+    snprintf(due, sizeof due, "%lld", r->due_ns);
     snprintf(start, sizeof start, "%lld", r->start_ns);
     snprintf(end, sizeof end, "%lld", r->end_ns);
     snprintf(token, sizeof token, "%llu", r->token);
     snprintf(holding, sizeof holding, "%llu", r->holding);
     return pg_exec("record a run",
         "INSERT INTO lsvc_lease_runs (ns, replica, point, start_ns, end_ns, "
-        "token, holding, sink) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8,
-        params, NULL);
+        "token, holding, sink, due_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+        "$8, $9)", 9, params, NULL);
 }
 
 /* doc/replicas.md's fenced write: 0 rows is a stale token. */
 static const char *pg_sink(const struct record *r)
 {
     char id[24], point[24], token[24];
-    const char *params[] = { rec.args->ns, token, id, point };
+    const char *params[] = { r->ns, token, id, point };
     long rows = 0;
 
     snprintf(id, sizeof id, "%ld", rec.args->id);
@@ -258,8 +320,9 @@ static bool redis_connect(void)
         rec.redis = NULL;
         return false;
     }
-    redisReply *n = redisCommand(rec.redis, "CLIENT SETNAME lsvc-record-%ld",
-                                 rec.args->id);
+    redisReply *n = redisCommand(rec.redis,
+                                 "CLIENT SETNAME lsvc-record-%ld-%ld",
+                                 rec.args->id, (long)getpid());
     if (n != NULL)
         freeReplyObject(n);
     return true;
@@ -290,8 +353,8 @@ static bool redis_store(const struct record *r)
     if (!redis_connect())
         return false;
     redisReply *reply = redisCommand(rec.redis,
-        "RPUSH lsvc-test:runs:%s %ld:%lld:%lld:%lld:%llu:%llu:%s",
-        rec.args->ns, rec.args->id, r->point, r->start_ns, r->end_ns,
+        "RPUSH lsvc-test:runs:%s %ld:%lld:%lld:%lld:%lld:%llu:%llu:%s",
+        r->ns, rec.args->id, r->point, r->due_ns, r->start_ns, r->end_ns,
         r->token, r->holding, r->sink);
 
     return redis_integer(reply, "record a run") >= 0;
@@ -313,7 +376,7 @@ static const char *redis_sink(const struct record *r)
         return "error";
     redisReply *reply = redisCommand(rec.redis,
         "EVAL %s 1 lsvc-test:sink:%s %llu %ld %lld", redis_sink_script,
-        rec.args->ns, r->token, rec.args->id, r->point);
+        r->ns, r->token, rec.args->id, r->point);
     long long v = redis_integer(reply, "write to the sink");
 
     return v < 0 ? "error" : v == 1 ? "ok" : "stale";
@@ -321,7 +384,7 @@ static const char *redis_sink(const struct record *r)
 #endif
 
 /* Writes the run to the fenced sink, with its token: what it said. */
-static const char *sink(const struct record *r)
+static const char *sink_locked(const struct record *r)
 {
     if (rec.args->record == NULL || r->token == 0)
         return "none";
@@ -334,6 +397,14 @@ static const char *sink(const struct record *r)
         return redis_sink(r);
 #endif
     return "none";
+}
+
+static const char *sink(const struct record *r)
+{
+    pthread_mutex_lock(&rec.lock);
+    const char *said = sink_locked(r);
+    pthread_mutex_unlock(&rec.lock);
+    return said;
 }
 
 /* Connects before the service starts, so that the first run does not pay
@@ -419,35 +490,75 @@ static int64_t interval_ns(const struct args *a)
     return (int64_t)(a->interval * 1e9 + 0.5);
 }
 
-static int probe_start(lsvc *svc, void *arg)
+/* The difference CLOCK_REALTIME - CLOCK_MONOTONIC now, read between two
+ * readings of CLOCK_MONOTONIC so that a preemption between the two clocks
+ * shows (and is tried again); *gap: the time between those two readings,
+ * twice the largest error. */
+static int64_t wall_minus_mono(int64_t *gap)
 {
-    int64_t interval = interval_ns(arg);
-    int64_t next = (now_ns() / interval + 1) * interval;
-    struct timespec ts = { .tv_sec = (time_t)(next / NS_PER_SEC),
-                           .tv_nsec = (long)(next % NS_PER_SEC) };
+    int64_t best = 0, best_gap = INT64_MAX;
 
-    (void)svc;
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
-    return 0;
+    for (int i = 0; i < 5; i++) {
+        struct timespec w;
+        int64_t m0 = now_ns();
+        clock_gettime(CLOCK_REALTIME, &w);
+        int64_t m1 = now_ns();
+        int64_t wall = (int64_t)w.tv_sec * NS_PER_SEC + w.tv_nsec;
+
+        if (m1 - m0 < best_gap) {
+            best_gap = m1 - m0;
+            best = wall - (m0 + (m1 - m0) / 2);
+        }
+        if (best_gap < 20000)
+            break;
+    }
+    *gap = best_gap;
+    return best;
+}
+
+/* Whether this run fails on purpose: --fail, or --fail-file present. */
+static bool failing(const struct args *a)
+{
+    return a->fail != 0 ||
+           (a->fail_file != NULL && access(a->fail_file, F_OK) == 0);
+}
+
+/* Whether this run is the slow one: the one that removes --slow-file. */
+static bool slow_run(const struct args *a)
+{
+    return a->slow_file != NULL && unlink(a->slow_file) == 0;
 }
 
 static int probe_run(lsvc *svc, void *arg)
 {
-    const struct args *a = arg;
+    const struct probe *p = arg;
+    const struct args *a = p->args;
     int64_t start = now_ns(), due, interval = interval_ns(a);
+    int64_t offset = (int64_t)(a->offset * 1e9 + 0.5);
     long long point;
     struct timespec ts;
 
     if (lsvc_scheduled_start(svc, &ts) != 0)
         return 1;
     due = (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-    point = (due + interval / 2) / interval;
-    if (llabs(due - point * interval) > interval / 4)
-        fprintf(stderr, "replica %ld: a run due at %lld ns is off the grid by "
-                "%lld ns\n", a->id, (long long)due,
-                (long long)(due - point * interval));
-    struct record r = { .point = point, .start_ns = start };
+    /* On this replica's grid: n * interval + offset on CLOCK_REALTIME. */
+    int64_t gap;
+    int64_t logical = due + wall_minus_mono(&gap) - offset;
+    point = (logical + interval / 2) / interval;
+    long long off = llabs(logical - point * interval);
+    pthread_mutex_lock(&rec.lock);
+    if (off > rec.grid_off_max)
+        rec.grid_off_max = off;
+    pthread_mutex_unlock(&rec.lock);
+    if (off > NS_PER_SEC / 1000)
+        fprintf(stderr, "replica %ld: a run of %s due at %lld ns %s by %lld "
+                "ns (clocks read within %lld ns; it began %lld ns after it "
+                "was due)\n", a->id, p->name, (long long)due,
+                off > interval / 4 ? "is off the grid" : "strays from the grid",
+                (long long)(logical - point * interval), (long long)gap,
+                (long long)(start - due));
+    struct record r = { .ns = p->rec_ns, .point = point, .due_ns = due,
+                        .start_ns = start };
     uint64_t token = 0;
     lsvc_stats st;
     int rc = lsvc_lease_token(svc, &token);
@@ -458,12 +569,29 @@ static int probe_run(lsvc *svc, void *arg)
     r.token = (unsigned long long)token;
     if (lsvc_get_stats(svc, &st) == 0)
         r.holding = (unsigned long long)st.lease_changes;
-    sleep_ns((int64_t)(a->work * 1e9));
-    r.sink = sink(&r);
+    if (slow_run(a)) {
+        fprintf(stderr, "replica %ld: slow run of point %lld began with token "
+                "%llu\n", a->id, point, r.token);
+        sleep_ns((int64_t)(a->slow_work * 1e9));
+        double left = -1;
+        rc = lsvc_lease_valid_for(svc, &left);
+        if (rc == 0)
+            fprintf(stderr, "replica %ld: slow run of point %lld: lease valid "
+                    "for %.3f s\n", a->id, point, left);
+        else
+            fprintf(stderr, "replica %ld: slow run of point %lld: valid_for: "
+                    "%s\n", a->id, point, strerror(rc));
+    } else {
+        sleep_ns((int64_t)(a->work * 1e9));
+    }
+    bool failed = failing(a);
+    r.sink = failed ? "failed" : sink(&r);
     r.end_ns = now_ns();
+    pthread_mutex_lock(&rec.lock);
     add_record(&r);
     flush_records(false);
-    return 0;
+    pthread_mutex_unlock(&rec.lock);
+    return failed ? 1 : 0;
 }
 
 /* Ends the group after --seconds, unless main says it ended first. */
@@ -509,14 +637,16 @@ static int usage(const char *why)
 {
     fprintf(stderr, "replica: %s\nusage: replica --backend pg|redis --address A "
             "--ns NS --id N [--seconds S] [--interval I] [--record STORE] "
-            "[--timeout T] [--name NAME] [--work W]\n", why);
+            "[--timeout T] [--name NAME] [--work W] [--slow-file PATH] "
+            "[--slow-work W] [--services N] [--offset S] [--fail N] "
+            "[--fail-file PATH]\n", why);
     return 2;
 }
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
     *a = (struct args){ .name = "lease-probe", .interval = 0.05, .work = 0.01,
-                        .id = -1 };
+                        .slow_work = 1.0, .id = -1, .services = 1 };
     for (int i = 1; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -533,8 +663,18 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->record = v;
         else if (strcmp(k, "--name") == 0)
             a->name = v;
+        else if (strcmp(k, "--slow-file") == 0)
+            a->slow_file = v;
+        else if (strcmp(k, "--fail-file") == 0)
+            a->fail_file = v;
+        else if (strcmp(k, "--fail") == 0)
+            a->fail = strtol(v, &end, 10);
+        else if (strcmp(k, "--offset") == 0)
+            a->offset = strtod(v, &end);
         else if (strcmp(k, "--id") == 0)
             a->id = strtol(v, &end, 10);
+        else if (strcmp(k, "--services") == 0)
+            a->services = strtol(v, &end, 10);
         else if (strcmp(k, "--seconds") == 0)
             a->seconds = strtod(v, &end);
         else if (strcmp(k, "--interval") == 0)
@@ -543,6 +683,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->timeout = strtod(v, &end);
         else if (strcmp(k, "--work") == 0)
             a->work = strtod(v, &end);
+        else if (strcmp(k, "--slow-work") == 0)
+            a->slow_work = strtod(v, &end);
         else
             return usage("an unknown option");
         if (end != NULL && (*end != '\0' || end == v))
@@ -550,8 +692,13 @@ static int parse_args(int argc, char **argv, struct args *a)
     }
     if (a->backend == NULL || a->address == NULL || a->ns == NULL || a->id < 0)
         return usage("--backend, --address, --ns and --id are required");
-    if (!(a->interval > 0) || !(a->seconds >= 0) || !(a->work >= 0))
+    if (!(a->interval > 0) || !(a->seconds >= 0) || !(a->work >= 0) ||
+        !(a->slow_work >= 0))
         return usage("an interval, duration or work out of range");
+    if (a->services < 1 || a->services > 1000)
+        return usage("--services out of range (1 to 1000)");
+    if (!(a->offset >= 0) || !(a->offset < a->interval))
+        return usage("--offset out of range (0 to the interval, not included)");
     return 0;
 }
 
@@ -605,6 +752,32 @@ static const struct backend backends[] = {
 #endif
 };
 
+/* How long the store keeps a lease past the request that took or renewed
+ * it, as the backend's header defines it, and whether it is renewed in the
+ * background ("store": runs do not wait for it) or before every run
+ * ("per-run"); 0 and "session" for a lease that lasts as long as its
+ * session. Said on stderr at the start, for lease_test.py's bounds. */
+static double lease_ttl(const struct args *a, const char **model)
+{
+    *model = "session";
+#if LSVC_TEST_PG && defined(LSVC_PG_LEASE_TTL_TIMEOUTS)
+    if (strcmp(a->backend, "pg") == 0) {
+        *model = "store";
+        return LSVC_PG_LEASE_TTL_TIMEOUTS *
+               (a->timeout > 0 ? a->timeout : LSVC_PG_DEFAULT_TIMEOUT);
+    }
+#endif
+#if LSVC_TEST_REDIS && defined(LSVC_REDIS_LEASE_TTL_TIMEOUTS)
+    if (strcmp(a->backend, "redis") == 0) {
+        *model = "store";
+        return LSVC_REDIS_LEASE_TTL_TIMEOUTS *
+               (a->timeout > 0 ? a->timeout : LSVC_REDIS_DEFAULT_TIMEOUT);
+    }
+#endif
+    (void)a;
+    return 0;
+}
+
 static int make_lease(const struct args *a, struct lease *l, lsvc_options *opts)
 {
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
@@ -629,10 +802,9 @@ int main(int argc, char **argv)
 
     struct args a;
     struct lease lease = { 0 };
-    lsvc_options opts = { .missed = LSVC_MISSED_SKIP };
-    lsvc *svc = NULL;
+    lsvc_options opts = { .missed = LSVC_MISSED_SKIP, .align_to_clock = true };
+    struct probe *probes;
     lsvc_group *g = NULL;
-    lsvc_stats st;
     pthread_t stop_thread;
     int rc;
 
@@ -644,19 +816,40 @@ int main(int argc, char **argv)
         printf("lease-create: %s\n", errno_name(rc));
         return 3;
     }
+    const char *model;
+    double ttl = lease_ttl(&a, &model);
+    fprintf(stderr, "replica %ld: lease ttl %.3f s, %s\n", a.id, ttl, model);
+    probes = calloc((size_t)a.services, sizeof *probes);
+    if (probes == NULL) {
+        fprintf(stderr, "replica %ld: out of memory\n", a.id);
+        return 1;
+    }
 
     open_recorder();
 
-    const lsvc_class probe = { .name = a.name, .run_once = probe_run,
-                               .on_start = probe_start };
     /* A lease call may take two timeouts (a connect, then a query); the
      * group waits that long before it gives up on the stop. */
     double stop_timeout = 2 * (a.timeout > 0 ? a.timeout : 2.0) + 1;
 
     opts.loop_seconds = a.interval;
-    if ((rc = lsvc_create(&svc, &probe, &a, &opts)) != 0 ||
-        (rc = lsvc_group_create(&g)) != 0 ||
-        (rc = lsvc_group_add(g, svc)) != 0 ||
+    opts.offset_seconds = a.offset;
+    rc = lsvc_group_create(&g);
+    for (long i = 0; i < a.services && rc == 0; i++) {
+        struct probe *p = &probes[i];
+
+        p->args = &a;
+        if (a.services == 1) {
+            snprintf(p->name, sizeof p->name, "%s", a.name);
+            snprintf(p->rec_ns, sizeof p->rec_ns, "%s", a.ns);
+        } else {
+            snprintf(p->name, sizeof p->name, "%s-%ld", a.name, i);
+            snprintf(p->rec_ns, sizeof p->rec_ns, "%s/%ld", a.ns, i);
+        }
+        p->cls = (lsvc_class){ .name = p->name, .run_once = probe_run };
+        if ((rc = lsvc_create(&p->svc, &p->cls, p, &opts)) == 0)
+            rc = lsvc_group_add(g, p->svc);
+    }
+    if (rc != 0 ||
         (rc = lsvc_group_set_environment(g, false)) != 0 ||
         (rc = lsvc_group_set_notify(g, false)) != 0 ||
         (rc = lsvc_group_set_stop_timeout(g, stop_timeout)) != 0 ||
@@ -670,9 +863,12 @@ int main(int argc, char **argv)
                  pthread_create(&stop_thread, NULL, stopper_main, NULL) == 0;
 
     rc = lsvc_group_wait(g);
-    if (rc == ETIMEDOUT)
+    if (rc == ETIMEDOUT) {
         /* A lease call in progress takes at most its timeouts. */
-        rc = lsvc_join(svc, 60);
+        rc = 0;
+        for (long i = 0; i < a.services && rc == 0; i++)
+            rc = lsvc_join(probes[i].svc, 60);
+    }
     if (rc != 0) {
         /* Its thread may still use the lease: nothing can be freed. */
         fprintf(stderr, "replica %ld: the service did not end: %s\n", a.id,
@@ -686,20 +882,35 @@ int main(int argc, char **argv)
         pthread_mutex_unlock(&stopper.lock);
         pthread_join(stop_thread, NULL);
     }
-    lsvc_get_stats(svc, &st);
+    unsigned long long loops = 0, skipped = 0, changes = 0, errors = 0;
+    int held = 0;
+    for (long i = 0; i < a.services; i++) {
+        lsvc_stats st;
+
+        if (lsvc_get_stats(probes[i].svc, &st) != 0)
+            continue;
+        loops += st.loops;
+        skipped += st.skipped_not_leader;
+        changes += st.lease_changes;
+        errors += st.errors;
+        held += st.lease_held ? 1 : 0;
+    }
+    pthread_mutex_lock(&rec.lock);
+    long long grid_off_us = rec.grid_off_max / 1000;
+    pthread_mutex_unlock(&rec.lock);
     printf("stats id=%ld loops=%llu skipped=%llu changes=%llu errors=%llu "
-           "held=%d\n", a.id, (unsigned long long)st.loops,
-           (unsigned long long)st.skipped_not_leader,
-           (unsigned long long)st.lease_changes,
-           (unsigned long long)st.errors, st.lease_held ? 1 : 0);
+           "held=%d grid_off_us=%lld\n", a.id, loops, skipped, changes, errors,
+           held, grid_off_us);
     fflush(stdout);
     lsvc_group_destroy(g);
-    lsvc_destroy(svc);
+    for (long i = 0; i < a.services; i++)
+        lsvc_destroy(probes[i].svc);
     lease.destroy(lease.handle);
     flush_records(true);
     if (rec.count > 0)
         fprintf(stderr, "replica %ld: %zu runs could not be recorded\n", a.id,
                 rec.count);
     close_recorder();
+    free(probes);
     return 0;
 }
