@@ -57,9 +57,8 @@
  * or renewed it was sent, by CLOCK_MONOTONIC (lsvc_lease_valid_for tells
  * a run what is left). A service that does not hold its lease asks the
  * thread to take it before its due run and waits for that round trip;
- * the thread waits up to a twentieth of the interval (at most 50 ms) for
- * other services' takes to share it, so that replicas that do not hold
- * leases cost the server a few round trips a second. When the
+ * the thread waits up to a twentieth of the interval (at most 2 ms) for
+ * other services' takes to share it. When the
  * connection fails (a round trip fails or times out, or the server closes
  * it between round trips), every lease held through it ends here at once,
  * since the server may give them to another replica as soon as the

@@ -24,7 +24,7 @@
  * from later (lsvc_lease_valid_for tells a run what is left). A service
  * that does not hold its lease asks the thread to take it before its due
  * run and waits for that round trip; the thread waits up to a twentieth
- * of the interval (at most 50 ms) for other services' takes to share it.
+ * of the interval (at most 2 ms) for other services' takes to share it.
  * A replica that dies, is stopped (SIGSTOP, a debugger, a paused VM) or
  * hangs loses its leases when their keys lapse, one time to live after
  * its last renewal; one that stops gives them up (DEL, if the key still

@@ -12,9 +12,7 @@
  * for one more try before the holding lapses here, and a holder never
  * waits for the store before a run. A service that does not hold its
  * lease asks the thread to take it and waits for the round trip; those
- * that ask within a twentieth of an interval (at most 50 ms) share it, so
- * that replicas that do not hold their leases cost the store a few round
- * trips a second, not one per due run.
+ * that ask within a twentieth of an interval (at most 2 ms) share it.
  *
  * The store also keeps when the service last succeeded on any replica:
  * the holder's successes go with its renewals (hence their period, which
@@ -55,8 +53,10 @@
 #define BUCKETS 1024
 #define OUTBOX 8
 /* A take waits this long, at most a twentieth of its interval, for the
- * takes of other services to share its round trip. */
-#define COALESCE_MAX_NS (50 * NS_PER_MS)
+ * takes of other services to share its round trip. Longer would make
+ * fewer round trips, but wakes the waiting services in bursts, which the
+ * other threads of the machine feel. */
+#define COALESCE_MAX_NS (2 * NS_PER_MS)
 
 struct entry {
     struct entry *next;     /* in its bucket */
@@ -679,7 +679,8 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     int64_t tolerance_ms = interval < 1e9 ? (int64_t)(interval * 500) : 0;
     int64_t every = interval < (double)st->ttl_ns / 3e9
                     ? (int64_t)(interval * 1e9) : st->ttl_ns / 3;
-    int64_t gather = interval < 1.0   ? (int64_t)(interval * 1e9) / 20
+    int64_t gather = interval * 1e9 / 20 < (double)COALESCE_MAX_NS
+                     ? (int64_t)(interval * 1e9) / 20
                      : interval < 1e9 ? COALESCE_MAX_NS
                                       : 0; /* woken: at once */
     struct entry *e = enter(st, svc, true, &rc);
