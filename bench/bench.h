@@ -259,6 +259,9 @@ int bench_observe(const struct bench_opts *o);
 int rss_probe(const struct bench_opts *o);
 int bench_soak(const struct bench_opts *o);
 int bench_lease(const struct bench_opts *o);
+int bench_lease_scale(const struct bench_opts *o);
+/* lease-scale: forks its replica processes; call before any thread. */
+int lease_scale_fork(const struct bench_opts *o);
 
 /* --- lease.c: a lease for a service of ours_run, by variant ------------ */
 int bench_lease_attach(int variant, lsvc_options *opts, void **lease);

@@ -4,6 +4,9 @@
 The input is JSON Lines: one object per subcommand (jitter, stop, scale,
 drift, wake, observe). Only the shape is checked: keys, types, non-empty
 results and sample counts above zero. Timings are never judged here; machines differ.
+With arguments, the lines are those subcommands' instead, in that order:
+`check_json.py lease-scale` checks one line of `loopsvc-bench lease-scale
+--json`.
 Exits 0 when the shape is right, 1 with a message naming the first fault.
 """
 import json
@@ -33,6 +36,17 @@ PER_BENCH_TOP = {
     "wake": (),
     "observe": ("baseline", "target_cpu_ratio", "target_met", "observer_calls"),
 }
+
+
+LEASE_SCALE_TOP = ("window_ns", "stack_size", "stores")
+LEASE_SCALE_STORE_NUMBERS = (
+    "lease_objects_per_replica", "ttl_ns", "held", "held_after_ns", "window_ns",
+    "round_trips_per_s", "round_trips_per_s_replica1_alone", "round_trips_per_s_before",
+    "standby_skips_per_s", "runs_elsewhere")
+LEASE_SCALE_HANDOVER = (
+    "services", "taken", "by_r2", "by_r3", "moved", "double_runs", "min_gap_from_r1_ns",
+    "p50_ns", "max_ns", "p50_intervals", "max_intervals", "target_intervals")
+LEASE_SCALE_IMPLS = {"pg": "loopsvc+pg", "redis": "loopsvc+redis"}
 
 
 class ShapeError(Exception):
@@ -102,10 +116,64 @@ def check_ratios(ratios, bench, where):
                 need_number(leaf, key, f"{where}: ratios.{impl}")
 
 
+def check_lease_scale(obj, where):
+    """lease-scale: per store, a baseline and a leased result, a ratio, and
+    the store's figures."""
+    for key in ENVELOPE + LEASE_SCALE_TOP:
+        need(obj, key, where)
+    for key in ("interval_ns", "services", "window_ns", "stack_size"):
+        need_number(obj, key, where)
+    stores = obj["stores"]
+    if not isinstance(stores, dict) or not stores:
+        raise ShapeError(f"{where}: 'stores' is empty or not an object")
+    results, ratios = obj["results"], obj["ratios"]
+    if not isinstance(results, list) or not isinstance(ratios, dict):
+        raise ShapeError(f"{where}: 'results' is not a list or 'ratios' not an object")
+    for name, st in stores.items():
+        w = f"{where}: stores.{name}"
+        if name not in LEASE_SCALE_IMPLS or not isinstance(st, dict):
+            raise ShapeError(f"{w}: unknown store, or not an object")
+        impl = LEASE_SCALE_IMPLS[name]
+        got = sorted(r.get("impl", "") for r in results
+                     if isinstance(r, dict) and r.get("store") == name)
+        if got != sorted(["loopsvc-condvar", impl]):
+            raise ShapeError(f"{w}: results {got}, not loopsvc-condvar and {impl}")
+        for r in results:
+            if isinstance(r, dict) and r.get("store") == name:
+                for key in RESULT[1:] + ("services",):
+                    need_number(r, key, f"{w} result {r['impl']}")
+                if r["samples"] <= 0:
+                    raise ShapeError(f"{w} result {r['impl']}: no samples")
+        for key in ("p50", "p99"):
+            need_number(need(ratios, impl, f"{where}: ratios"), key, f"{where}: ratios.{impl}")
+        for key in LEASE_SCALE_STORE_NUMBERS:
+            need_number(st, key, w)
+        conns = need(st, "connections", w)
+        for key in ("r1", "r2", "r3"):
+            v = need(conns, key, f"{w}.connections")
+            if v is not None and not is_number(v):
+                raise ShapeError(f"{w}.connections.{key} is {v!r}")
+        v = need(st, "connections_other", w)
+        if v is not None and not is_number(v):
+            raise ShapeError(f"{w}: connections_other is {v!r}")
+        ho = need(st, "handover", w)
+        for key in LEASE_SCALE_HANDOVER:
+            need_number(ho, key, f"{w}.handover")
+        if not isinstance(need(ho, "target_met", f"{w}.handover"), bool):
+            raise ShapeError(f"{w}.handover: target_met is not a boolean")
+        if name == "pg" and not isinstance(need(st, "lateness_target_met", w), bool):
+            raise ShapeError(f"{w}: lateness_target_met is not a boolean")
+        if name == "redis":
+            need_number(st, "commands_per_s", w)
+    return "lease-scale"
+
+
 def check_line(obj, where):
     if not isinstance(obj, dict):
         raise ShapeError(f"{where}: not a JSON object")
     bench = need(obj, "bench", where)
+    if bench == "lease-scale":
+        return check_lease_scale(obj, f"{where} ({bench})")
     if bench not in PER_BENCH_RESULT:
         raise ShapeError(f"{where}: unknown bench {bench!r}")
     where = f"{where} ({bench})"
@@ -150,7 +218,7 @@ def main():
         except json.JSONDecodeError as e:
             raise ShapeError(f"line {n}: not JSON ({e}): {line[:80]!r}")
         seen.append(check_line(obj, f"line {n}"))
-    want = list(PER_BENCH_RESULT)
+    want = sys.argv[1:] or list(PER_BENCH_RESULT)
     if seen != want:
         raise ShapeError(f"expected one line each for {want} in that order, got {seen}")
     print(f"check_json: {len(seen)} benches, shape ok")

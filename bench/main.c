@@ -75,7 +75,20 @@ static const char *const usage[] = {
 "          blocks, 1000 runs each (--quick: 200): lateness at run_once,\n"
 "          which includes the lease's round trip, and the cost as ratios\n"
 "          and added microseconds. A backend not built or not configured is\n"
-"          left out. Not part of all.\n"
+"          left out. Not part of all.\n",
+"  lease-scale  --services N (default 1000; --quick: 100) leased services\n"
+"          at --interval-us (default 1 s) on each of 3 replicas, per store\n"
+"          (LOOPSVC_BENCH_PG, a conninfo, key=value or URI, to which the\n"
+"          bench adds application_name; LOOPSVC_BENCH_REDIS, host:port for\n"
+"          per-replica counts): replica 1, a child process, takes the leases;\n"
+"          replicas 2 and 3 are lease objects in this process. Over a window\n"
+"          of --loops intervals (default 20; --quick: 3) or --duration S:\n"
+"          server connections per replica, round trips per second at the\n"
+"          store, and lateness in replica 1 (run start - due) of its N leased\n"
+"          services next to N without a lease, at once; then kill -9 of\n"
+"          replica 1 and each service's time to its first run in replica 2\n"
+"          or 3, in intervals. About 40 s per store (Redis: plus its\n"
+"          TTL). Not part of all.\n"
 "  rss-probe  internal, for scale: prints the resident bytes per idle\n"
 "          service of --services N services started in this fresh process.\n"
 "\n",
@@ -134,6 +147,16 @@ static const char *const usage[] = {
 "         ratios are over loopsvc-nohist ({\"p50\", \"p99\", \"cpu\"}), with\n"
 "         \"baseline\", \"target_cpu_ratio\", \"target_met\" and\n"
 "         \"observer_calls\".\n"
+"  lease-scale: each result also has \"store\" (pg, redis): loopsvc-condvar\n"
+"         and loopsvc+<store> per store; ratios keyed by loopsvc+<store>,\n"
+"         over that store's loopsvc-condvar; \"window_ns\", \"stack_size\", and\n"
+"         \"stores\" keyed by store: \"connections\" {\"r1\", \"r2\", \"r3\"}\n"
+"         (null: not told apart), \"connections_other\", \"round_trips_per_s\"\n"
+"         and \"commands_per_s\" (redis), each also _replica1_alone and\n"
+"         _before, \"standby_skips_per_s\",\n"
+"         \"runs_elsewhere\", \"ttl_ns\", \"held\", \"handover\" {\"p50_ns\",\n"
+"         \"max_ns\", \"p50_intervals\", \"max_intervals\", \"target_intervals\",\n"
+"         \"target_met\", ...}, and for pg \"lateness_target_met\".\n"
 "  Every result has \"slack_ns\": the timer slack its waiting thread had.\n"
 "\n"
 "Exit status: 0 success, 1 a measurement failed, 2 bad usage or --prio not\n"
@@ -316,9 +339,14 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "rss-probe") == 0)
         return rss_probe(&o);
     if (which == NCOMMANDS && strcmp(cmd, "all") != 0 && strcmp(cmd, "soak") != 0 &&
-        strcmp(cmd, "lease") != 0) {
+        strcmp(cmd, "lease") != 0 && strcmp(cmd, "lease-scale") != 0) {
         fprintf(stderr, "loopsvc-bench: no subcommand '%s'; try --help\n", cmd);
         return 2;
+    }
+    /* Its replica processes are forked before this process has a thread. */
+    if (strcmp(cmd, "lease-scale") == 0 && (rc = lease_scale_fork(&o)) != 0) {
+        fprintf(stderr, "loopsvc-bench: cannot fork the replicas: %s\n", strerror(rc));
+        return 1;
     }
     ours_logs_quiet();
     if ((rc = interrupt_start()) != 0) {
@@ -335,6 +363,8 @@ int main(int argc, char **argv)
         rc = bench_soak(&o);
     else if (strcmp(cmd, "lease") == 0)
         rc = bench_lease(&o);
+    else if (strcmp(cmd, "lease-scale") == 0)
+        rc = bench_lease_scale(&o);
     else
         rc = which < NCOMMANDS ? run_one(which, &o) : run_all(&o);
     load_stop();
