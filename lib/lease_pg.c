@@ -116,16 +116,19 @@ static const char sql_make_rows[] =
     " set_config('statement_timeout', '%lldms', false) <> '',"               \
     " set_config('synchronous_commit', 'on', false) <> ''"
 #define SESSION_ANSWERS 6
+
+/* The table, with the tokens of the advisory-lock leases of loopsvc 0.5
+ * where their table is there, in one transaction: a carry that failed
+ * leaves no table, and the next session tries again; no replica takes a
+ * lease before the tokens are in. */
 static const char sql_create_table[] =
-    "CREATE TABLE IF NOT EXISTS " TABLE " (key bigint PRIMARY KEY,"
-    " token bigint NOT NULL, holder text, pid integer, expires timestamptz,"
-    " last_success timestamptz)";
-/* The tokens of the advisory-lock leases of loopsvc 0.5, so that a new
- * holder's token is above every one a sink has seen. */
-static const char sql_carry_tokens[] =
-    "INSERT INTO " TABLE " (key, token) SELECT key, token FROM " OLD_TABLE
-    " ON CONFLICT (key) DO UPDATE SET token = greatest(" TABLE ".token,"
-    " excluded.token)";
+    "DO $$BEGIN"
+    " CREATE TABLE " TABLE " (key bigint PRIMARY KEY, token bigint NOT NULL,"
+    " holder text, pid integer, expires timestamptz,"
+    " last_success timestamptz);"
+    " IF to_regclass('" OLD_TABLE "') IS NOT NULL THEN"
+    " INSERT INTO " TABLE " (key, token) SELECT key, token FROM " OLD_TABLE ";"
+    " END IF; END$$";
 
 /* An item of a round and its key, to sort by. */
 struct keyed {
@@ -444,16 +447,8 @@ static int prepare_session(struct lsvc_pg_lease *l, char *why, size_t size)
         return EAGAIN; /* its transaction failed; the next round starts
                         * afresh and finds the table */
     lsvc_log(NULL, LSVC_LOG_INFO, "Created table " TABLE " for the leases "
-             "of namespace \"%s\".", l->ns);
-    if (answer[2]) {
-        if (query(l, sql_carry_tokens, 0, NULL, &res, why, size) != 0) {
-            explain_table(l, why, size);
-            return EIO;
-        }
-        PQclear(res);
-        lsvc_log(NULL, LSVC_LOG_INFO, "Carried the fencing tokens of table "
-                 OLD_TABLE " into " TABLE ".");
-    }
+             "of namespace \"%s\"%s.", l->ns, answer[2]
+             ? ", with the fencing tokens of table " OLD_TABLE : "");
     return 0;
 }
 
