@@ -47,7 +47,8 @@
  * "<token> <new> <gap> <age>": the token of the holding taken, renewed or
  * released (0: none); 1 when a take made a new holding; how many ms before
  * now the previous holding ended, and a run last succeeded anywhere ("-":
- * unknown).
+ * unknown); and " !" after them when a free key could not be taken
+ * because its counter is not a number.
  *
  * A key that holds our name is ours: taking or renewing it extends it and
  * keeps its token, the counter's value, since only a take of a free key
@@ -69,7 +70,7 @@ static const char round_script[] =
     "  local k, c, h = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i] "
     "  local op, ago, ok = string.match(ARGV[2 + i], '(%d) (%d+) (-?%d+)') "
     "  ago, ok = tonumber(ago), tonumber(ok) "
-    "  local v, token, new, gap = redis.call('get', k), '0', '0', '-' "
+    "  local v, token, new, gap, bad = redis.call('get', k), '0', '0', '-', '' "
     "  if v == me then "
     "    local n = redis.call('get', c) "
     "    if not (n and tonumber(n)) then redis.call('del', k) "
@@ -88,9 +89,10 @@ static const char round_script[] =
     "      redis.call('set', k, me, 'PX', ttl) "
     "      redis.call('hset', h, 'ended', now + ttl) "
     "      token, new = string.format('%d', n), '1' "
-    "    end "
+    "    else bad = ' !' end "
     "  end "
-    "  out[i] = token .. ' ' .. new .. ' ' .. gap .. ' ' .. age(h, 'success') "
+    "  out[i] = token .. ' ' .. new .. ' ' .. gap .. ' ' .. age(h, 'success')"
+    "           .. bad "
     "end "
     "return out";
 
@@ -112,6 +114,7 @@ struct lsvc_redis_lease {
 
     /* The store's thread's alone. */
     redisContext *conn;
+    bool counter_told; /* a WARNING said a counter is not a number */
     const char **argv; /* a round's command */
     size_t *argvlen;
     size_t argv_cap;
@@ -424,6 +427,7 @@ static int redis_connect(void *drv, char *why, size_t size)
         redis_disconnect(l);
         return rc;
     }
+    l->counter_told = false;
     lsvc_log(NULL, LSVC_LOG_DEBUG, "Connected to %s for the leases of "
              "namespace \"%s\" as %s.", l->label, l->ns, l->holder);
     return 0;
@@ -487,8 +491,10 @@ static bool parse_number(const char **p, int64_t *v)
     return true;
 }
 
-/* An answer of the script: "<token> <new> <gap> <age>". */
-static bool parse_answer(const redisReply *r, struct lsvc__lease_item *it)
+/* An answer of the script: "<token> <new> <gap> <age>[ !]"; *bad for the
+ * " !". */
+static bool parse_answer(const redisReply *r, struct lsvc__lease_item *it,
+                         bool *bad)
 {
     int64_t token, fresh;
     const char *p;
@@ -499,7 +505,10 @@ static bool parse_answer(const redisReply *r, struct lsvc__lease_item *it)
     if (!parse_number(&p, &token) || token < 0 || *p++ != ' ' ||
         !parse_number(&p, &fresh) || *p++ != ' ' ||
         !parse_number(&p, &it->gap_ms) || *p++ != ' ' ||
-        !parse_number(&p, &it->success_age_ms) || *p != '\0')
+        !parse_number(&p, &it->success_age_ms))
+        return false;
+    *bad = strcmp(p, " !") == 0;
+    if (*p != '\0' && !*bad)
         return false;
     it->ok = token > 0;
     it->new_token = (uint64_t)token;
@@ -584,9 +593,18 @@ static int redis_exchange(void *drv, struct lsvc__lease_item *items,
     for (size_t i = 0; i < n && rc == 0; i++) {
         const redisReply *e = r->element[i];
 
-        if (!parse_answer(e, &items[i])) {
+        bool bad = false;
+        if (!parse_answer(e, &items[i], &bad)) {
             reply_failure(why, size, e);
             rc = EIO;
+        } else if (bad && !l->counter_told) {
+            /* Said once per connection: every round would say it again. */
+            l->counter_told = true;
+            lsvc_log(NULL, LSVC_LOG_WARNING, "The fencing token counter "
+                     TOKEN_PREFIX "%s in %s is not a number, so no replica "
+                     "can take that lease: DEL it, or SET it above the "
+                     "highest token any sink holds.",
+                     items[i].id + strlen(LEASE_PREFIX), l->label);
         }
     }
     freeReplyObject(r);
