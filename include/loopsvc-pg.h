@@ -36,9 +36,18 @@
  * has its pid): a holder whose process dies, or whose session the server
  * ends, loses its leases at once, and another replica takes them at its
  * next due run. A holder that is alive but does not answer (stopped by
- * SIGSTOP or a debugger, a paused VM, hung) keeps its session but not its
+ * SIGSTOP or a debugger, a paused VM) keeps its session but not its
  * leases: they expire LSVC_PG_LEASE_TTL_TIMEOUTS timeouts after its last
- * renewal, and another replica takes them then.
+ * renewal, and another replica takes them then. Expiry is by the
+ * server's wall clock (now()): slew it, never step it, or a step forward
+ * frees every lease early.
+ *
+ * A lease is kept while its service asks for it (or runs): one whose
+ * service has not asked for two of its intervals, or for the time to live
+ * if that is longer, and is not in a run, is given up, so that a paused
+ * service (lsvc_pause) or a stopped one that never heard it held the
+ * lease leaves it to the other replicas. A run that hangs keeps it: the
+ * service is "stuck" (lsvc_healthy), and the watchdog's to restart.
  *
  * A new holder does not run the due point it took the lease at when the
  * previous holding ended (expired, or had its last run begin) less than
@@ -69,10 +78,14 @@
  *
  * Every connect and round trip is bounded by the object's timeout, except
  * a host name lookup, which libpq makes synchronously: give hostaddr= or
- * a Unix socket where a slow resolver is possible. A service that asks
- * for its lease waits at most two timeouts (a connect, then the round
- * trip); give its group a stop timeout above that
- * (lsvc_group_set_stop_timeout). The session sets lock_timeout and
+ * a Unix socket where a slow resolver is possible.
+ * A service that asks for its lease waits at most two timeouts and 0.1 s
+ * (a connect, then the round trip; and up to 2 ms to share it); with no
+ * answer by then the ask counts as one that could not tell (ETIMEDOUT:
+ * the run is skipped, with a rate-limited WARNING) and the take goes on.
+ * As it stops, a service that holds its lease waits up to one timeout
+ * more for its release: give its group a stop timeout above three
+ * timeouts (lsvc_group_set_stop_timeout). The session sets lock_timeout and
  * statement_timeout to the timeout, so that a statement stuck behind
  * another transaction gives up on the server as the client does, and
  * synchronous_commit on, so that a token bump is durable once the lease
@@ -100,7 +113,7 @@
  * server frees its leases. doc/replicas.md tells the whole guarantee.
  *
  * Two services of one name on one lease object would share one lease:
- * while one holds it, acquire from the other is EINVAL.
+ * while one holds it or asks for it, acquire from the other is EINVAL.
  */
 #ifndef LOOPSVC_PG_H
 #define LOOPSVC_PG_H
@@ -133,7 +146,7 @@ typedef struct lsvc_pg_lease lsvc_pg_lease;
  * Any thread. Returns EINVAL (out, conninfo or ns NULL; conninfo that
  * libpq cannot parse: the reason is logged at ERROR; timeout NaN,
  * negative or too large), ENOMEM, or an error of pipe() or
- * pthread_mutex_init().
+ * pthread_mutex_init() or pthread_cond_init().
  */
 LSVC_API int lsvc_pg_lease_create(lsvc_pg_lease **out, const char *conninfo,
                                   const char *ns, double timeout);

@@ -77,12 +77,24 @@
  * at the same rate as the server's; doc/replicas.md tells the whole
  * guarantee. Host names are resolved with getaddrinfo(), which the
  * timeout does not bound: give an address or a Unix socket where a slow
- * resolver is possible. A service that asks for its lease waits at most
- * two timeouts (a connect, then the round trip), so give its group a stop
- * timeout above that (lsvc_group_set_stop_timeout).
+ * resolver is possible.
+ * A service that asks for its lease waits at most two timeouts and 0.1 s
+ * (a connect, then the round trip; and up to 2 ms to share it); with no
+ * answer by then the ask counts as one that could not tell (ETIMEDOUT:
+ * the run is skipped, with a rate-limited WARNING) and the take goes on.
+ * As it stops, a service that holds its lease waits up to one timeout
+ * more for its release: give its group a stop timeout above three
+ * timeouts (lsvc_group_set_stop_timeout).
+ *
+ * A lease is kept while its service asks for it (or runs): one whose
+ * service has not asked for two of its intervals, or for the time to live
+ * if that is longer, and is not in a run, is given up, so that a paused
+ * service (lsvc_pause) or a stopped one that never heard it held the
+ * lease leaves it to the other replicas. A run that hangs keeps it: the
+ * service is "stuck" (lsvc_healthy), and the watchdog's to restart.
  *
  * Two services of one name on one lease object would share one lease:
- * while one holds it, acquire from the other is EINVAL.
+ * while one holds it or asks for it, acquire from the other is EINVAL.
  */
 #ifndef LOOPSVC_REDIS_H
 #define LOOPSVC_REDIS_H
@@ -115,7 +127,7 @@ typedef struct lsvc_redis_lease lsvc_redis_lease;
  * leases of a dead or paused replica over sooner. Any thread.
  * Returns EINVAL (a NULL argument, an address that does not parse, a ':'
  * in ns, or a timeout NaN, negative or too large), ENOMEM, or an error
- * of pipe() or pthread_mutex_init().
+ * of pipe(), pthread_mutex_init() or pthread_cond_init().
  */
 LSVC_API int lsvc_redis_lease_create(lsvc_redis_lease **out,
                                      const char *address, const char *ns,

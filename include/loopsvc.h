@@ -152,8 +152,8 @@ typedef struct lsvc_lease_ops {
      * library lock held: sets *held to whether this replica holds the
      * lease for this run, acquiring it when it is free and confirming it
      * when this replica already held it (with a round trip, or against a
-     * deadline that renewals in the background keep, as loopsvc-pg
-     * does). It must return in bounded time (a hung call holds up the
+     * deadline that renewals in the background keep, as loopsvc-pg and
+     * loopsvc-redis do). It must return in bounded time (a hung call holds up the
      * service, and a stop waits for it like a run). A nonzero return (a
      * positive errno value) means the store could not tell: the run is
      * skipped as if not held, and a WARNING is logged, rate-limited. A
@@ -185,8 +185,10 @@ typedef struct lsvc_lease_ops {
     int (*deadline)(void *ctx, lsvc *svc, int64_t *mono_ns);
     /* Optional. Called on the service thread after each run the lease
      * allowed, with no library lock held: result is what run_once
-     * returned. A store that keeps when the service last succeeded, for
-     * every replica to read, records a 0 here. */
+     * returned, or ECANCELED when a pause came while the lease was asked
+     * and the run was not made. A store that keeps when the service last
+     * succeeded, for every replica to read, records a 0 here; one that
+     * renews in the background learns that the run is over. */
     void (*ran)(void *ctx, lsvc *svc, int result);
     /* Optional. Called on the service thread after each acquire, with no
      * library lock held: sets *mono_ns to the CLOCK_MONOTONIC time (of

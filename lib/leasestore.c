@@ -82,6 +82,11 @@ struct entry {
     bool success_news;      /* the store has not been told yet */
     int64_t cluster_success_ns; /* on any replica, as last heard */
     bool stored;            /* the store keeps a record of it */
+    int64_t asked_last_ns;  /* the service's last ask */
+    int64_t keep_ns;        /* held without an ask for longer, the lease
+                             * is given up: a paused service's, a stopped
+                             * one's that was told "not held" */
+    bool in_run;            /* told "held", and not yet told how it ran */
 };
 
 struct lsvc__store {
@@ -298,8 +303,8 @@ static void drain_wake(struct lsvc__store *st)
 }
 
 /* Waits, with the mutex held, until a round that began after this call
- * has been answered, or the deadline passes. */
-static void wait_round(struct lsvc__store *st, int64_t deadline)
+ * has been answered, or the deadline passes. Returns whether it was. */
+static bool wait_round(struct lsvc__store *st, int64_t deadline)
 {
     uint64_t target = st->rounds_begun + 1;
     struct timespec ts = { .tv_sec = deadline / NS_PER_SEC,
@@ -310,6 +315,7 @@ static void wait_round(struct lsvc__store *st, int64_t deadline)
         if (pthread_cond_timedwait(&st->round_done, &st->mutex, &ts) ==
             ETIMEDOUT)
             break;
+    return st->rounds_done >= target;
 }
 
 /* ---- the thread ------------------------------------------------------ */
@@ -366,6 +372,13 @@ static unsigned drop_holdings(struct lsvc__store *st)
     return n;
 }
 
+/* Held, but its service has not asked for longer than it would if it
+ * used it, and is not in a run. */
+static bool unused(const struct entry *e, int64_t now)
+{
+    return e->held && !e->in_run && now - e->asked_last_ns > e->keep_ns;
+}
+
 /* Whether e calls for a round at now (urgent), or goes into one that
  * happens anyway: renewals due within half their period go along, so
  * that they bunch. */
@@ -376,7 +389,8 @@ static bool due(const struct lsvc__store *st, const struct entry *e,
         return e->held || e->want_release;
     int64_t early = urgent ? 0 : e->renew_every_ns / 2;
     return (e->want_take && (!urgent || e->want_by <= now)) ||
-           e->want_release || (e->held && e->renew_at - early <= now);
+           e->want_release || (e->held && e->renew_at - early <= now) ||
+           unused(e, now);
 }
 
 static int grow_items(struct lsvc__store *st, size_t n)
@@ -417,6 +431,10 @@ static size_t build_round(struct lsvc__store *st, int64_t now)
         for (struct entry *e = st->buckets[b]; e; e = e->next) {
             if (!due(st, e, now, false))
                 continue;
+            if (unused(e, now)) {
+                e->held = false;
+                e->want_release = true;
+            }
             struct lsvc__lease_item *it = &st->items[n];
             *it = (struct lsvc__lease_item){
                 .id = e->id,
@@ -427,11 +445,15 @@ static size_t build_round(struct lsvc__store *st, int64_t now)
                 .ttl_ms = (st->ttl_ns + NS_PER_MS - 1) / NS_PER_MS,
                 .ago_ms = e->last_run_ns > 0
                           ? (now - e->last_run_ns) / NS_PER_MS : 0,
-                .success_ago_ms = e->success_news
-                                  ? (now - e->success_ns) / NS_PER_MS : -1,
                 .stored = e->stored,
             };
-            e->success_news = false;
+            /* A take carries no news: its holding is new. */
+            if (it->op != LSVC__TAKE && e->success_news) {
+                it->success_ago_ms = (now - e->success_ns) / NS_PER_MS;
+                e->success_news = false;
+            } else {
+                it->success_ago_ms = -1;
+            }
             st->item_entries[n++] = e;
             e->want_take = false;
             e->want_release = false;
@@ -485,13 +507,18 @@ static void apply_round(struct lsvc__store *st, size_t n, int64_t sent)
         struct entry *e = st->item_entries[i];
 
         e->stored = e->stored || it->stored;
-        if (it->op == LSVC__TAKE && it->success_age_ms != LSVC__NO_GAP &&
-            now - it->success_age_ms * NS_PER_MS > e->cluster_success_ns)
-            e->cluster_success_ns = now - it->success_age_ms * NS_PER_MS;
+        if (it->op == LSVC__TAKE && it->success_age_ms != LSVC__NO_GAP) {
+            /* Older than this host's clock: as old as can be told. */
+            int64_t at = now - it->success_age_ms * NS_PER_MS;
+            if (at < 1)
+                at = 1;
+            if (at > e->cluster_success_ns)
+                e->cluster_success_ns = at;
+        }
         if (it->op == LSVC__RELEASE) {
             if (!e->held)
                 continue;
-        } else if (it->ok && !st->quit) {
+        } else if (it->ok) {
             if (it->op == LSVC__TAKE) {
                 take_token(st, e, it->new_token);
                 e->skip_point = it->fresh && !ended_before_ask(e, it, now);
@@ -605,7 +632,7 @@ static void *store_thread(void *arg)
     pthread_mutex_lock(&st->mutex);
     for (;;) {
         int64_t now = now_ns();
-        size_t before = st->rounds_begun;
+        uint64_t before = st->rounds_begun;
 
         run_round(st, now);
         if (st->quit && (before == st->rounds_begun || !st->connected))
@@ -653,7 +680,8 @@ static struct entry *enter(struct lsvc__store *st, lsvc *svc, bool add,
     e = add ? find_or_add(st, name) : find(st, name);
     *rc = e == NULL ? (add ? ENOMEM : EAGAIN) : 0;
     /* Two services of one name on one store would share one lease. */
-    if (e != NULL && e->held && e->svc != svc) {
+    if (e != NULL && e->svc != svc && e->svc != NULL &&
+        (e->held || e->want_take)) {
         *rc = EINVAL;
         e = NULL;
     }
@@ -690,10 +718,16 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     e->renew_every_ns = every < 100 * NS_PER_MS ? 100 * NS_PER_MS : every;
     if (e->renew_every_ns > st->ttl_ns / 3)
         e->renew_every_ns = st->ttl_ns / 3;
+    if (e->renew_every_ns < NS_PER_MS)
+        e->renew_every_ns = NS_PER_MS;
+    e->keep_ns = interval < (double)st->ttl_ns / 2e9 || interval >= 1e9
+                 ? st->ttl_ns : (int64_t)(interval * 2e9);
     int64_t now = now_ns();
+    e->asked_last_ns = now;
     if (e->held && now < e->valid_until) {
         *held = true;
         e->last_run_ns = now;
+        e->in_run = true;
         goto out;
     }
     /* Lapsed here: the thread could not renew it in time. */
@@ -707,12 +741,18 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     e->want_by = now + gather;
     e->asked_ns = now;
     e->want_take = true;
-    wait_round(st, now + gather + 2 * st->timeout_ns + 100 * NS_PER_MS);
+    /* No answer in time is "could not tell": the take goes on, and the
+     * next ask finds what it gave. */
+    if (!wait_round(st, now + gather + 2 * st->timeout_ns + 100 * NS_PER_MS))
+        rc = st->quit ? 0 : ETIMEDOUT;
     now = now_ns();
-    *held = e->held && now < e->valid_until && !e->skip_point;
+    *held = rc == 0 && e->held && e->svc == svc && now < e->valid_until &&
+            !e->skip_point;
     e->skip_point = false;
-    if (*held)
+    if (*held) {
         e->last_run_ns = now;
+        e->in_run = true;
+    }
 out:
     leave(st);
     return rc;
@@ -728,6 +768,7 @@ static void store_release(void *ctx, lsvc *svc)
     struct entry *e = enter(st, svc, false, &rc);
     if (e != NULL && e->held && e->svc == svc) {
         e->held = false;
+        e->in_run = false;
         e->want_release = true;
         wait_round(st, now_ns() + st->timeout_ns + 100 * NS_PER_MS);
     }
@@ -773,9 +814,12 @@ static void store_ran(void *ctx, lsvc *svc, int result)
     if (st == NULL || svc == NULL)
         return;
     struct entry *e = enter(st, svc, false, &rc);
-    if (e != NULL && e->svc == svc && result == 0) {
-        e->success_ns = e->cluster_success_ns = now_ns();
-        e->success_news = true;
+    if (e != NULL && e->svc == svc) {
+        e->in_run = false;
+        if (result == 0) {
+            e->success_ns = e->cluster_success_ns = now_ns();
+            e->success_news = true;
+        }
     }
     leave(st);
 }

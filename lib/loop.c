@@ -11,6 +11,7 @@
 #include "config.h"
 #include "internal.h"
 
+#include <errno.h>
 #include <semaphore.h>
 
 /* One step of sleep toward due_ns; it may return early. */
@@ -377,8 +378,10 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
             }
             if (!begin_leased_run(svc, &sc, &run, &paused))
                 break;
-            if (paused)
+            if (paused) {
+                lsvc__lease_ran(svc, ECANCELED); /* put back, not made */
                 continue;
+            }
         }
         lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
         bool observed = lsvc__observing();

@@ -1287,6 +1287,40 @@ START_TEST(stop_and_destroy_give_the_leases_up)
 }
 END_TEST
 
+/* A paused holder stops asking for its lease: the store gives it up
+ * after the longer of two intervals and the time to live, for the other
+ * replicas; resumed, the service takes it again, with the next token. A
+ * run in progress keeps it however long it lasts. */
+START_TEST(a_paused_holder_gives_its_lease_up)
+{
+    PG_SETUP(t, false);
+    lsvc_pg_lease *l = pg_lease(t, 0.1); /* TTL 0.3 s */
+    struct fx *f = leased(l, "pausable", 0.02);
+    bool released;
+
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, 2, LIMIT));
+    struct row held = row_of(t, "pausable");
+    ck_assert(!held.free);
+    ck_assert_int_eq(lsvc_pause(f->svc), 0);
+    int64_t t0 = now_ns();
+    struct row w;
+    POLL_UNTIL(released, (w = row_of(t, "pausable"), given_up(&w)), LIMIT);
+    ck_assert_msg(released, "a paused holder kept its lease for %.1f s",
+                  seconds_since(t0));
+    ck_assert_msg(seconds_since(t0) < 1.5, "given up only after %.3f s",
+                  seconds_since(t0));
+    ck_assert_int_eq(w.token, held.token);
+    uint64_t runs = probe_runs(&f->p);
+    ck_assert_int_eq(lsvc_resume(f->svc), 0);
+    ck_assert(probe_wait_runs(&f->p, runs + 2, LIMIT));
+    w = row_of(t, "pausable");
+    ck_assert(!w.free);
+    ck_assert_int_eq(w.token, held.token + 1);
+    check_warnings(0);
+}
+END_TEST
+
 /* Two services of one name on one object, each in a group of its own:
  * while the first holds the lease, the second's acquire is EINVAL, which
  * skips its runs with one WARNING; once the first stops, the second
@@ -1353,6 +1387,7 @@ int main(void)
         a_row_of_another_holder_keeps_the_lease_until_it_expires,
         a_row_whose_session_ended_is_free_at_once,
         stop_and_destroy_give_the_leases_up,
+        a_paused_holder_gives_its_lease_up,
         two_services_of_one_name_on_one_object_never_both_hold, NULL});
     return run_suite(s);
 }
