@@ -54,8 +54,13 @@ struct lsvc__lease_item {
 
 #define LSVC__NO_GAP INT64_MAX
 
-/* What a driver does, always on the store's thread, with no lock held.
- * `why` takes a reason for the log when a call fails. */
+/* What a driver does, on the store's thread but for make_id. connect and
+ * exchange, which wait for the store, are called with no lock held;
+ * make_id, socket and disconnect, which do not, may be called with the
+ * store's mutex held, and none of them may call back into the store or
+ * into user code (lsvc_log is fine only without the mutex: connect,
+ * exchange, idle_input). `why` takes a reason for the log when a call
+ * fails. */
 struct lsvc__store_driver {
     /* The id of the lease of service `name`, malloc'd (NULL: no memory).
      * Any thread. */
