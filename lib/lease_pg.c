@@ -27,10 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#define NS_PER_SEC INT64_C(1000000000)
 #define MAX_TIMEOUT_SECONDS 3600.0
 #define REASON_MAX 256
 
@@ -156,13 +153,6 @@ struct lsvc_pg_lease {
     size_t order_cap;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
 
 /* Server notices would go to stderr by default; the library writes only
  * through its logger. */
@@ -190,7 +180,7 @@ static int wait_socket(PGconn *conn, short events, int64_t deadline_ns)
     if (fd < 0)
         return EBADF;
     for (;;) {
-        int64_t left = deadline_ns - now_ns();
+        int64_t left = deadline_ns - lsvc__store_now_ns();
         struct pollfd p = { .fd = fd, .events = events };
 
         if (left <= 0)
@@ -239,7 +229,7 @@ static PGconn *open_session(const struct lsvc_pg_lease *l, char *why,
         "dbname", "fallback_application_name", NULL,
     };
     const char *const values[] = { l->conninfo, "loopsvc-lease", NULL };
-    int64_t deadline = now_ns() + l->timeout_ns;
+    int64_t deadline = lsvc__store_now_ns() + l->timeout_ns;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     PGconn *conn = PQconnectStartParams(keys, values, 1);
 
@@ -293,7 +283,7 @@ static int query(struct lsvc_pg_lease *l, const char *sql, int nparams,
                  const char *const *params, PGresult **out, char *why,
                  size_t size)
 {
-    int64_t deadline = now_ns() + l->timeout_ns;
+    int64_t deadline = lsvc__store_now_ns() + l->timeout_ns;
     PGconn *conn = l->conn;
     PGresult *kept = NULL;
     int rc, flushed;
@@ -746,7 +736,7 @@ int64_t lsvc_pg_lease_key(const char *ns, const char *name)
 }
 
 /* Parses the conninfo as libpq will, so that a typo fails at create, in
- * the caller's hands, rather than as a WARNING on the service thread. */
+ * the caller's hands, rather than as a WARNING from the lease's thread. */
 static int check_conninfo(const char *conninfo)
 {
     char *err = NULL;

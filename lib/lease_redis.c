@@ -24,14 +24,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 #include <time.h>
-#include <unistd.h>
 
 #define MAX_TIMEOUT 3600.0
 #define DEFAULT_PORT 6379
@@ -304,41 +301,8 @@ static void reply_failure(char *why, size_t size, const redisReply *r)
 
 /* hiredis sends with write(), and a write to a peer that has gone raises
  * SIGPIPE in the writing thread, whose default action ends the process.
- * Service threads block it already, so there it only stays pending and
- * goes with the thread; on a thread that does not, it is blocked around
- * the I/O, and one the I/O raised is taken back before it is unblocked. */
-struct sigpipe_guard {
-    bool unblock;
-    bool was_pending;
-};
-
-static void sigpipe_block(struct sigpipe_guard *g)
-{
-    sigset_t set, old, pending;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    g->unblock = pthread_sigmask(SIG_BLOCK, &set, &old) == 0 &&
-                 !sigismember(&old, SIGPIPE);
-    g->was_pending = sigpending(&pending) == 0 &&
-                     sigismember(&pending, SIGPIPE) == 1;
-}
-
-static void sigpipe_restore(const struct sigpipe_guard *g)
-{
-    static const struct timespec zero = {0, 0};
-    sigset_t set, pending;
-
-    if (!g->unblock)
-        return;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    if (!g->was_pending && sigpending(&pending) == 0 &&
-        sigismember(&pending, SIGPIPE) == 1)
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-}
+ * Only the store's thread writes, and it blocks every signal: there the
+ * signal stays pending, harmless, and goes with the thread. */
 
 /* AUTH and CLIENT SETNAME, sent together: one round trip. */
 static int introduce(struct lsvc_redis_lease *l, char *why, size_t size)
@@ -394,7 +358,6 @@ static void redis_disconnect(void *drv)
 static int redis_connect(void *drv, char *why, size_t size)
 {
     struct lsvc_redis_lease *l = drv;
-    struct sigpipe_guard guard;
     int err, flags, rc = 0;
 
     errno = 0;
@@ -420,9 +383,7 @@ static int redis_connect(void *drv, char *why, size_t size)
     flags = fcntl(l->conn->fd, F_GETFD);
     if (flags >= 0)
         fcntl(l->conn->fd, F_SETFD, flags | FD_CLOEXEC);
-    sigpipe_block(&guard);
     rc = introduce(l, why, size);
-    sigpipe_restore(&guard);
     if (rc != 0) {
         redis_disconnect(l);
         return rc;
@@ -575,12 +536,9 @@ static int redis_exchange(void *drv, struct lsvc__lease_item *items,
     for (size_t i = 0; i < argc; i++)
         l->argvlen[i] = strlen(l->argv[i]);
 
-    struct sigpipe_guard guard;
-    sigpipe_block(&guard);
     errno = 0;
     redisReply *r = redisCommandArgv(l->conn, (int)argc, l->argv, l->argvlen);
     int err = errno;
-    sigpipe_restore(&guard);
     free(block);
     if (r == NULL) {
         io_failure(why, size, l->conn, err, l->timeout_s);

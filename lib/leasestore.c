@@ -123,12 +123,17 @@ struct lsvc__store {
     size_t items_cap;
 };
 
-static int64_t now_ns(void)
+int64_t lsvc__store_now_ns(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+static int64_t now_ns(void)
+{
+    return lsvc__store_now_ns();
 }
 
 void lsvc__one_line(char *out, size_t size, const char *text)
@@ -791,7 +796,9 @@ static int store_token(void *ctx, lsvc *svc, uint64_t *token)
     return rc;
 }
 
-static int store_deadline(void *ctx, lsvc *svc, int64_t *mono_ns)
+/* A time the lease keeps for svc: the deadline of its holding (0 for
+ * none), or the last success on any replica. */
+static int read_time(void *ctx, lsvc *svc, int64_t *mono_ns, bool deadline)
 {
     struct lsvc__store *st = ctx;
     int rc;
@@ -799,10 +806,17 @@ static int store_deadline(void *ctx, lsvc *svc, int64_t *mono_ns)
     if (st == NULL || svc == NULL || mono_ns == NULL)
         return EINVAL;
     struct entry *e = enter(st, svc, false, &rc);
-    if (e != NULL)
+    if (e != NULL && deadline)
         *mono_ns = e->held && e->svc == svc ? e->valid_until : 0;
+    else if (e != NULL)
+        *mono_ns = e->cluster_success_ns;
     leave(st);
     return rc;
+}
+
+static int store_deadline(void *ctx, lsvc *svc, int64_t *mono_ns)
+{
+    return read_time(ctx, svc, mono_ns, true);
 }
 
 /* A success here is news for the store, told with the next renewal. */
@@ -826,16 +840,7 @@ static void store_ran(void *ctx, lsvc *svc, int result)
 
 static int store_last_success(void *ctx, lsvc *svc, int64_t *mono_ns)
 {
-    struct lsvc__store *st = ctx;
-    int rc;
-
-    if (st == NULL || svc == NULL || mono_ns == NULL)
-        return EINVAL;
-    struct entry *e = enter(st, svc, false, &rc);
-    if (e != NULL)
-        *mono_ns = e->cluster_success_ns;
-    leave(st);
-    return rc;
+    return read_time(ctx, svc, mono_ns, false);
 }
 
 const lsvc_lease_ops lsvc__store_ops = {

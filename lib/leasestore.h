@@ -96,6 +96,9 @@ int lsvc__store_destroy(struct lsvc__store *st);
 /* The lease callbacks; ctx is the store. */
 extern const lsvc_lease_ops lsvc__store_ops;
 
+/* CLOCK_MONOTONIC, in ns. */
+int64_t lsvc__store_now_ns(void);
+
 /* A name for a lease object that no other has: the host and process, for
  * an operator who reads it, and 64 random bits. */
 void lsvc__store_name_holder(char *buf, size_t size);

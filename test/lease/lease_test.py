@@ -115,6 +115,17 @@ def log_time_ns(line):
     return int(stamp.timestamp() * 1e9) - WALL_MINUS_MONO
 
 
+def check_sink(backend, ns, runs, row=None):
+    """The sink of ns (its row or hash, or `row` when read already) holds
+    the last run's write and the highest token."""
+    last = max(runs, key=lambda r: r.start)
+    fence, replica, point = row or backend.sink(ns)
+    check(fence == max(r.token for r in runs) and
+          (replica, point) == (last.replica, last.point),
+          f"the sink holds token {fence} of replica {replica} at point "
+          f"{point}, not the last run's: {last}")
+
+
 class Run:
     """One run a replica recorded: its logical point and due time
     (CLOCK_MONOTONIC), its fencing token (0: none), its holding (the
@@ -223,7 +234,7 @@ def check_safe(runs, replicas=(), backend=None, ns=None):
     check_fence(runs)
     if backend is not None:
         check_tokens(runs, backend.RETAKE_KEEPS_TOKEN)
-        backend.check_sink(ns, runs)
+        check_sink(backend, ns, runs)
 
 
 def overlapping_pairs(runs):
@@ -807,15 +818,6 @@ class Pg:
         return {f[0]: [int(x) for x in f[1:]]
                 for f in (line.split("|") for line in out.splitlines() if line)}
 
-    def check_sink(self, ns, runs, row=None):
-        """The sink holds the last run's write and the highest token."""
-        last = max(runs, key=lambda r: r.start)
-        fence, replica, point = row or self.sink(ns)
-        check(fence == max(r.token for r in runs) and
-              (replica, point) == (last.replica, last.point),
-              f"the sink holds token {fence} of replica {replica} at point "
-              f"{point}, not the last run's: {last}")
-
     def kill_lease_connection(self, ns, holder):
         """Ends the session that holds the lease, by the pid of its row in
         loopsvc_lease; checks that the row names holder (its process, and
@@ -1026,15 +1028,6 @@ class Redis:
         """ns/i -> (fence, replica, point) of its sink hash."""
         return {key[len("lsvc-test:sink:"):]: self.sink(key[len("lsvc-test:sink:"):])
                 for key in self.conn.cmd("KEYS", f"lsvc-test:sink:{ns}/*")}
-
-    def check_sink(self, ns, runs, row=None):
-        """The sink holds the last run's write and the highest token."""
-        last = max(runs, key=lambda r: r.start)
-        fence, replica, point = row or self.sink(ns)
-        check(fence == max(r.token for r in runs) and
-              (replica, point) == (last.replica, last.point),
-              f"the sink holds token {fence} of replica {replica} at point "
-              f"{point}, not the last run's: {last}")
 
     def clients(self):
         out = []
@@ -1668,7 +1661,7 @@ def s7_paused_holder(t):
           f"holding it had lost: {stray[:3]}")
     rest = [r for r in runs if r is not slow]
     check_tokens(rest, b.RETAKE_KEEPS_TOKEN)
-    b.check_sink(ns, runs)
+    check_sink(b, ns, runs)
     pairs = overlapping_pairs(runs)
     check(pairs, "no run overlapped the stopped one: the fence was not tried")
     others = [p for p in pairs if not any(r is slow for r in p)]
@@ -1784,7 +1777,7 @@ def s8_many_services(t):
             check_points_once(runs)
             check_fence(runs)
             check_tokens(runs, b.RETAKE_KEEPS_TOKEN)
-            b.check_sink(sns, runs, sinks.get(sns))
+            check_sink(b, sns, runs, sinks.get(sns))
         except Failure as e:
             raise Failure(f"service {name}: {e}")
         first = min(runs, key=lambda r: r.start)

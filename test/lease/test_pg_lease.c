@@ -483,6 +483,18 @@ static struct row row_of(struct pgt *t, const char *name)
 /* Whether the row's holding was given up: no session, and an expiry
  * that is gone (NULL) or not in the future (a release may end the holding
  * at its own time, so that the next holder knows when it ended). */
+/* Starts f, waits for `runs` of its runs, and returns the row of its
+ * lease, `name`, which must be held. */
+static struct row start_holding(struct pgt *t, struct fx *f, const char *name,
+                                uint64_t runs)
+{
+    fx_start(f, 0);
+    ck_assert(probe_wait_runs(&f->p, runs, LIMIT));
+    struct row w = row_of(t, name);
+    ck_assert(w.exists && !w.free);
+    return w;
+}
+
 static bool given_up(const struct row *w)
 {
     return w->exists && w->pid == 0 && (w->free || w->left <= 0);
@@ -856,10 +868,7 @@ START_TEST(a_holder_runs_on_while_its_renewal_waits)
     struct fx *f = leased(l, "stuckrenewal", 0.01);
     bool waiting;
 
-    fx_start(f, 0);
-    ck_assert(probe_wait_runs(&f->p, 3, LIMIT));
-    struct row before = row_of(t, "stuckrenewal");
-    ck_assert(before.exists && !before.free);
+    struct row before = start_holding(t, f, "stuckrenewal", 3);
 
     /* The next renewal, at most a third of the TTL away, waits for this
      * lock until the lock is let go, well within the timeout. */
@@ -1119,10 +1128,7 @@ START_TEST(a_lost_session_is_noticed_between_round_trips)
     struct fx *f = leased(l, "quiet", 60);
     struct log_record r;
 
-    fx_start(f, 0);
-    ck_assert(probe_wait_runs(&f->p, 1, LIMIT));
-    struct row before = row_of(t, "quiet");
-    ck_assert(before.exists && !before.free);
+    struct row before = start_holding(t, f, "quiet", 1);
     size_t from = log_size();
     terminate(t, before.pid);
     int64_t killed = now_ns();
@@ -1240,10 +1246,7 @@ START_TEST(stop_and_destroy_give_the_leases_up)
     ck_assert_int_eq(lsvc_pg_lease_options(l, &opts), 0);
     opts.quiet_overruns = true;
     struct fx *f = recorded("stopper", 0.02, &opts);
-    fx_start(f, 0);
-    ck_assert(probe_wait_runs(&f->p, 2, LIMIT));
-    struct row held = row_of(t, "stopper");
-    ck_assert(!held.free);
+    struct row held = start_holding(t, f, "stopper", 2);
     fx_stop(f);
     /* The stop waited for the release. */
     struct row w = row_of(t, "stopper");
@@ -1289,8 +1292,7 @@ END_TEST
 
 /* A paused holder stops asking for its lease: the store gives it up
  * after the longer of two intervals and the time to live, for the other
- * replicas; resumed, the service takes it again, with the next token. A
- * run in progress keeps it however long it lasts. */
+ * replicas; resumed, the service takes it again, with the next token. */
 START_TEST(a_paused_holder_gives_its_lease_up)
 {
     PG_SETUP(t, false);
@@ -1298,10 +1300,7 @@ START_TEST(a_paused_holder_gives_its_lease_up)
     struct fx *f = leased(l, "pausable", 0.02);
     bool released;
 
-    fx_start(f, 0);
-    ck_assert(probe_wait_runs(&f->p, 2, LIMIT));
-    struct row held = row_of(t, "pausable");
-    ck_assert(!held.free);
+    struct row held = start_holding(t, f, "pausable", 2);
     ck_assert_int_eq(lsvc_pause(f->svc), 0);
     int64_t t0 = now_ns();
     struct row w;
