@@ -236,9 +236,12 @@ typedef struct lsvc_options {
      * pthread_attr_setaffinity_np: ENOTSUP at create where it is missing. */
     uint64_t cpu_mask;
     /* Timer slack of the thread in ns (Linux PR_SET_TIMERSLACK): how late
-     * the kernel may wake it to batch wake-ups. 0 = automatic:
-     * interval / 1000 (0.1 %), at least 1 ns and at most the slack the
-     * thread inherits (50 us by default). Ignored where unsupported. */
+     * the kernel may wake it to batch wake-ups. 0 = automatic, and it
+     * follows how often the process's other services wake: the larger
+     * of interval / 1000 (0.1 %) and S * R / 100000, where R is their
+     * wake-ups per second and S the slack the thread inherits (50 us by
+     * default); at least 1 ns and at most S. Looked at again before each
+     * sleep. Ignored where unsupported. */
     long timer_slack_ns;
     /* A lease, or NULL for none: then every due run runs here. With one,
      * a run whose lease is not held is skipped (counted in

@@ -507,10 +507,25 @@ LSVC_HIDDEN int lsvc__thread_attr(pthread_attr_t *attr,
                                   const lsvc_options *opts);
 LSVC_HIDDEN int lsvc__check_thread_options(const lsvc_options *opts);
 LSVC_HIDDEN void lsvc__thread_name(const char *name);
-LSVC_HIDDEN void lsvc__thread_slack(long slack_ns, int64_t interval_ns);
 LSVC_HIDDEN int lsvc__timed_join(pthread_t thread, int64_t deadline_ns);
 LSVC_HIDDEN bool lsvc__is_fault_signal(int sig);
 LSVC_HIDDEN bool lsvc__is_usable_signal(int sig);
+
+/* slack.c: the service thread's timer slack, which follows the rate at
+ * which the process's services wake. Only the thread itself uses its
+ * lsvc_slack. */
+struct lsvc_slack {
+    long fixed_ns;       /* opts.timer_slack_ns; 0 = automatic */
+    long cap_ns;         /* the slack the thread inherited */
+    long applied_ns;     /* the slack set, or -1 */
+    int64_t interval_ns; /* the interval its rate is counted at */
+    int64_t rate;        /* its share of the process's rate */
+};
+
+LSVC_HIDDEN void lsvc__slack_join(struct lsvc_slack *s, long fixed_ns,
+                                  int64_t interval_ns);
+LSVC_HIDDEN void lsvc__slack_follow(struct lsvc_slack *s, int64_t interval_ns);
+LSVC_HIDDEN void lsvc__slack_leave(struct lsvc_slack *s);
 
 /* log.c: the one sink of the library. */
 LSVC_HIDDEN bool lsvc__log_enabled(int level);

@@ -356,7 +356,8 @@ static void observe_end(lsvc_run_event *ev, int64_t run_ns, int rc)
 }
 
 /* Runs until stopped or until `wanted` runs (0 = no limit) are done. */
-static uint64_t run_loop(lsvc *svc, uint64_t wanted)
+static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
+                         uint64_t wanted)
 {
     sleep_step_fn *sleep_step =
         svc->opts.precise ? sleep_precise : sleep_wakeable;
@@ -365,7 +366,10 @@ static uint64_t run_loop(lsvc *svc, uint64_t wanted)
     uint64_t done = 0;
 
     lsvc__sched_init(svc, &sc, lsvc__now_ns());
-    while (wait_for_run(svc, &sc, &run, sleep_step)) {
+    for (;;) {
+        lsvc__slack_follow(slack, atomic_load(&svc->interval_ns));
+        if (!wait_for_run(svc, &sc, &run, sleep_step))
+            break;
         if (svc->opts.lease != NULL) {
             bool paused;
 
@@ -424,11 +428,13 @@ void *lsvc__service_main(void *arg)
 {
     lsvc *svc = arg;
     const lsvc_class *cls = svc->cls;
+    struct lsvc_slack slack;
     uint64_t wanted, done = 0;
     int rc = 0;
 
     lsvc__thread_name(svc->name);
-    lsvc__thread_slack(svc->opts.timer_slack_ns, svc->interval_ns);
+    lsvc__slack_join(&slack, svc->opts.timer_slack_ns,
+                     atomic_load(&svc->interval_ns));
     lsvc__ratelimit_init(&svc->overrun_rl, LSVC_OVERRUN_WARN_PERIOD_NS);
     lsvc__ratelimit_init(&svc->lease_rl, LSVC_LEASE_WARN_PERIOD_NS);
     /* Posts of stops that came after the last thread stopped sleeping
@@ -463,7 +469,7 @@ void *lsvc__service_main(void *arg)
             lsvc__log(LSVC_LOG_INFO, svc->logger,
                       "%s started: runs every %g s.", svc->name,
                       (double)svc->interval_ns / 1e9);
-        done = run_loop(svc, wanted);
+        done = run_loop(svc, &slack, wanted);
         lsvc__lease_release(svc);
         if (cls->on_stop != NULL)
             cls->on_stop(svc, svc->arg);
@@ -471,6 +477,7 @@ void *lsvc__service_main(void *arg)
                   svc->name, (unsigned long long)done);
     }
 
+    lsvc__slack_leave(&slack);
     /* The last touch of svc: once FINISHED is seen, it may be joined and
      * freed. */
     lsvc__lock(&svc->lock);

@@ -1,7 +1,7 @@
 /*
  * Making library threads: with every asynchronous signal blocked, with
  * the scheduling knobs that are GNU or Linux extensions (thread names,
- * CPU affinity, timer slack), and joined with a deadline where the C
+ * CPU affinity), and joined with a deadline where the C
  * library can (pthread_clockjoin_np); and telling threads apart by a
  * token that is never reused. Each extension is compiled only where the
  * build found it.
@@ -16,9 +16,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#if HAVE_PR_SET_TIMERSLACK
-#include <sys/prctl.h>
-#endif
 
 #define LSVC_THREAD_NAME_MAX 15 /* Linux's limit, without the NUL */
 
@@ -151,29 +148,6 @@ void lsvc__thread_name(const char *name)
     pthread_setname_np(pthread_self(), short_name);
 #else
     (void)name;
-#endif
-}
-
-void lsvc__thread_slack(long slack_ns, int64_t interval_ns)
-{
-#if HAVE_PR_SET_TIMERSLACK
-    if (slack_ns == 0) {
-        /* A wake-up may be late by the slack, and sleeping calls pay it
-         * while a timerfd does not. 0.1 % of the interval keeps short
-         * intervals near the kernel's limit, and still lets the kernel
-         * batch the wake-ups of many services (measured in the bench's
-         * scale; the system's 50 us applies from 50 ms intervals up). */
-        long inherited = (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
-        int64_t auto_ns = interval_ns / 1000;
-
-        slack_ns = auto_ns < 1 ? 1 : (long)auto_ns;
-        if (inherited > 0 && slack_ns > inherited)
-            slack_ns = inherited;
-    }
-    prctl(PR_SET_TIMERSLACK, (unsigned long)slack_ns, 0, 0, 0);
-#else
-    (void)slack_ns;
-    (void)interval_ns;
 #endif
 }
 

@@ -278,6 +278,31 @@ START_TEST(test_default_stack_size_is_the_systems)
 }
 END_TEST
 
+START_TEST(test_automatic_timer_slack_follows_the_services_rate)
+{
+    enum { BUSY = 20 };
+    static const char *const names[BUSY] = {
+        "B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9",
+        "B10", "B11", "B12", "B13", "B14", "B15", "B16", "B17", "B18", "B19"};
+    long inherited = (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    long own = inherited < 10000 ? inherited : 10000; /* 0.1 % of 10 ms */
+    lsvc_options later = {.initial_delay = 3600};
+    struct fx *busy[BUSY];
+
+    /* 20 services of 100 us: 200,000 wake-ups a second between them once
+     * they run (they do not here), past the rate at which every service
+     * gets the inherited slack. */
+    for (int i = 0; i < BUSY; i++) {
+        busy[i] = fx_new(names[i], 1e-4, &later);
+        fx_start(busy[i], 0);
+    }
+    ck_assert_int_eq(seen_by("Crowded", 0.01, NULL).slack, inherited);
+    for (int i = 0; i < BUSY; i++)
+        fx_end(busy[i]);
+    ck_assert_int_eq(seen_by("Alone", 0.01, NULL).slack, own);
+}
+END_TEST
+
 START_TEST(test_timer_slack_is_applied)
 {
     lsvc_options o = {.timer_slack_ns = 12345};
@@ -316,6 +341,7 @@ int main(void)
         test_stack_size_is_applied,
         test_default_stack_size_is_the_systems,
         test_timer_slack_is_applied,
-        test_automatic_timer_slack_follows_interval, NULL});
+        test_automatic_timer_slack_follows_interval,
+        test_automatic_timer_slack_follows_the_services_rate, NULL});
     return run_suite(s);
 }
