@@ -353,7 +353,11 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     svc->stop_deadline_ns = LSVC_FOREVER;
     svc->loops_wanted = loops;
     lsvc__control_reset(svc);
-    svc->start_result = &result;
+    /* Without on_start nothing can fail once the thread exists, and
+     * nothing is worth a wait: thousands of services start without a
+     * hand-off each. */
+    bool await = svc->cls->on_start != NULL;
+    svc->start_result = await ? &result : NULL;
     svc->started_never = atomic_load(&svc->interval_ns) == LSVC_FOREVER;
     rc = lsvc__spawn(&svc->thread, &attr, lsvc__service_main, svc);
     if (rc == 0) {
@@ -368,7 +372,9 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
     pthread_attr_destroy(&attr);
     if (must_reap)
         pthread_join(reap, NULL);
-    return rc != 0 ? rc : await_on_start(svc, generation, &result);
+    if (rc != 0 || !await)
+        return rc;
+    return await_on_start(svc, generation, &result);
 }
 
 /* Returns the generation of the service's current or last thread; 0 when
@@ -376,17 +382,22 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
 uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
 {
     uint64_t generation;
+    bool running;
 
     lsvc__lock(&svc->lock);
-    if (svc->state == LSVC_THREAD_RUNNING) {
+    running = svc->state == LSVC_THREAD_RUNNING;
+    if (running) {
         svc->stop_requested = true;
         if (deadline_ns < svc->stop_deadline_ns)
             svc->stop_deadline_ns = deadline_ns;
         pthread_cond_broadcast(&svc->cond);
-        sem_post(&svc->wake);
     }
     generation = svc->generation;
     lsvc__unlock(&svc->lock);
+    /* After the unlock, so that the thread does not wake to a lock still
+     * held; a post its thread never takes is drained at the next start. */
+    if (running)
+        sem_post(&svc->wake);
     return generation;
 }
 
