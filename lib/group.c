@@ -29,6 +29,10 @@ struct lsvc_group {
     struct lsvc_lock lock;
     struct lsvc_member *members;
     size_t count, cap;
+    /* The members by name, so that adding thousands is not quadratic:
+     * open addressing over 2 * cap slots, each a member's index + 1, or
+     * 0 for none. */
+    size_t *by_name;
     sigset_t signals;         /* the stop signals */
     struct wake_on_signal *wakes; /* signals that wake a service */
     size_t nwakes;
@@ -122,16 +126,48 @@ int lsvc_group_create(lsvc_group **out)
 }
 
 /* Room for twice as many services. Group lock held. */
+/* FNV-1a. */
+static size_t name_hash(const char *name)
+{
+    size_t h = (size_t)2166136261u;
+
+    for (; *name != '\0'; name++)
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    return h;
+}
+
+/* The slot of `name` in by_name: its member's, or the empty one where it
+ * would go. Group lock held. */
+static size_t *name_slot(const lsvc_group *g, const char *name)
+{
+    size_t mask = 2 * g->cap - 1;
+    size_t i = name_hash(name) & mask;
+
+    while (g->by_name[i] != 0 &&
+           strcmp(lsvc_name(g->members[g->by_name[i] - 1].svc), name) != 0)
+        i = (i + 1) & mask;
+    return &g->by_name[i];
+}
+
 static int grow(lsvc_group *g)
 {
     size_t cap = g->cap ? 2 * g->cap : 8;
 
     lsvc__assert_held(&g->lock);
-    struct lsvc_member *members = realloc(g->members, cap * sizeof *members);
-    if (members == NULL)
+    size_t *by_name = calloc(2 * cap, sizeof *by_name);
+    if (by_name == NULL)
         return ENOMEM;
+    struct lsvc_member *members = realloc(g->members, cap * sizeof *members);
+    if (members == NULL) {
+        free(by_name);
+        return ENOMEM;
+    }
+    free(g->by_name);
     g->members = members;
+    g->by_name = by_name;
     g->cap = cap;
+    for (size_t i = 0; i < g->count; i++)
+        *name_slot(g, lsvc_name(members[i].svc)) = i + 1;
     return 0;
 }
 
@@ -144,15 +180,16 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
     lsvc__lock(&g->lock);
     if (g->state != GROUP_IDLE)
         rc = EBUSY;
-    for (size_t i = 0; rc == 0 && i < g->count; i++)
-        if (strcmp(lsvc_name(g->members[i].svc), lsvc_name(svc)) == 0)
-            rc = g->members[i].svc == svc ? EBUSY : EEXIST;
     if (rc == 0 && g->count == g->cap)
         rc = grow(g);
+    size_t *slot = rc == 0 ? name_slot(g, lsvc_name(svc)) : NULL;
+    if (slot != NULL && *slot != 0)
+        rc = g->members[*slot - 1].svc == svc ? EBUSY : EEXIST;
     if (rc == 0)
         rc = lsvc__group_join(svc, g);
     if (rc == 0) {
-        g->members[g->count++] = (struct lsvc_member){ .svc = svc };
+        g->members[g->count] = (struct lsvc_member){ .svc = svc };
+        *slot = ++g->count;
         lsvc__set_health_limits(svc, &g->health);
     }
     lsvc__unlock(&g->lock);
@@ -941,6 +978,7 @@ int lsvc_group_destroy(lsvc_group *g)
     lsvc__unlock(&g->lock);
     pthread_mutex_destroy(&g->lock.mutex);
     free(g->members);
+    free(g->by_name);
     free(g->wakes);
     free(g->control_path);
     free(g);
