@@ -10,6 +10,7 @@
 #ifndef LOOPSVC_INTERNAL_H
 #define LOOPSVC_INTERNAL_H
 
+#include "config.h" /* the layout of struct lsvc depends on it */
 #include "loopsvc.h"
 
 #include <assert.h>
@@ -162,6 +163,27 @@ struct lsvc_health_view {
 /* NULL when healthy, else "stuck", "failing", "stale" or "orphaned". */
 LSVC_HIDDEN const char *lsvc__health(const struct lsvc_health_view *v);
 
+/* wakeup.c: what a sleeping service thread waits on, where the system
+ * offers a futex or sem_clockwait (LSVC_HAVE_WAKEUP); elsewhere loop.c
+ * sleeps on the service's condvar, and posts go unread until drained. */
+#define LSVC_HAVE_WAKEUP (HAVE_LINUX_FUTEX || HAVE_SEM_CLOCKWAIT)
+struct lsvc_wakeup {
+#if HAVE_LINUX_FUTEX
+    _Atomic uint32_t word; /* 1: posted */
+#else
+    sem_t sem;
+#endif
+};
+
+LSVC_HIDDEN int lsvc__wakeup_init(struct lsvc_wakeup *w);
+LSVC_HIDDEN void lsvc__wakeup_destroy(struct lsvc_wakeup *w);
+LSVC_HIDDEN void lsvc__wakeup_post(struct lsvc_wakeup *w);
+/* Forgets a post nobody waited for. */
+LSVC_HIDDEN void lsvc__wakeup_drain(struct lsvc_wakeup *w);
+/* Returns when posted (taking the post), at due_ns on CLOCK_MONOTONIC,
+ * or on a signal. Only where LSVC_HAVE_WAKEUP. */
+LSVC_HIDDEN void lsvc__wakeup_wait(struct lsvc_wakeup *w, int64_t due_ns);
+
 /* What on_start returned, for the lsvc_start that waits for it. */
 struct lsvc_start_result {
     bool done;
@@ -188,9 +210,10 @@ struct lsvc {
     _Atomic int64_t interval_ns;
     _Atomic int64_t code_interval_ns;
 
-    /* Posted when a stop is requested: what a service sleeps on where
-     * sem_clockwait exists (loop.c says why). Needs no lock. */
-    sem_t wake;
+    /* Posted when a stop is requested, and by a change that must wake
+     * the sleeping thread: what it sleeps on, where the system has one
+     * (wakeup.c). Needs no lock. */
+    struct lsvc_wakeup wake;
 
     /* Protects the fields from here to health; the cond waits on it.
      * Only service.c, loop.c and stats.c take it. */

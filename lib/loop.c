@@ -12,25 +12,23 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <semaphore.h>
 
 /* One step of sleep toward due_ns; it may return early. */
 typedef void sleep_step_fn(lsvc *svc, int64_t now_ns, int64_t due_ns);
 
-/* Default sleep: a wait that a stop request ends at once. On glibc a
- * condvar wait re-takes its mutex as contended, so every timed-out wait
- * pays a second futex call on unlock (about 1.5x the CPU of a plain sleep
- * per wake, measured); a semaphore wait costs one. The condvar, which the
- * stop also broadcasts, serves where sem_clockwait is missing. Either
- * returns when woken, at due_ns, or on a signal: the caller looks at the
- * clock and the stop flag again in every case. */
+/* Default sleep: a wait that a stop request ends at once. It is the
+ * service's wake-up (wakeup.c): one system call per wake, where a
+ * condvar wait on glibc re-takes its mutex as contended and pays a
+ * second futex call on unlock (about 1.5x the CPU of a plain sleep per
+ * wake, measured). The condvar, which the stop also broadcasts, serves
+ * where the system has neither a futex nor sem_clockwait. Either returns
+ * when woken, at due_ns, or on a signal: the caller looks at the clock
+ * and the stop flag again in every case. */
 static void sleep_wakeable(lsvc *svc, int64_t now_ns, int64_t due_ns)
 {
     (void)now_ns;
-#if HAVE_SEM_CLOCKWAIT
-    const struct timespec ts = lsvc__timespec(due_ns);
-
-    sem_clockwait(&svc->wake, CLOCK_MONOTONIC, &ts);
+#if LSVC_HAVE_WAKEUP
+    lsvc__wakeup_wait(&svc->wake, due_ns);
 #else
     const struct timespec ts = lsvc__timespec(due_ns);
 
@@ -57,7 +55,7 @@ static void sleep_precise(lsvc *svc, int64_t now_ns, int64_t due_ns)
  * (control.c), and with `changed` wakes the service thread to look at it
  * again. Only a thread that sleeps, or is about to, is woken, so that a
  * storm of requests during a run leaves no pile of posts behind; and the
- * semaphore is posted after the unlock, so that the thread does not wake
+ * wake-up is posted after the unlock, so that the thread does not wake
  * to a lock still held. A precise sleep is never woken: it looks again
  * after its step, within 100 ms. */
 void lsvc__unlock_kick(lsvc *svc, bool changed)
@@ -66,10 +64,10 @@ void lsvc__unlock_kick(lsvc *svc, bool changed)
 
     if (kick)
         svc->sleeping = false;
-#if HAVE_SEM_CLOCKWAIT
+#if LSVC_HAVE_WAKEUP
     lsvc__unlock(&svc->lock);
     if (kick)
-        sem_post(&svc->wake);
+        lsvc__wakeup_post(&svc->wake);
 #else
     if (kick)
         pthread_cond_broadcast(&svc->cond);
@@ -173,7 +171,7 @@ static void begin_run(lsvc *svc, const struct run *run)
 /* Sleeps until a run is due and returns true with it claimed, or returns
  * false as soon as a stop is requested. The flags are read under the lock
  * their writers take; a change made after that read still ends the sleep
- * step that follows: the semaphore keeps its post, the condvar wait
+ * step that follows: the wake-up keeps its post, the condvar wait
  * re-reads `sleeping` under the lock, and a precise step is at most
  * 100 ms. A point on the wall clock is looked at again every second. */
 static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
@@ -439,8 +437,7 @@ void *lsvc__service_main(void *arg)
     lsvc__ratelimit_init(&svc->lease_rl, LSVC_LEASE_WARN_PERIOD_NS);
     /* Posts of stops that came after the last thread stopped sleeping
      * would only cost spurious wake-ups; the stop flag is what counts. */
-    while (sem_trywait(&svc->wake) == 0)
-        ;
+    lsvc__wakeup_drain(&svc->wake);
     lsvc__lock(&svc->lock);
     wanted = svc->loops_wanted;
     lsvc__unlock(&svc->lock);

@@ -71,8 +71,7 @@ static int init_sync(lsvc *svc)
         pthread_cond_destroy(&svc->cond);
         return rc;
     }
-    if (sem_init(&svc->wake, 0, 0) != 0) {
-        rc = errno;
+    if ((rc = lsvc__wakeup_init(&svc->wake)) != 0) {
         pthread_mutex_destroy(&svc->lock.mutex);
         pthread_cond_destroy(&svc->cond);
     }
@@ -397,7 +396,7 @@ uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
     /* After the unlock, so that the thread does not wake to a lock still
      * held; a post its thread never takes is drained at the next start. */
     if (running)
-        sem_post(&svc->wake);
+        lsvc__wakeup_post(&svc->wake);
     return generation;
 }
 
@@ -566,7 +565,7 @@ int lsvc_destroy(lsvc *svc)
     if (must_reap)
         pthread_join(thread, NULL);
 
-    sem_destroy(&svc->wake);
+    lsvc__wakeup_destroy(&svc->wake);
     pthread_cond_destroy(&svc->cond);
     pthread_mutex_destroy(&svc->lock.mutex);
     free(svc->env_enabled);
