@@ -239,8 +239,9 @@ struct lsvc {
     int64_t resumed_ns;       /* when a pause ended; 0 = no resume to
                                * apply */
     uint64_t run_token;       /* the run's token, with run_has_token */
-    int64_t due_ns;           /* scheduled start of the current run; 0 =
-                               * none yet */
+    /* Scheduled start of the current run; 0 = none yet. Written under
+     * the lock by the service thread, read by any without it. */
+    _Atomic int64_t due_ns;
     int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */
