@@ -381,22 +381,19 @@ int lsvc__start(lsvc *svc, uint64_t loops, bool by_group)
 uint64_t lsvc__request_stop(lsvc *svc, int64_t deadline_ns)
 {
     uint64_t generation;
-    bool running;
 
     lsvc__lock(&svc->lock);
-    running = svc->state == LSVC_THREAD_RUNNING;
-    if (running) {
+    if (svc->state == LSVC_THREAD_RUNNING) {
         svc->stop_requested = true;
         if (deadline_ns < svc->stop_deadline_ns)
             svc->stop_deadline_ns = deadline_ns;
         pthread_cond_broadcast(&svc->cond);
+        /* Under the lock: once a stopper has unlocked, the service may
+         * end, be joined and be destroyed by another thread. */
+        lsvc__wakeup_post(&svc->wake);
     }
     generation = svc->generation;
     lsvc__unlock(&svc->lock);
-    /* After the unlock, so that the thread does not wake to a lock still
-     * held; a post its thread never takes is drained at the next start. */
-    if (running)
-        lsvc__wakeup_post(&svc->wake);
     return generation;
 }
 

@@ -2,8 +2,8 @@
  * The wake-up a sleeping service thread waits on: a post that ends its
  * sleep to an absolute CLOCK_MONOTONIC time at once.
  *
- * On 64-bit Linux it is a futex word: one system call per sleep, and a
- * post costs a system call only when it turns the word from 0 to 1. The
+ * On 64-bit Linux it is a futex word: one system call per sleep, and one
+ * per post. The
  * C library's semaphore does the same work with more around it (a waiter
  * count, cancellation points), which costs about 0.4 us more CPU per wake
  * with a thousand services (measured). Elsewhere it is that semaphore,
@@ -40,10 +40,12 @@ void lsvc__wakeup_destroy(struct lsvc_wakeup *w)
 
 void lsvc__wakeup_post(struct lsvc_wakeup *w)
 {
-    /* A waiter sleeps only while the word is 0: from 1 there is nobody
-     * to wake. */
-    if (atomic_exchange(&w->word, 1) == 0)
-        syscall(SYS_futex, &w->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    /* Every post wakes, as sem_post does with a waiter: one that left
+     * the waking to an earlier poster would wait for that poster to get
+     * the CPU back. Posts are rare (a stop, or a change to a sleeping
+     * service). */
+    atomic_store(&w->word, 1);
+    syscall(SYS_futex, &w->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
