@@ -124,9 +124,9 @@ struct lsvc_ratelimit {
 
 /* histogram.c: one histogram; only the service thread writes it. */
 struct lsvc_hist {
-    /* The sum first: with it, the first seven buckets (up to 50 us) share
-     * one cache line, so most runs' observations touch one line. */
-    _Alignas(64) _Atomic uint64_t sum_ns;
+    /* The sum first: next to it, the first buckets (up to 50 us), where
+     * most runs' observations land, often share its cache line. */
+    _Atomic uint64_t sum_ns;
     _Atomic uint64_t buckets[LSVC_HISTOGRAM_BUCKETS];
 };
 LSVC_HIDDEN void lsvc__hist_observe(struct lsvc_hist *h, int64_t ns);
@@ -216,11 +216,12 @@ struct lsvc {
     struct lsvc_wakeup wake;
 
     /* Protects the fields from here to health; the cond waits on it.
-     * Only service.c, loop.c and stats.c take it. */
+     * Only service.c, loop.c, control.c and stats.c take it. */
     struct lsvc_lock lock;
     bool stop_requested;
-    /* What other threads ask of the schedule (control.c), and what the
-     * service thread tells them; reset at each start. */
+    /* From here to progress_ns: what other threads ask of the schedule
+     * (control.c), and what the service thread tells them; the asks are
+     * reset at each start, the rest kept across starts. */
     bool has_next;            /* lsvc_next_run_in: next_ns replaces the
                                * next due point */
     bool rescheduled;         /* lsvc_set_loop_seconds between runs */
@@ -251,6 +252,8 @@ struct lsvc {
     int64_t progress_ns;      /* the last sign of progress (health.c) */
     lsvc_run_info info;
     lsvc_stats stats;
+    /* Set by lsvc_create and never changed, read at every run. */
+    lsvc_options opts;
     /* Less often: */
     enum lsvc_thread_state state;
     bool joining;             /* a waiter is in a timed join of `thread` */
@@ -277,7 +280,6 @@ struct lsvc {
     struct lsvc_hist hist[2]; /* by lsvc_histogram_kind */
 
     /* Set by lsvc_create and never changed: read without the lock. */
-    lsvc_options opts;
     char *name;
     char *logger;         /* "loopsvc." + name in lower case */
     char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
