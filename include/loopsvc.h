@@ -240,7 +240,8 @@ typedef struct lsvc_options {
      * follows how often the process's other services wake: the larger
      * of interval / 1000 (0.1 %) and S * R / 100000, where R is their
      * wake-ups per second and S the slack the thread inherits (50 us by
-     * default); at least 1 ns and at most S. Looked at again before each
+     * default); at least 1 ns and at most S. A paused service, or one
+     * waiting to be woken, adds nothing to R. Looked at again before each
      * sleep. Ignored where unsupported. */
     long timer_slack_ns;
     /* A lease, or NULL for none: then every due run runs here. With one,

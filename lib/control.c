@@ -163,8 +163,7 @@ static int pause_service(lsvc *svc, bool wait)
         return 0;
     svc->paused = true;
     svc->resumed_ns = 0;
-    /* Ends an lsvc_sleep. The sleeping service itself needs no wake-up:
-     * it finds the pause when it wakes for its next run. */
+    /* Ends an lsvc_sleep. */
     pthread_cond_broadcast(&svc->cond);
     generation = svc->generation;
     svc->pausers++;
@@ -178,7 +177,10 @@ static int pause_service(lsvc *svc, bool wait)
         lsvc__cond_timedwait(&svc->cond, &svc->lock, &ts);
     }
     svc->pausers--;
-    lsvc__unlock(&svc->lock);
+    /* A sleeping service wakes once, to sleep again until the resume: a
+     * paused one is due at no time (lsvc_healthy, the control socket) and
+     * wakes no timer (its timer slack's share of the process's rate). */
+    lsvc__unlock_kick(svc, true);
     return rc;
 }
 

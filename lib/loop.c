@@ -175,7 +175,7 @@ static void begin_run(lsvc *svc, const struct run *run)
  * re-reads `sleeping` under the lock, and a precise step is at most
  * 100 ms. A point on the wall clock is looked at again every second. */
 static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
-                         sleep_step_fn *sleep_step)
+                         struct lsvc_slack *slack, sleep_step_fn *sleep_step)
 {
     for (;;) {
         lsvc__lock(&svc->lock);
@@ -210,9 +210,15 @@ static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
             svc->next_due_ns = LSVC_FOREVER;
         }
         svc->sleeping = !stop && !svc->opts.precise;
+        /* A service paused, or waiting to be woken, wakes nobody's
+         * timer: it counts for nothing in the process's rate. */
+        int64_t rate_interval = svc->next_due_ns == LSVC_FOREVER
+                                    ? LSVC_FOREVER
+                                    : atomic_load(&svc->interval_ns);
         lsvc__unlock(&svc->lock);
         if (stop)
             return false;
+        lsvc__slack_follow(slack, rate_interval);
         sleep_step(svc, now, until);
     }
 }
@@ -365,8 +371,7 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
 
     lsvc__sched_init(svc, &sc, lsvc__now_ns());
     for (;;) {
-        lsvc__slack_follow(slack, atomic_load(&svc->interval_ns));
-        if (!wait_for_run(svc, &sc, &run, sleep_step))
+        if (!wait_for_run(svc, &sc, &run, slack, sleep_step))
             break;
         if (svc->opts.lease != NULL) {
             bool paused;

@@ -8,16 +8,20 @@
  * which the process's services wake: 0.1 % of the interval while that
  * rate is low, growing with it, and the slack the thread inherited (the
  * system's 50 us) from LSVC_SLACK_FULL_RATE wakes per second up. Each
- * service thread adds its rate to one process-wide sum while it runs and
- * looks at the sum again before every sleep; a change costs one prctl.
+ * service thread adds its rate to one process-wide sum while it runs
+ * (none while paused or waiting to be woken) and looks at the sum again
+ * before every sleep; a change costs one prctl.
  */
 #define _GNU_SOURCE /* only takes effect for the extensions config.h found */
 #include "config.h"
 #include "internal.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #if HAVE_PR_SET_TIMERSLACK
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 /* Wake-ups per second of all services at which every automatic slack is
@@ -54,7 +58,9 @@ static long auto_slack(int64_t interval_ns, int64_t rate, long cap)
 
     if (ns < 1)
         ns = 1;
-    return cap > 0 && ns > cap ? cap : (long)ns;
+    if (cap > 0 && ns > cap)
+        ns = cap;
+    return ns > LONG_MAX ? LONG_MAX : (long)ns;
 }
 
 void lsvc__slack_join(struct lsvc_slack *s, long fixed_ns, int64_t interval_ns)
@@ -65,8 +71,10 @@ void lsvc__slack_join(struct lsvc_slack *s, long fixed_ns, int64_t interval_ns)
     s->applied_ns = -1;
     s->cap_ns = 0;
 #if HAVE_PR_SET_TIMERSLACK
+    /* The system call returns a long; the C library's prctl() an int,
+     * which a slack of 2^31 ns or more would not fit. */
     if (fixed_ns == 0)
-        s->cap_ns = (long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+        s->cap_ns = syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0);
 #endif
     atomic_fetch_add_explicit(&process_rate, s->rate, memory_order_relaxed);
     lsvc__slack_follow(s, interval_ns);

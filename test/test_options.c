@@ -297,6 +297,14 @@ START_TEST(test_automatic_timer_slack_follows_the_services_rate)
         fx_start(busy[i], 0);
     }
     ck_assert_int_eq(seen_by("Crowded", 0.01, NULL).slack, inherited);
+    /* Paused, they wake no timer and count for nothing, once each has
+     * looked at its pause: a few probes at most. */
+    for (int i = 0; i < BUSY; i++)
+        ck_assert_int_eq(lsvc_pause(busy[i]->svc), 0);
+    long seen = inherited;
+    for (int probe = 0; probe < 100 && seen != own; probe++)
+        seen = seen_by("Quiet", 0.01, NULL).slack;
+    ck_assert_int_eq(seen, own);
     for (int i = 0; i < BUSY; i++)
         fx_end(busy[i]);
     ck_assert_int_eq(seen_by("Alone", 0.01, NULL).slack, own);
