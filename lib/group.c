@@ -180,11 +180,14 @@ int lsvc_group_add(lsvc_group *g, lsvc *svc)
     lsvc__lock(&g->lock);
     if (g->state != GROUP_IDLE)
         rc = EBUSY;
-    if (rc == 0 && g->count == g->cap)
-        rc = grow(g);
-    size_t *slot = rc == 0 ? name_slot(g, lsvc_name(svc)) : NULL;
+    /* The name is looked up before any growth: a refused add changes
+     * nothing and needs no memory. */
+    size_t *slot = rc == 0 && g->cap > 0 ? name_slot(g, lsvc_name(svc))
+                                          : NULL;
     if (slot != NULL && *slot != 0)
         rc = g->members[*slot - 1].svc == svc ? EBUSY : EEXIST;
+    if (rc == 0 && g->count == g->cap && (rc = grow(g)) == 0)
+        slot = name_slot(g, lsvc_name(svc));
     if (rc == 0)
         rc = lsvc__group_join(svc, g);
     if (rc == 0) {
