@@ -65,6 +65,8 @@ static int run_threads(const struct block_spec *spec, struct lane *lanes,
             break;
     }
     info->start_ns = now_ns() - t0;
+    if (spec->started != NULL)
+        latch_add(spec->started);
     if (rc != 0)
         fprintf(stderr, "loopsvc-bench: starting thread %zu of %zu failed: %s\n",
                 started + 1, k, strerror(rc));

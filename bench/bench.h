@@ -74,6 +74,9 @@ struct block_spec {
     int prio, cpu;
     long slack_ns;      /* -1 = the impl's default */
     int variant;        /* VAR_* bits */
+    /* When not NULL: counted once every instance has started (ours_run,
+     * run_threads), so that a sampler can wait for the steady state. */
+    struct latch *started;
 };
 
 /* What a block reports besides its samples. */
@@ -232,6 +235,7 @@ void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* --- report.c: figures, tables, JSON, SVG ----------------------------- */
 void summarize(int64_t *v, size_t n, struct summary *out);
+int64_t median(int64_t *v, size_t n);
 void result_from_pool(struct result *r, const char *impl, int services,
                       long slack_ns, struct pool *p);
 void print_title(const char *bench, const struct bench_opts *o,
@@ -248,15 +252,102 @@ void json_costs(const struct result *r, size_t count);
 void json_end(void);
 int svg_write(const char *path, const char *title, const struct result *r,
               struct pool *const *pools, size_t count);
+/* A plot area in SVG units and the decades of log10 it spans. */
+struct svg_frame {
+    double l, r, t, b;
+    double xlo, xhi, ylo, yhi;
+    bool minor;         /* lighter lines at 2 to 9 of each decade of y */
+};
+double svg_fx(const struct svg_frame *fr, double log_x);
+double svg_fy(const struct svg_frame *fr, double log_y);
+void svg_axes(FILE *f, const struct svg_frame *fr, const char *xlabel, const char *ylabel);
+const char *svg_colour(size_t i);
+FILE *svg_open(const char *path, int width, int height, const char *title, double title_x);
+int svg_close(FILE *f, const char *path);
+
+/* --- plot.c: log-log line plots in panels ------------------------------- */
+#define PLOT_SERIES 2
+struct plot_panel {
+    const char *title, *unit;     /* unit: "ms", for the axis and the tooltips */
+    const double *y[PLOT_SERIES]; /* y[s][i] at x[i]; NaN or <= 0: no point */
+};
+int plot_panels(const char *path, const char *title, const char *xlabel,
+                const double *x, size_t nx, const struct plot_panel *panels,
+                size_t npanels, const char *const *series); /* NULL-ended */
+
+/* --- groups.c: N idle threads, started and stopped by SIGTERM ---------- */
+/* Ours: N idle services made from one options, in one lsvc_group or
+ * each on its own (grouped false: started with lsvc_start). */
+struct idle_member;
+struct ours_group {
+    lsvc_group *g;
+    lsvc **svcs;
+    lsvc_class *classes;
+    struct idle_member *members;
+    size_t n, made;
+    struct latch ran;     /* members that ran since the last start */
+};
+int ours_group_make(struct ours_group *og, size_t n, const lsvc_options *opts,
+                    bool grouped);
+int ours_group_start(struct ours_group *og, int64_t *start_ns);
+int ours_group_sigterm(struct ours_group *og, int64_t *stop_ns);
+void ours_group_end(struct ours_group *og);
+void ours_group_free(struct ours_group *og);
+int ours_group_once(size_t n, const lsvc_options *opts, int64_t *start_ns,
+                    int64_t *stop_ns);
+/* Raw: N threads with the system's default attributes, each waiting in
+ * sem_clockwait on a 1 s period until its semaphore is posted. */
+struct raw_member;
+struct raw_group {
+    pthread_t *threads;
+    struct raw_member *members;
+    size_t n, made;
+    struct latch ready;   /* threads that began */
+    pthread_t stopper;    /* with sigterm: the sigwait thread that ends them */
+    bool has_stopper;
+    int64_t ended_ns;     /* when the last thread was joined */
+};
+int raw_group_start(struct raw_group *rg, size_t n, bool sigterm, int64_t *start_ns);
+int64_t raw_group_end(struct raw_group *rg);
+int raw_group_once(size_t n, int64_t *start_ns, int64_t *stop_ns);
+/* What scale's groups run: 1 s, the library's defaults. */
+lsvc_options idle_options(void);
+
+/* --- limits.c: what the system allows, and what this process holds ----- */
+enum { LIM_THREADS_MAX, LIM_PID_MAX, LIM_NPROC, LIM_PIDS_CGROUP, LIM_MAP_COUNT,
+       LIM_AS, LIM_COMMIT, LIM_COUNT };
+struct sys_limits {
+    long long value[LIM_COUNT]; /* the limit; -1: none, or not known */
+    long long room[LIM_COUNT];  /* about how many more threads it allows; -1: no bound */
+    size_t stack_size;          /* a new thread's default stack */
+    int overcommit;             /* vm.overcommit_memory */
+    int threads;                /* of this process, when read */
+};
+void limits_read(struct sys_limits *l);
+long long limits_room(const struct sys_limits *l, int *which);
+bool limits_allow(const struct sys_limits *l, size_t threads, char *why, size_t len);
+void limits_print(const struct sys_limits *l);
+void limits_json(const struct sys_limits *l);
+void limits_blame(int err, const char *what);
+int proc_count_entries(const char *path);
+int proc_threads(void);
+int proc_fds(void);
+long statm_resident_pages(void);
 
 /* --- the subcommands -------------------------------------------------- */
 int bench_jitter(const struct bench_opts *o);
 int bench_stop(const struct bench_opts *o);
 int bench_scale(const struct bench_opts *o);
+/* scale_10k.c: the 10,000-service check of scale */
+struct check_10k;
+int check_10k_run(const struct bench_opts *o, struct check_10k **out);
+void check_10k_print(const struct check_10k *c, bool json);
+void check_10k_free(struct check_10k *c);
+int rss_per_service(const char *cmd, size_t n, int64_t *out);
 int bench_drift(const struct bench_opts *o);
 int bench_wake(const struct bench_opts *o);
 int bench_observe(const struct bench_opts *o);
-int rss_probe(const struct bench_opts *o);
+int rss_probe(const struct bench_opts *o, const char *cmd);
 int bench_soak(const struct bench_opts *o);
 int bench_lease(const struct bench_opts *o);
 int bench_lease_scale(const struct bench_opts *o);
@@ -266,12 +357,13 @@ int lease_scale_fork(const struct bench_opts *o);
 /* --- lease.c: a lease for a service of ours_run, by variant ------------ */
 int bench_lease_attach(int variant, lsvc_options *opts, void **lease);
 void bench_lease_free(int variant, void *lease);
-long statm_resident_pages(void);
 
 /* The impl table: every timer the bench knows, by the names of the
  * JSON schema. */
+/* IMPL_NANOSLEEP_B is the raw loop again under another name: its ratio
+ * over IMPL_NANOSLEEP in the same run is the run's noise floor. */
 extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
-    IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
+    IMPL_NANOSLEEP_B, IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
     IMPL_LEASE_PG, IMPL_LEASE_REDIS, IMPL_STALLED, IMPL_NOHIST, IMPL_HIST,
     IMPL_OBSERVED;
 

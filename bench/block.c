@@ -200,6 +200,7 @@ const struct impl IMPL_NOHIST = { "loopsvc-nohist", ours_run, VAR_NO_HIST };
 const struct impl IMPL_HIST = { "loopsvc", ours_run, 0 };
 const struct impl IMPL_OBSERVED = { "loopsvc-observed", ours_run, VAR_OBSERVED };
 const struct impl IMPL_NANOSLEEP = { "clock_nanosleep", nanosleep_run, 0 };
+const struct impl IMPL_NANOSLEEP_B = { "clock_nanosleep-b", nanosleep_run, 0 };
 const struct impl IMPL_REBASE = { "rebase-on-start", nanosleep_run, VAR_REBASE };
 const struct impl IMPL_TIMERFD = { "timerfd", timerfd_run, 0 };
 const struct impl IMPL_POSIX_TIMER = { "posix_timer", posix_timer_run, 0 };

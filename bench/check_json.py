@@ -15,7 +15,8 @@ import sys
 ENVELOPE = ("bench", "interval_ns", "services", "prio", "load", "results", "ratios")
 RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
-IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "cyclictest",
+IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "clock_nanosleep-b",
+         "cyclictest",
          "timerfd", "posix_timer", "libuv", "rebase-on-start", "loopsvc-burst",
          "raw-wake-join", "loopsvc-stalled", "raw-cond-signal", "loopsvc-nohist",
          "loopsvc", "loopsvc-observed"}
@@ -31,12 +32,23 @@ PER_BENCH_RESULT = {
 PER_BENCH_TOP = {
     "jitter": (),
     "stop": ("stop_p50_ns", "stop_p99_ns", "group_stop_ns", "start_ns"),
-    "scale": ("start_ns", "cpu_ns_per_wake", "rss_bytes_per_service"),
+    # scale's cpu_ns_per_wake, sweep, skipped, limits and group_10k: check_scale
+    "scale": ("start_ns", "rss_bytes_per_service", "group_reps"),
     "drift": (),
     "wake": (),
     "observe": ("baseline", "target_cpu_ratio", "target_met", "observer_calls"),
 }
 
+
+SCALE_SIDE = ("group_start_ns", "group_stop_ns", "rss_bytes_per_service")
+SCALE_LIMITS = ("threads_max", "pid_max", "rlimit_nproc", "cgroup_pids_max", "max_map_count",
+                "rlimit_as_bytes", "commit_limit_bytes", "room_threads")
+SCALE_10K = ("services", "start_ns", "stop_ns", "rss_bytes_per_service", "threads_before",
+             "threads_running", "threads_after", "fds_before", "fds_after",
+             "rss_growth_from_cycle", "rss_growth_bytes")
+SCALE_10K_CYCLE = ("start_ns", "stop_ns", "threads", "fds", "rss_bytes")
+SCALE_10K_TARGETS = ("start_ns", "stop_ns", "rss_bytes_per_service", "leak_rss_bytes")
+SCALE_10K_MET = ("start", "stop", "rss", "no_leak")
 
 LEASE_SCALE_TOP = ("window_ns", "stack_size", "stores")
 LEASE_SCALE_STORE_NUMBERS = (
@@ -70,6 +82,21 @@ def need_number(obj, key, where):
     return v
 
 
+def need_number_or_null(obj, key, where):
+    """A number, or null where the bench could not measure it."""
+    v = need(obj, key, where)
+    if v is not None and not is_number(v):
+        raise ShapeError(f"{where}: '{key}' is {v!r}, not a number or null")
+    return v
+
+
+def need_object(obj, key, where):
+    v = need(obj, key, where)
+    if not isinstance(v, dict):
+        raise ShapeError(f"{where}: '{key}' is {v!r}, not an object")
+    return v
+
+
 def need_numbers(obj, where, depth):
     """A non-empty object whose leaves, `depth` levels down, are numbers."""
     if not isinstance(obj, dict) or not obj:
@@ -93,7 +120,11 @@ def check_result(r, bench, where):
         raise ShapeError(f"{where}: unknown impl {impl!r}")
     where = f"{where} ({impl})"
     for key in RESULT[1:] + PER_BENCH_RESULT[bench]:
-        need_number(r, key, where)
+        # scale's CPU per wake is null where no window had all N running
+        if bench == "scale" and key == "cpu_ns_per_wake":
+            need_number_or_null(r, key, where)
+        else:
+            need_number(r, key, where)
     if r["samples"] <= 0:
         raise ShapeError(f"{where}: samples is {r['samples']}, not above 0")
 
@@ -107,13 +138,89 @@ def check_ratios(ratios, bench, where):
         raise ShapeError(f"{where}: ratios for {sorted(ratios)}, not for loopsvc "
                          "and loopsvc-observed")
     for impl, r in ratios.items():
-        if not is_ours(impl):
+        # scale's second raw loop has ratios too: the run's noise floor.
+        if not is_ours(impl) and not (bench == "scale" and impl == "clock_nanosleep-b"):
             raise ShapeError(f"{where}: ratio for {impl!r}, which is not ours")
         # scale nests one level more, keyed by the number of services
         leaves = r.values() if bench == "scale" else [r]
         for leaf in leaves:
             for key in ("p50", "p99") + (("cpu",) if bench == "observe" else ()):
                 need_number(leaf, key, f"{where}: ratios.{impl}")
+
+
+def check_scale(obj, results, where):
+    """scale: per N, ours next to raw; the limits; the 10,000-service check."""
+    cpu = need_object(obj, "cpu_ns_per_wake", where)
+    for impl, per_n in cpu.items():
+        if not isinstance(per_n, dict) or not per_n:
+            raise ShapeError(f"{where}: cpu_ns_per_wake.{impl} is empty or not an object")
+        for n in per_n:
+            need_number_or_null(per_n, n, f"{where}: cpu_ns_per_wake.{impl}")
+    sweep = need_object(obj, "sweep", where)
+    skipped = need_object(obj, "skipped", where)
+    if not sweep and not skipped:
+        raise ShapeError(f"{where}: 'sweep' and 'skipped' are both empty")
+    for n, why in skipped.items():
+        if not n.isdigit() or not isinstance(why, str):
+            raise ShapeError(f"{where}: skipped.{n} is {why!r}")
+    for n, pt in sweep.items():
+        w = f"{where}: sweep.{n}"
+        if not n.isdigit() or not isinstance(pt, dict):
+            raise ShapeError(f"{w}: not an object keyed by a number of services")
+        need_number(pt, "interval_ns", w)
+        need_number(pt, "wakes", w)
+        for side in ("ours", "raw"):
+            sd = need_object(pt, side, w)
+            for key in ("impl", "cpu_impl"):
+                if not isinstance(need(sd, key, f"{w}.{side}"), str):
+                    raise ShapeError(f"{w}.{side}: '{key}' is not a string")
+            for key in SCALE_SIDE:
+                need_number(sd, key, f"{w}.{side}")
+            need_number_or_null(sd, "cpu_ns_per_wake", f"{w}.{side}")
+    for r in results:
+        if str(r["services"]) not in sweep:
+            raise ShapeError(f"{where}: N = {r['services']} has results but no sweep entry")
+    limits = need_object(obj, "limits", where)
+    for key in SCALE_LIMITS:
+        need_number_or_null(limits, key, f"{where}: limits")
+    need_number(limits, "stack_size", f"{where}: limits")
+    need_number(limits, "overcommit_memory", f"{where}: limits")
+    tightest = need(limits, "tightest", f"{where}: limits")
+    if tightest is not None and not isinstance(tightest, str):
+        raise ShapeError(f"{where}: limits.tightest is {tightest!r}")
+    for n, t in need_object(obj, "targets_met", where).items():
+        w = f"{where}: targets_met.{n}"
+        if not n.isdigit() or not isinstance(t, dict):
+            raise ShapeError(f"{w}: not an object keyed by a number of services")
+        for key in ("p50", "p99", "cpu"):
+            v = need(t, key, w)
+            if not isinstance(v, bool) and not (key == "cpu" and v is None):
+                raise ShapeError(f"{w}: '{key}' is {v!r}, not a boolean")
+    g = need(obj, "group_10k", where)
+    if g is None:
+        if "10000" in sweep:
+            raise ShapeError(f"{where}: N = 10000 measured, but group_10k is null")
+        return
+    w = f"{where}: group_10k"
+    if not isinstance(g, dict):
+        raise ShapeError(f"{w}: not an object or null")
+    for key in SCALE_10K:
+        need_number(g, key, w)
+    cycles = need(g, "cycles", w)
+    if not isinstance(cycles, list) or not cycles:
+        raise ShapeError(f"{w}: 'cycles' is empty or not a list")
+    for i, c in enumerate(cycles):
+        if not isinstance(c, dict):
+            raise ShapeError(f"{w}: cycles[{i}] is not an object")
+        for key in SCALE_10K_CYCLE:
+            need_number(c, key, f"{w}: cycles[{i}]")
+    targets = need_object(g, "targets", w)
+    for key in SCALE_10K_TARGETS:
+        need_number(targets, key, f"{w}.targets")
+    met = need_object(g, "met", w)
+    for key in SCALE_10K_MET:
+        if not isinstance(need(met, key, f"{w}.met"), bool):
+            raise ShapeError(f"{w}.met: '{key}' is not a boolean")
 
 
 def check_lease_scale(obj, where):
@@ -200,11 +307,14 @@ def check_line(obj, where):
         elif key == "target_met":
             if not isinstance(v, bool):
                 raise ShapeError(f"{where}: 'target_met' is {v!r}, not a boolean")
-        elif key in ("stop_p50_ns", "stop_p99_ns", "target_cpu_ratio", "observer_calls"):
+        elif key in ("stop_p50_ns", "stop_p99_ns", "target_cpu_ratio", "observer_calls",
+                     "group_reps"):
             need_number(obj, key, where)
         else:
             need_numbers(v, f"{where}: {key}",
                          2 if bench == "scale" and key != "rss_bytes_per_service" else 1)
+    if bench == "scale":
+        check_scale(obj, results, where)
     return bench
 
 

@@ -45,6 +45,15 @@ void summarize(int64_t *v, size_t n, struct summary *out)
     out->max = v[n - 1];
 }
 
+/* The median of v (sorted in place). */
+int64_t median(int64_t *v, size_t n)
+{
+    struct summary s;
+
+    summarize(v, n, &s);
+    return s.p50;
+}
+
 void result_from_pool(struct result *r, const char *impl, int services,
                       long slack_ns, struct pool *p)
 {
@@ -135,7 +144,9 @@ void print_results(const struct result *r, size_t count, unsigned has)
         }
         printf(" %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f", us(s->min), us(s->mean),
                us(s->p50), us(s->p90), us(s->p99), us(s->p999), us(s->max));
-        if (cpu)
+        if (cpu && isnan(x->cpu_ns_per_wake))
+            printf("  %11s", "-");
+        else if (cpu)
             printf("  %11.2f", x->cpu_ns_per_wake / 1e3);
         if (scale)
             printf("  %8.2f", (double)x->start_ns / 1e6);
@@ -160,9 +171,19 @@ static double ratio(int64_t ours, int64_t base)
     return base > 0 ? (double)ours / (double)base : 0.0;
 }
 
+/* scale's CPU per wake is NaN where no window of the block had every
+ * instance running. */
+static bool cpu_ratio_known(const struct result *x, const struct result *b)
+{
+    return (x->has & HAS_CPU) && x->cpu_ns_per_wake > 0 && b->cpu_ns_per_wake > 0;
+}
+
+/* Ours, and the raw loop's second impl in scale, whose ratio over the
+ * first is the noise floor of every ratio of that run. */
 static bool is_ours(const struct result *x)
 {
-    return strncmp(x->impl, "loopsvc-", 8) == 0;
+    return strncmp(x->impl, "loopsvc-", 8) == 0 ||
+           strcmp(x->impl, IMPL_NANOSLEEP_B.name) == 0;
 }
 
 void print_ratios(const struct result *r, size_t count)
@@ -182,9 +203,10 @@ void print_ratios(const struct result *r, size_t count)
             printf(" N=%-5d", r[i].services);
         printf(" p50 x%.2f  p99 x%.2f", ratio(r[i].lat.p50, b->lat.p50),
                ratio(r[i].lat.p99, b->lat.p99));
-        if (r[i].has & HAS_CPU)
-            printf("  cpu/wake x%.2f",
-                   b->cpu_ns_per_wake > 0 ? r[i].cpu_ns_per_wake / b->cpu_ns_per_wake : 0);
+        if (cpu_ratio_known(&r[i], b))
+            printf("  cpu/wake x%.2f", r[i].cpu_ns_per_wake / b->cpu_ns_per_wake);
+        else if (r[i].has & HAS_CPU)
+            printf("  cpu/wake -");
         putchar('\n');
     }
 }
@@ -233,7 +255,9 @@ void json_results(const struct result *r, size_t count)
                (long long)s->min, (long long)s->mean, (long long)s->p50,
                (long long)s->p90, (long long)s->p99, (long long)s->p999,
                (long long)s->max);
-        if (x->has & HAS_CPU)
+        if ((x->has & HAS_CPU) && isnan(x->cpu_ns_per_wake))
+            printf(", \"cpu_ns_per_wake\": null");
+        else if (x->has & HAS_CPU)
             printf(", \"cpu_ns_per_wake\": %.1f", x->cpu_ns_per_wake);
         if (x->has & HAS_START)
             printf(", \"start_ns\": %lld", (long long)x->start_ns);
@@ -282,7 +306,7 @@ void json_ratios(const struct result *r, size_t count)
                 printf("%s\"%d\": {", first ? "" : ", ", r[j].services);
             printf("\"p50\": %.4f, \"p99\": %.4f", ratio(r[j].lat.p50, b->lat.p50),
                    ratio(r[j].lat.p99, b->lat.p99));
-            if ((r[j].has & HAS_CPU) && b->cpu_ns_per_wake > 0)
+            if (cpu_ratio_known(&r[j], b))
                 printf(", \"cpu\": %.4f", r[j].cpu_ns_per_wake / b->cpu_ns_per_wake);
             if (nested)
                 putchar('}');
@@ -331,42 +355,89 @@ static const char *const colours[] = {
     "#17becf",
 };
 
-static double svg_x(double log_us, double lo, double hi)
+const char *svg_colour(size_t i)
 {
-    return PLOT_L + (log_us - lo) / (hi - lo) * (PLOT_R - PLOT_L);
+    return colours[i % (sizeof colours / sizeof colours[0])];
+}
+
+double svg_fx(const struct svg_frame *fr, double log_x)
+{
+    return fr->l + (log_x - fr->xlo) / (fr->xhi - fr->xlo) * (fr->r - fr->l);
+}
+
+double svg_fy(const struct svg_frame *fr, double log_y)
+{
+    return fr->b - (log_y - fr->ylo) / (fr->yhi - fr->ylo) * (fr->b - fr->t);
+}
+
+/* The frame, a grid line and a label at each decade on both axes, and
+ * the axes' names (either may be NULL). */
+void svg_axes(FILE *f, const struct svg_frame *fr, const char *xlabel, const char *ylabel)
+{
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+               "stroke=\"#444\"/>\n", fr->l, fr->t, fr->r - fr->l, fr->b - fr->t);
+    for (int d = (int)ceil(fr->xlo); d <= (int)floor(fr->xhi); d++) {
+        double x = svg_fx(fr, d);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>\n"
+                   "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
+                x, fr->t, x, fr->b, x, fr->b + 18, pow(10, d));
+    }
+    for (int d = (int)floor(fr->ylo); fr->minor && d < (int)ceil(fr->yhi); d++)
+        for (int m = 2; m < 10; m++) {
+            double v = d + log10(m);
+
+            if (v > fr->ylo && v < fr->yhi)
+                fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" "
+                           "stroke=\"#eee\"/>\n", fr->l, svg_fy(fr, v), fr->r,
+                        svg_fy(fr, v));
+        }
+    for (int d = (int)ceil(fr->ylo); d <= (int)floor(fr->yhi); d++) {
+        double y = svg_fy(fr, d);
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
+                   "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                fr->l, y, fr->r, y, fr->l - 6, y + 4, pow(10, d));
+    }
+    if (xlabel != NULL)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
+                (fr->l + fr->r) / 2, fr->b + 42, xlabel);
+    if (ylabel != NULL)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
+                   "transform=\"rotate(-90 %.0f %.0f)\">%s</text>\n",
+                fr->l - 60, (fr->t + fr->b) / 2, fr->l - 60, (fr->t + fr->b) / 2, ylabel);
+}
+
+/* A self-contained SVG: no scripts, no fonts of its own, and a white
+ * ground, so that it reads the same in a light and a dark page. */
+FILE *svg_open(const char *path, int width, int height, const char *title, double title_x)
+{
+    FILE *f = fopen(path, "w");
+
+    if (f == NULL) {
+        fprintf(stderr, "loopsvc-bench: cannot write %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+               "<text x=\"%.0f\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
+            width, height, width, height, title_x, title);
+    return f;
+}
+
+int svg_close(FILE *f, const char *path)
+{
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0) {
+        fprintf(stderr, "loopsvc-bench: cannot write %s: %s\n", path, strerror(errno));
+        return EIO;
+    }
+    return 0;
 }
 
 /* The y axis starts at half a wake, so that a bin of one stands clear of
  * the empty ones on the axis. */
 #define Y_FLOOR (-0.30103)
-
-static double svg_y(double log_count, double top)
-{
-    return PLOT_B - (log_count - Y_FLOOR) / (top - Y_FLOOR) * (PLOT_B - PLOT_T);
-}
-
-static void svg_axes(FILE *f, double lo, double hi, double top)
-{
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
-               "stroke=\"#444\"/>\n", PLOT_L, PLOT_T, PLOT_R - PLOT_L, PLOT_B - PLOT_T);
-    for (int d = (int)lo; d <= (int)hi; d++) {
-        double x = svg_x(d, lo, hi);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>\n"
-                   "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
-                x, PLOT_T, x, PLOT_B, x, PLOT_B + 18, pow(10, d));
-    }
-    for (int d = 0; d <= (int)top; d++) {
-        double y = svg_y(d, top);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
-                   "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
-                PLOT_L, y, PLOT_R, y, PLOT_L - 6, y + 4, pow(10, d));
-    }
-    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">wake-up lateness "
-               "(microseconds, log scale)</text>\n", (PLOT_L + PLOT_R) / 2, PLOT_B + 42);
-    fprintf(f, "<text x=\"20\" y=\"%d\" text-anchor=\"middle\" transform=\"rotate(-90 20 %d)\">"
-               "wakes per bin (log scale)</text>\n", (PLOT_T + PLOT_B) / 2,
-            (PLOT_T + PLOT_B) / 2);
-}
 
 /* Bin b spans [lo + b/BPD, lo + (b+1)/BPD) decades of microseconds; a
  * lateness of 0 or less counts in the first bin. */
@@ -387,18 +458,18 @@ static size_t svg_bin(const struct pool *p, double lo, size_t *counts, int nbins
 }
 
 /* One step line; an empty bin sits on the x axis. */
-static void svg_series(FILE *f, const size_t *counts, int nbins, const char *colour,
-                       double lo, double hi, double top)
+static void svg_series(FILE *f, const struct svg_frame *fr, const size_t *counts,
+                       int nbins, const char *colour)
 {
-    fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" d=\"M%.1f %d",
-            colour, svg_x(lo, lo, hi), PLOT_B);
+    fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" d=\"M%.1f %.0f",
+            colour, svg_fx(fr, fr->xlo), fr->b);
     for (int b = 0; b < nbins; b++) {
-        double y = counts[b] ? svg_y(log10((double)counts[b]), top) : PLOT_B;
+        double y = counts[b] ? svg_fy(fr, log10((double)counts[b])) : fr->b;
         fprintf(f, " L%.1f %.1f L%.1f %.1f",
-                svg_x(lo + (double)b / BINS_PER_DECADE, lo, hi), y,
-                svg_x(lo + (double)(b + 1) / BINS_PER_DECADE, lo, hi), y);
+                svg_fx(fr, fr->xlo + (double)b / BINS_PER_DECADE), y,
+                svg_fx(fr, fr->xlo + (double)(b + 1) / BINS_PER_DECADE), y);
     }
-    fprintf(f, " L%.1f %d\"/>\n", svg_x(hi, lo, hi), PLOT_B);
+    fprintf(f, " L%.1f %.0f\"/>\n", svg_fx(fr, fr->xhi), fr->b);
 }
 
 int svg_write(const char *path, const char *title, const struct result *r,
@@ -423,14 +494,9 @@ int svg_write(const char *path, const char *title, const struct result *r,
         hi = lo + 1;
     int nbins = (int)((hi - lo) * BINS_PER_DECADE);
     size_t *counts = calloc((size_t)nbins, sizeof *counts);
-    FILE *f = fopen(path, "w");
-    if (counts == NULL || f == NULL) {
-        int err = counts == NULL ? ENOMEM : errno;
-        free(counts);
-        if (f != NULL)
-            fclose(f);
-        fprintf(stderr, "loopsvc-bench: cannot write %s: %s\n", path, strerror(err));
-        return err;
+    if (counts == NULL) {
+        fprintf(stderr, "loopsvc-bench: cannot write %s: %s\n", path, strerror(ENOMEM));
+        return ENOMEM;
     }
     /* The y axis must reach the fullest bin of any series. */
     for (size_t i = 0; i < count; i++) {
@@ -441,31 +507,26 @@ int svg_write(const char *path, const char *title, const struct result *r,
     double top = ceil(log10((double)most));
     if (top < 1)
         top = 1;
-
-    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%d\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
-            SVG_W, SVG_H, SVG_W, SVG_H, (PLOT_L + PLOT_R) / 2, title);
-    svg_axes(f, lo, hi, top);
+    struct svg_frame fr = { PLOT_L, PLOT_R, PLOT_T, PLOT_B, lo, hi, Y_FLOOR, top, false };
+    FILE *f = svg_open(path, SVG_W, SVG_H, title, (PLOT_L + PLOT_R) / 2);
+    if (f == NULL) {
+        free(counts);
+        return EIO;
+    }
+    svg_axes(f, &fr, "wake-up lateness (microseconds, log scale)",
+             "wakes per bin (log scale)");
     for (size_t i = 0; i < count; i++) {
-        const char *colour = colours[i % (sizeof colours / sizeof colours[0])];
+        const char *colour = svg_colour(i);
         int y = PLOT_T + 10 + 22 * (int)i;
 
         svg_bin(pools[i], lo, counts, nbins);
-        svg_series(f, counts, nbins, colour, lo, hi, top);
+        svg_series(f, &fr, counts, nbins, colour);
         fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
                    "stroke-width=\"3\"/>\n<text x=\"%d\" y=\"%d\">%s: p50 %.1f, "
                    "p99 %.1f us</text>\n",
                 PLOT_R + 15, y, PLOT_R + 40, y, colour, PLOT_R + 46, y + 4, r[i].impl,
                 us(r[i].lat.p50), us(r[i].lat.p99));
     }
-    fprintf(f, "</svg>\n");
     free(counts);
-    if (fclose(f) != 0) {
-        fprintf(stderr, "loopsvc-bench: cannot write %s: %s\n", path, strerror(errno));
-        return EIO;
-    }
-    return 0;
+    return svg_close(f, path);
 }

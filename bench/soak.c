@@ -11,7 +11,6 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -45,20 +44,6 @@ static const lsvc_class soak_class = {
     .name = "soak",
     .run_once = soak_run_once,
 };
-
-/* Entries of a /proc/self directory, less "." and "..". */
-static int count_entries(const char *path)
-{
-    DIR *d = opendir(path);
-    int n = 0;
-
-    if (d == NULL)
-        return -1;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n - (strcmp(path, "/proc/self/fd") == 0); /* the DIR's own fd */
-}
 
 struct soak_figures {
     int64_t rss_start, rss_end;
@@ -124,8 +109,8 @@ int bench_soak(const struct bench_opts *o)
         rc = lsvc_group_set_signals(g, NULL);
     watchdog_arm("soak", seconds + 120);
     /* After the watchdog's thread, which outlives the soak. */
-    f.fds_before = count_entries("/proc/self/fd");
-    f.threads_before = count_entries("/proc/self/task");
+    f.fds_before = proc_fds();
+    f.threads_before = proc_count_entries("/proc/self/task");
     int64_t t0 = now_ns();
     if (rc == 0 && (rc = lsvc_group_start(g)) == 0) {
         struct timespec settle = ns_to_ts(t0 + NS_PER_SEC);
@@ -136,7 +121,7 @@ int bench_soak(const struct bench_opts *o)
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &end, NULL) == EINTR)
             ;
         f.rss_end = statm_resident_pages() * sysconf(_SC_PAGESIZE);
-        f.threads_running = count_entries("/proc/self/task");
+        f.threads_running = proc_count_entries("/proc/self/task");
         lsvc_group_stop(g);
         rc = lsvc_group_wait(g);
     }
@@ -159,8 +144,8 @@ int bench_soak(const struct bench_opts *o)
     free(svcs);
     free(classes);
     free(state);
-    f.fds_end = count_entries("/proc/self/fd");
-    f.threads_end = count_entries("/proc/self/task");
+    f.fds_end = proc_fds();
+    f.threads_end = proc_count_entries("/proc/self/task");
     if (rc != 0) {
         fprintf(stderr, "loopsvc-bench: soak: %s\n", strerror(rc));
         return 1;

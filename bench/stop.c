@@ -3,9 +3,10 @@
  *
  * One service sleeps on an hour-long interval; after its first run and a
  * random 0..2 ms, lsvc_stop(svc, true) is timed from call to return. Then
- * groups of N services are started (timed: lsvc_group_start) and stopped
- * the way a server is, with SIGTERM to the process, timed until
- * lsvc_group_wait returns. The watchdog bounds the hour-long stop bound.
+ * groups of N services (groups.c) are started (timed: lsvc_group_start)
+ * and stopped the way a server is, with SIGTERM to the process, timed
+ * until lsvc_group_wait returns. The watchdog bounds the hour-long stop
+ * bound.
  *
  * The baseline, raw-wake-join, is the least any bounded stop of a sleeping
  * thread can cost: a plain thread in a timed condvar wait, woken by a flag
@@ -15,10 +16,8 @@
 #include "bench.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_SIZES 4
 #define SLEEP_SECONDS 3600.0
@@ -144,62 +143,6 @@ static int raw_samples(size_t samples, struct pool *out, uint64_t *rng)
     return rc;
 }
 
-/* One group of n services: start it, then SIGTERM the process. */
-static int group_once(const struct block_spec *spec, size_t n, int64_t *start_ns,
-                      int64_t *stop_ns)
-{
-    lsvc_options opts = ours_options(spec);
-    lsvc **svcs = calloc(n, sizeof *svcs);
-    lsvc_class *classes = classes_numbered(&stop_class, n);
-    lsvc_group *g = NULL;
-    size_t made = 0;
-    struct stop_arg arg = { .slack_ns = 0 };
-    int rc = svcs && classes ? lsvc_group_create(&g) : ENOMEM;
-
-    latch_init(&arg.ran);
-    if (rc == 0)
-        rc = lsvc_group_set_stop_timeout(g, 5.0);
-    for (; rc == 0 && made < n; made++)
-        if ((rc = lsvc_create(&svcs[made], &classes[made], &arg, &opts)) != 0 ||
-            (rc = lsvc_group_add(g, svcs[made])) != 0) {
-            if (svcs[made] != NULL)
-                made++;
-            break;
-        }
-    if (rc == 0) {
-        int64_t t0 = now_ns();
-        rc = lsvc_group_start(g);
-        *start_ns = now_ns() - t0;
-    }
-    if (rc == 0) {
-        int wrc = wait_runs(&arg.ran, n);
-        int64_t t1 = now_ns();
-        kill(getpid(), SIGTERM);
-        rc = lsvc_group_wait(g);
-        *stop_ns = now_ns() - t1;
-        if (rc == 0)
-            rc = wrc;
-    }
-    if (rc != 0)
-        fprintf(stderr, "loopsvc-bench: stop: group of %zu: %s\n", n, strerror(rc));
-    if (g != NULL)
-        lsvc_group_destroy(g);
-    for (size_t i = 0; i < made; i++)
-        lsvc_destroy(svcs[i]);
-    free(svcs);
-    free(classes);
-    latch_destroy(&arg.ran);
-    return rc;
-}
-
-static int64_t median(int64_t *v, size_t n)
-{
-    struct summary s;
-
-    summarize(v, n, &s);
-    return s.p50;
-}
-
 int bench_stop(const struct bench_opts *o)
 {
     /* Precise mode notices a stop only every 100 ms: measured only when
@@ -243,13 +186,17 @@ int bench_stop(const struct bench_opts *o)
     pool_free(&pool);
     pool_free(&raw_pool);
 
+    lsvc_options group_opts = ours_options(&spec);
     for (size_t i = 0; rc == 0 && i < nsizes; i++) {
         int64_t st[8], sp[8];
 
         for (int r = 0; rc == 0 && r < reps; r++)
-            rc = group_once(&spec, sizes[i], &st[r], &sp[r]);
-        if (rc != 0)
+            rc = ours_group_once(sizes[i], &group_opts, &st[r], &sp[r]);
+        if (rc != 0) {
+            fprintf(stderr, "loopsvc-bench: stop: group of %zu: %s\n", sizes[i],
+                    strerror(rc));
             return 1;
+        }
         start[i] = median(st, (size_t)reps);
         stop[i] = median(sp, (size_t)reps);
         stop_max[i] = sp[reps - 1]; /* median() sorted them */
