@@ -58,16 +58,26 @@ LSVC_HIDDEN uint64_t lsvc__thread_token(void);
 struct lsvc_lock {
     pthread_mutex_t mutex;
 #ifndef NDEBUG
-    _Atomic uint64_t holder;  /* lsvc__thread_token() of the holder; 0 = none */
+    _Atomic uint64_t holder;  /* LSVC_SELF() of the holder; 0 = none */
 #endif
 };
+
+/* Which thread this is, among the live ones, for the holder: pthread_self()
+ * where pthread_t is a number or a pointer, which costs a register read
+ * where the thread token costs a call into the dynamic linker for its
+ * thread-local storage, on every lock of every run. */
+#if HAVE_SCALAR_PTHREAD_T
+#define LSVC_SELF() ((uint64_t)(uintptr_t)pthread_self())
+#else
+#define LSVC_SELF() lsvc__thread_token()
+#endif
 
 #ifndef NDEBUG
 #define LSVC_LOCK_HOLDER(l, token) \
     atomic_store_explicit(&(l)->holder, (token), memory_order_relaxed)
 #define lsvc__assert_held(l)                                                \
     assert(atomic_load_explicit(&(l)->holder, memory_order_relaxed) ==      \
-           lsvc__thread_token())
+           LSVC_SELF())
 #else
 #define LSVC_LOCK_HOLDER(l, token) ((void)(l))
 #define lsvc__assert_held(l) ((void)(l))
@@ -82,7 +92,7 @@ static inline int lsvc__lock_init(struct lsvc_lock *l)
 static inline void lsvc__lock(struct lsvc_lock *l)
 {
     pthread_mutex_lock(&l->mutex);
-    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+    LSVC_LOCK_HOLDER(l, LSVC_SELF());
 }
 
 static inline void lsvc__unlock(struct lsvc_lock *l)
@@ -97,7 +107,7 @@ static inline void lsvc__cond_wait(pthread_cond_t *c, struct lsvc_lock *l)
 {
     LSVC_LOCK_HOLDER(l, 0);
     pthread_cond_wait(c, &l->mutex);
-    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+    LSVC_LOCK_HOLDER(l, LSVC_SELF());
 }
 
 static inline void lsvc__cond_timedwait(pthread_cond_t *c, struct lsvc_lock *l,
@@ -105,7 +115,7 @@ static inline void lsvc__cond_timedwait(pthread_cond_t *c, struct lsvc_lock *l,
 {
     LSVC_LOCK_HOLDER(l, 0);
     pthread_cond_timedwait(c, &l->mutex, ts);
-    LSVC_LOCK_HOLDER(l, lsvc__thread_token());
+    LSVC_LOCK_HOLDER(l, LSVC_SELF());
 }
 
 enum lsvc_thread_state {
