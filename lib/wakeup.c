@@ -3,16 +3,15 @@
  * sleep to an absolute CLOCK_MONOTONIC time at once.
  *
  * On 64-bit Linux it is a futex word: one system call per sleep, and one
- * per post. The
- * C library's semaphore does the same work with more around it (a waiter
- * count, cancellation points), which costs about 0.4 us more CPU per wake
- * with a thousand services (measured). Elsewhere it is that semaphore,
- * and where sem_clockwait is missing too, nothing waits on it (loop.c
- * sleeps on the service's condvar; a stop still posts, and the next
- * start drains it). Either way a wait returns when posted, at
- * the due time, or on a signal: the caller looks at the clock and at its
- * flags again in every case, and a post that comes while nobody waits
- * ends the next wait at once.
+ * per post. The C library's semaphore does the same work with more
+ * around it (a waiter count, cancellation points), which costs about
+ * 0.4 us more CPU per wake with a thousand services (measured).
+ * Elsewhere it is that semaphore, and where sem_clockwait is missing
+ * too, nothing waits on it (loop.c sleeps on the service's condvar; a
+ * stop still posts, and the next start drains it). Either way a wait
+ * returns when posted, at the due time, or on a signal: the caller looks
+ * at the clock and at its flags again in every case, and a post that
+ * comes while nobody waits ends the next wait at once.
  */
 #define _GNU_SOURCE /* only takes effect for the extensions config.h found */
 #include "config.h"
