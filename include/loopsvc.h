@@ -213,9 +213,9 @@ typedef struct lsvc_options {
     double initial_delay;
     /* See lsvc_missed; 0 = LSVC_MISSED_DELAY. */
     lsvc_missed missed;
-    /* false: sleep in a wait that a stop ends at once (a semaphore where
-     * sem_clockwait exists, else a condition variable; both on
-     * CLOCK_MONOTONIC). true: sleep with clock_nanosleep() to the
+    /* false: sleep in a wait that a stop ends at once (a futex on 64-bit
+     * Linux, else a semaphore where sem_clockwait exists, else a
+     * condition variable; all on CLOCK_MONOTONIC). true: sleep with clock_nanosleep() to the
      * absolute due time, as cyclictest does, in steps of at most 100 ms;
      * a stop then takes effect within 100 ms. */
     bool precise;
