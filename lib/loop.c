@@ -54,25 +54,22 @@ static void sleep_precise(lsvc *svc, int64_t now_ns, int64_t due_ns)
 /* Unlocks svc, which the caller locked to change its schedule
  * (control.c), and with `changed` wakes the service thread to look at it
  * again. Only a thread that sleeps, or is about to, is woken, so that a
- * storm of requests during a run leaves no pile of posts behind; and the
- * wake-up is posted after the unlock, so that the thread does not wake
- * to a lock still held. A precise sleep is never woken: it looks again
- * after its step, within 100 ms. */
+ * storm of requests during a run leaves no pile of posts behind. The post
+ * comes before the unlock: once the lock is free, the thread may see the
+ * change without the post, run, and be stopped and destroyed by a thread
+ * that saw the run, before a later post would touch it. A precise sleep
+ * is never woken: it looks again after its step, within 100 ms. */
 void lsvc__unlock_kick(lsvc *svc, bool changed)
 {
-    bool kick = changed && svc->sleeping;
-
-    if (kick)
+    if (changed && svc->sleeping) {
         svc->sleeping = false;
 #if LSVC_HAVE_WAKEUP
-    lsvc__unlock(&svc->lock);
-    if (kick)
         lsvc__wakeup_post(&svc->wake);
 #else
-    if (kick)
         pthread_cond_broadcast(&svc->cond);
-    lsvc__unlock(&svc->lock);
 #endif
+    }
+    lsvc__unlock(&svc->lock);
 }
 
 /* The run about to begin. */
