@@ -529,11 +529,12 @@ static void print_targets(const struct point *pts, size_t npts, const struct res
                    "clock_nanosleep-b over clock_nanosleep, the noise floor):\n",
                    IMPL_CONDVAR.name);
         any = true;
-        printf("   N=%-5zu p50 x%.2f <= %.2f %s (x%.2f)  p99 x%.2f <= %.1f %s (x%.2f)",
+        /* Three decimals: x1.2049 against 1.2 must not read "x1.20 MISSED". */
+        printf("   N=%-5zu p50 x%.3f <= %.2f %s (x%.3f)  p99 x%.3f <= %.1f %s (x%.3f)",
                pts[s].n, v.p50, TARGET_P50, met(v.p50, TARGET_P50), v.aa_p50,
                v.p99, TARGET_P99, met(v.p99, TARGET_P99), v.aa_p99);
         if (pts[s].n == 1000)
-            printf("  cpu/wake x%.2f <= %.1f %s (x%.2f)", v.cpu, TARGET_CPU,
+            printf("  cpu/wake x%.3f <= %.1f %s (x%.3f)", v.cpu, TARGET_CPU,
                    met(v.cpu, TARGET_CPU), v.aa_cpu);
         putchar('\n');
     }
