@@ -188,6 +188,15 @@ struct lsvc_wakeup {
 LSVC_HIDDEN int lsvc__wakeup_init(struct lsvc_wakeup *w);
 LSVC_HIDDEN void lsvc__wakeup_destroy(struct lsvc_wakeup *w);
 LSVC_HIDDEN void lsvc__wakeup_post(struct lsvc_wakeup *w);
+/* lsvc__wakeup_post in two halves, for a poster that holds the lock of
+ * the service that w is part of: the mark under the lock, the wake after
+ * it, so that the woken thread does not wake to a lock still held. The
+ * wake reads nothing at w, only hands its address to the kernel, so it
+ * is safe once w is freed: what waits at that address by then takes it
+ * as a spurious wake-up, which every futex waiter allows. Where there is
+ * no futex, the mark posts and the wake does nothing. */
+LSVC_HIDDEN void lsvc__wakeup_mark(struct lsvc_wakeup *w);
+LSVC_HIDDEN void lsvc__wakeup_wake(struct lsvc_wakeup *w);
 /* Forgets a post nobody waited for. */
 LSVC_HIDDEN void lsvc__wakeup_drain(struct lsvc_wakeup *w);
 /* Returns when posted (taking the post), at due_ns on CLOCK_MONOTONIC,

@@ -55,21 +55,28 @@ static void sleep_precise(lsvc *svc, int64_t now_ns, int64_t due_ns)
  * (control.c), and with `changed` wakes the service thread to look at it
  * again. Only a thread that sleeps, or is about to, is woken, so that a
  * storm of requests during a run leaves no pile of posts behind. The post
- * comes before the unlock: once the lock is free, the thread may see the
- * change without the post, run, and be stopped and destroyed by a thread
- * that saw the run, before a later post would touch it. A precise sleep
- * is never woken: it looks again after its step, within 100 ms. */
+ * is marked before the unlock: once the lock is free, the thread may see
+ * the change without it, run, and be stopped and destroyed by a thread
+ * that saw the run. Only its wake comes after the unlock, so that the
+ * thread does not wake to a lock still held; the wake is safe on freed
+ * memory (wakeup.c). A precise sleep is never woken: it looks again
+ * after its step, within 100 ms. */
 void lsvc__unlock_kick(lsvc *svc, bool changed)
 {
+    struct lsvc_wakeup *kicked = NULL;
+
     if (changed && svc->sleeping) {
         svc->sleeping = false;
 #if LSVC_HAVE_WAKEUP
-        lsvc__wakeup_post(&svc->wake);
+        lsvc__wakeup_mark(&svc->wake);
+        kicked = &svc->wake;
 #else
         pthread_cond_broadcast(&svc->cond);
 #endif
     }
     lsvc__unlock(&svc->lock);
+    if (kicked != NULL)
+        lsvc__wakeup_wake(kicked);
 }
 
 /* The run about to begin. */

@@ -37,14 +37,24 @@ void lsvc__wakeup_destroy(struct lsvc_wakeup *w)
     (void)w;
 }
 
+void lsvc__wakeup_mark(struct lsvc_wakeup *w)
+{
+    atomic_store(&w->word, 1);
+}
+
+void lsvc__wakeup_wake(struct lsvc_wakeup *w)
+{
+    syscall(SYS_futex, &w->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 void lsvc__wakeup_post(struct lsvc_wakeup *w)
 {
     /* Every post wakes, as sem_post does with a waiter: one that left
      * the waking to an earlier poster would wait for that poster to get
      * the CPU back. Posts are rare (a stop, or a change to a sleeping
      * service). */
-    atomic_store(&w->word, 1);
-    syscall(SYS_futex, &w->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    lsvc__wakeup_mark(w);
+    lsvc__wakeup_wake(w);
 }
 
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
@@ -82,6 +92,16 @@ void lsvc__wakeup_destroy(struct lsvc_wakeup *w)
 void lsvc__wakeup_post(struct lsvc_wakeup *w)
 {
     sem_post(&w->sem);
+}
+
+void lsvc__wakeup_mark(struct lsvc_wakeup *w)
+{
+    sem_post(&w->sem);
+}
+
+void lsvc__wakeup_wake(struct lsvc_wakeup *w)
+{
+    (void)w;
 }
 
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
