@@ -313,7 +313,7 @@ START_TEST(test_late_start_moves_the_delay_grid_to_the_actual_start)
                   (long long)(p->begin_ns[2] - p->sched_ns[2]));
     /* At least the interval less the 5 ms tolerance, less what lies
      * between the library's start of a run and the probe's clock read in
-     * run_once (the lease call; much longer under valgrind). */
+     * run_once (a few microseconds; 150 us and more under valgrind). */
     for (int k = 1; k < 6; k++) {
         int64_t gap = p->begin_ns[k] - p->begin_ns[k - 1];
         ck_assert_msg(gap >= 90 * MS,
