@@ -191,12 +191,17 @@ LSVC_HIDDEN void lsvc__wakeup_post(struct lsvc_wakeup *w);
 /* lsvc__wakeup_post in two halves, for a poster that holds the lock of
  * the service that w is part of: the mark under the lock, the wake after
  * it, so that the woken thread does not wake to a lock still held. The
- * wake reads nothing at w, only hands its address to the kernel, so it
- * is safe once w is freed: what waits at that address by then takes it
- * as a spurious wake-up, which every futex waiter allows. Where there is
+ * wake takes w's address, read while w was alive, and reads nothing
+ * there: the kernel only hashes the address. It is safe once w is freed;
+ * what waits at that address by then takes it as a spurious wake-up,
+ * which futex(2) tells every waiter to expect (valgrind's memcheck, which
+ * checks the address, is told so in test/valgrind.supp). Where there is
  * no futex, the mark posts and the wake does nothing. */
 LSVC_HIDDEN void lsvc__wakeup_mark(struct lsvc_wakeup *w);
-LSVC_HIDDEN void lsvc__wakeup_wake(struct lsvc_wakeup *w);
+LSVC_HIDDEN void lsvc__wakeup_wake(uintptr_t w);
+/* Whether a mark has not yet been taken by a wait: its wake may still be
+ * to come, from a poster that lost the CPU after the mark. */
+LSVC_HIDDEN bool lsvc__wakeup_pending(struct lsvc_wakeup *w);
 /* Forgets a post nobody waited for. */
 LSVC_HIDDEN void lsvc__wakeup_drain(struct lsvc_wakeup *w);
 /* Returns when posted (taking the post), at due_ns on CLOCK_MONOTONIC,

@@ -54,28 +54,30 @@ static void sleep_precise(lsvc *svc, int64_t now_ns, int64_t due_ns)
 /* Unlocks svc, which the caller locked to change its schedule
  * (control.c), and with `changed` wakes the service thread to look at it
  * again. Only a thread that sleeps, or is about to, is woken, so that a
- * storm of requests during a run leaves no pile of posts behind. The post
- * is marked before the unlock: once the lock is free, the thread may see
- * the change without it, run, and be stopped and destroyed by a thread
- * that saw the run. Only its wake comes after the unlock, so that the
- * thread does not wake to a lock still held; the wake is safe on freed
- * memory (wakeup.c). A precise sleep is never woken: it looks again
- * after its step, within 100 ms. */
+ * storm of requests during a run leaves no pile of posts behind; and
+ * one whose mark is not yet taken, since the waker that marked it may
+ * not have made its wake yet. The post is marked before the unlock: once
+ * the lock is free, the thread may see the change without it, run, and
+ * be stopped and destroyed by a thread that saw the run. Only the wake
+ * comes after the unlock, so that the thread does not wake to a lock
+ * still held; it is safe on freed memory (lsvc__wakeup_wake). A precise
+ * sleep is never woken: it looks again after its step, within 100 ms. */
 void lsvc__unlock_kick(lsvc *svc, bool changed)
 {
-    struct lsvc_wakeup *kicked = NULL;
+    uintptr_t kicked = 0;
 
-    if (changed && svc->sleeping) {
+    if (changed &&
+        (svc->sleeping || lsvc__wakeup_pending(&svc->wake))) {
         svc->sleeping = false;
 #if LSVC_HAVE_WAKEUP
         lsvc__wakeup_mark(&svc->wake);
-        kicked = &svc->wake;
+        kicked = (uintptr_t)&svc->wake;
 #else
         pthread_cond_broadcast(&svc->cond);
 #endif
     }
     lsvc__unlock(&svc->lock);
-    if (kicked != NULL)
+    if (kicked != 0)
         lsvc__wakeup_wake(kicked);
 }
 

@@ -42,19 +42,25 @@ void lsvc__wakeup_mark(struct lsvc_wakeup *w)
     atomic_store(&w->word, 1);
 }
 
-void lsvc__wakeup_wake(struct lsvc_wakeup *w)
+void lsvc__wakeup_wake(uintptr_t w)
 {
-    syscall(SYS_futex, &w->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    struct lsvc_wakeup *at = (struct lsvc_wakeup *)w;
+
+    syscall(SYS_futex, &at->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+bool lsvc__wakeup_pending(struct lsvc_wakeup *w)
+{
+    return atomic_load(&w->word) != 0;
 }
 
 void lsvc__wakeup_post(struct lsvc_wakeup *w)
 {
     /* Every post wakes, as sem_post does with a waiter: one that left
      * the waking to an earlier poster would wait for that poster to get
-     * the CPU back. Posts are rare (a stop, or a change to a sleeping
-     * service). */
+     * the CPU back. Posts are rare (a stop). */
     lsvc__wakeup_mark(w);
-    lsvc__wakeup_wake(w);
+    lsvc__wakeup_wake((uintptr_t)w);
 }
 
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
@@ -99,9 +105,16 @@ void lsvc__wakeup_mark(struct lsvc_wakeup *w)
     sem_post(&w->sem);
 }
 
-void lsvc__wakeup_wake(struct lsvc_wakeup *w)
+void lsvc__wakeup_wake(uintptr_t w)
 {
     (void)w;
+}
+
+/* The mark is the post itself: no wake is ever left to come. */
+bool lsvc__wakeup_pending(struct lsvc_wakeup *w)
+{
+    (void)w;
+    return false;
 }
 
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
