@@ -247,7 +247,7 @@ void print_costs(const struct result *r, size_t count, const char *what);
 void json_begin(const char *bench, const struct bench_opts *o,
                 int64_t interval_ns, int services);
 void json_results(const struct result *r, size_t count);
-void json_ratios(const struct result *r, size_t count);
+void json_ratios(const struct result *r, size_t count, bool by_services);
 void json_costs(const struct result *r, size_t count);
 void json_end(void);
 int svg_write(const char *path, const char *title, const struct result *r,

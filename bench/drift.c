@@ -120,7 +120,7 @@ int bench_drift(const struct bench_opts *o)
     if (o->json) {
         json_begin("drift", o, interval, 1);
         json_results(results, shown);
-        json_ratios(results, shown);
+        json_ratios(results, shown, false);
         json_end();
         return rc;
     }

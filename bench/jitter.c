@@ -123,7 +123,7 @@ int bench_jitter(const struct bench_opts *o)
     if (o->json) {
         json_begin("jitter", o, interval, (int)k);
         json_results(results, shown);
-        json_ratios(results, shown);
+        json_ratios(results, shown, false);
         json_end();
     } else {
         print_results(results, shown, 0);

@@ -275,14 +275,13 @@ void json_results(const struct result *r, size_t count)
     putchar(']');
 }
 
-/* {"loopsvc-condvar": {"p50": r, "p99": r}, ...}; when the results span
- * several instance counts (scale), one level more, keyed by the count. */
-void json_ratios(const struct result *r, size_t count)
+/* {"loopsvc-condvar": {"p50": r, "p99": r}, ...}; with `nested` (scale),
+ * one level more, keyed by the instance count, also when there is only
+ * one (--services N). */
+void json_ratios(const struct result *r, size_t count, bool nested)
 {
-    bool nested = false, first_impl = true;
+    bool first_impl = true;
 
-    for (size_t i = 1; i < count; i++)
-        nested |= r[i].services != r[0].services;
     printf(", \"ratios\": {");
     for (size_t i = 0; i < count; i++) {
         const struct result *x = &r[i];

@@ -648,7 +648,7 @@ int bench_scale(const struct bench_opts *o)
     if (o->json) {
         json_begin("scale", o, interval, (int)sizes[nsizes - 1]);
         json_results(results, count);
-        json_ratios(results, count);
+        json_ratios(results, count, true);
         print_per_impl("start_ns", results, count, false);
         print_per_impl("cpu_ns_per_wake", results, count, true);
         print_keyed("rss_bytes_per_service", pts, nsizes, OURS);
