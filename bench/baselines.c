@@ -85,6 +85,15 @@ static int run_threads(const struct block_spec *spec, struct lane *lanes,
 
 /* --- clock_nanosleep and rebase-on-start --------------------------------- */
 
+/* Keeps the CPU busy for ns, reading the clock as it goes. */
+static void spend_cpu(int64_t ns)
+{
+    int64_t until = now_ns() + ns;
+
+    while (now_ns() < until)
+        ;
+}
+
 static void nanosleep_body(struct raw_inst *in)
 {
     const struct block_spec *s = in->spec;
@@ -98,6 +107,8 @@ static void nanosleep_body(struct raw_inst *in)
             ;
         int64_t start = now_ns();
         lane_put(in->lane, tick, due, start);
+        if (s->variant & VAR_WORK)
+            spend_cpu(s->work_ns);
         if (s->variant & VAR_REBASE) {
             due = start + s->interval_ns;
         } else {

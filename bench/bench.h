@@ -40,6 +40,7 @@ struct bench_opts {
     unsigned modes;       /* --mode: MODE_* bits */
     int load;             /* --load */
     int blocks;           /* --blocks; 0 = default */
+    int64_t raw_work_ns;  /* --raw-work-ns; 0 = none */
     bool quick;
     bool json;
     const char *svg;      /* --svg FILE, or NULL */
@@ -64,7 +65,8 @@ struct lane {
 
 /* Variants of one runner, chosen by the impl table. */
 enum { VAR_PRECISE = 1, VAR_REBASE = 2, VAR_BURST = 4, VAR_LEASE_PG = 8,
-       VAR_LEASE_REDIS = 16, VAR_STALL = 32, VAR_NO_HIST = 64, VAR_OBSERVED = 128 };
+       VAR_LEASE_REDIS = 16, VAR_STALL = 32, VAR_NO_HIST = 64, VAR_OBSERVED = 128,
+       VAR_WORK = 256 };
 
 /* One block: what every runner is given. */
 struct block_spec {
@@ -74,6 +76,7 @@ struct block_spec {
     int prio, cpu;
     long slack_ns;      /* -1 = the impl's default */
     int variant;        /* VAR_* bits */
+    int64_t work_ns;    /* VAR_WORK: CPU time spent after each wake */
     /* When not NULL: counted once every instance has started (ours_run,
      * run_threads), so that a sampler can wait for the steady state. */
     struct latch *started;
@@ -361,9 +364,12 @@ void bench_lease_free(int variant, void *lease);
 /* The impl table: every timer the bench knows, by the names of the
  * JSON schema. */
 /* IMPL_NANOSLEEP_B is the raw loop again under another name: its ratio
- * over IMPL_NANOSLEEP in the same run is the run's noise floor. */
+ * over IMPL_NANOSLEEP in the same run is the run's noise floor.
+ * IMPL_NANOSLEEP_WORK is the raw loop spending spec->work_ns of CPU after
+ * each wake (scale --raw-work-ns): what that much more CPU per wake does
+ * to a loop that is otherwise the raw one. */
 extern const struct impl IMPL_CONDVAR, IMPL_PRECISE, IMPL_BURST, IMPL_NANOSLEEP,
-    IMPL_NANOSLEEP_B, IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
+    IMPL_NANOSLEEP_B, IMPL_NANOSLEEP_WORK, IMPL_REBASE, IMPL_TIMERFD, IMPL_POSIX_TIMER, IMPL_LIBUV, IMPL_CYCLICTEST,
     IMPL_LEASE_PG, IMPL_LEASE_REDIS, IMPL_STALLED, IMPL_NOHIST, IMPL_HIST,
     IMPL_OBSERVED;
 

@@ -128,6 +128,7 @@ struct block_spec spec_from(const struct bench_opts *o, int64_t interval_ns,
         .cpu = o->cpu,
         .slack_ns = o->slack_ns,
         .variant = variant,
+        .work_ns = o->raw_work_ns,
     };
     return s;
 }
@@ -201,6 +202,7 @@ const struct impl IMPL_HIST = { "loopsvc", ours_run, 0 };
 const struct impl IMPL_OBSERVED = { "loopsvc-observed", ours_run, VAR_OBSERVED };
 const struct impl IMPL_NANOSLEEP = { "clock_nanosleep", nanosleep_run, 0 };
 const struct impl IMPL_NANOSLEEP_B = { "clock_nanosleep-b", nanosleep_run, 0 };
+const struct impl IMPL_NANOSLEEP_WORK = { "clock_nanosleep+work", nanosleep_run, VAR_WORK };
 const struct impl IMPL_REBASE = { "rebase-on-start", nanosleep_run, VAR_REBASE };
 const struct impl IMPL_TIMERFD = { "timerfd", timerfd_run, 0 };
 const struct impl IMPL_POSIX_TIMER = { "posix_timer", posix_timer_run, 0 };

@@ -16,6 +16,7 @@ ENVELOPE = ("bench", "interval_ns", "services", "prio", "load", "results", "rati
 RESULT = ("impl", "samples", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns",
           "p999_ns", "max_ns", "slack_ns")
 IMPLS = {"loopsvc-condvar", "loopsvc-precise", "clock_nanosleep", "clock_nanosleep-b",
+         "clock_nanosleep+work",
          "cyclictest",
          "timerfd", "posix_timer", "libuv", "rebase-on-start", "loopsvc-burst",
          "raw-wake-join", "loopsvc-stalled", "raw-cond-signal", "loopsvc-nohist",
@@ -138,8 +139,10 @@ def check_ratios(ratios, bench, where):
         raise ShapeError(f"{where}: ratios for {sorted(ratios)}, not for loopsvc "
                          "and loopsvc-observed")
     for impl, r in ratios.items():
-        # scale's second raw loop has ratios too: the run's noise floor.
-        if not is_ours(impl) and not (bench == "scale" and impl == "clock_nanosleep-b"):
+        # scale's other raw loops have ratios too: the run's noise floor,
+        # and the raw loop with work.
+        if not is_ours(impl) and not (bench == "scale" and impl in
+                                      ("clock_nanosleep-b", "clock_nanosleep+work")):
             raise ShapeError(f"{where}: ratio for {impl!r}, which is not ours")
         # scale nests one level more, keyed by the number of services
         leaves = r.values() if bench == "scale" else [r]

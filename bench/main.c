@@ -131,6 +131,9 @@ static const char *const usage[] = {
 "                    uses its automatic slack and baselines the system's\n"
 "  --mode M          condvar, precise or both (default both; stop: condvar)\n"
 "  --load N          N busy-looping threads during the measurement\n"
+"  --raw-work-ns N   scale: also clock_nanosleep+work, the raw loop spending\n"
+"                    N ns of CPU after each wake (1..1000000), to show what\n"
+"                    that much more CPU per wake does to lateness\n"
 "  --quick           smaller runs, a few seconds per subcommand\n"
 "  --json            one JSON object per subcommand on stdout, nothing else\n"
 "  --svg FILE        write an SVG: jitter, a log-log latency histogram;\n"
@@ -217,7 +220,7 @@ static long parse_long(const char *opt, const char *arg, long lo, long hi)
 static int parse_args(int argc, char **argv, struct bench_opts *o, const char **cmd)
 {
     enum { O_INTERVAL = 256, O_LOOPS, O_DURATION, O_SERVICES, O_PRIO, O_CPU,
-           O_SLACK, O_MODE, O_LOAD, O_QUICK, O_JSON, O_SVG, O_BLOCKS, O_HELP };
+           O_SLACK, O_MODE, O_LOAD, O_QUICK, O_JSON, O_SVG, O_BLOCKS, O_WORK, O_HELP };
     static const struct option longopts[] = {
         { "interval-us", required_argument, NULL, O_INTERVAL },
         { "loops", required_argument, NULL, O_LOOPS },
@@ -232,6 +235,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, const char **
         { "quick", no_argument, NULL, O_QUICK },
         { "json", no_argument, NULL, O_JSON },
         { "svg", required_argument, NULL, O_SVG },
+        { "raw-work-ns", required_argument, NULL, O_WORK },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -297,6 +301,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, const char **
             break;
         case O_SVG:
             o->svg = optarg;
+            break;
+        case O_WORK:
+            o->raw_work_ns = parse_long("--raw-work-ns", optarg, 1, 1000000);
             break;
         case O_HELP:
         case 'h':

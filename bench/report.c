@@ -113,7 +113,7 @@ void print_results(const struct result *r, size_t count, unsigned has)
     /* The N and start columns are scale's: its results span several N. */
     bool drift = has & HAS_DRIFT, cpu = has & HAS_CPU, scale = has & HAS_START;
 
-    printf("   %-16s", "impl");
+    printf("   %-20s", "impl");
     if (scale)
         printf(" %5s", "N");
     printf(" %9s %8s", "slack ns", "samples");
@@ -129,7 +129,7 @@ void print_results(const struct result *r, size_t count, unsigned has)
         const struct result *x = &r[i];
         const struct summary *s = &x->lat;
 
-        printf("   %-16s", x->impl);
+        printf("   %-20s", x->impl);
         if (scale)
             printf(" %5d", x->services);
         printf(" %9ld %8zu", x->slack_ns, s->samples);
@@ -178,12 +178,14 @@ static bool cpu_ratio_known(const struct result *x, const struct result *b)
     return (x->has & HAS_CPU) && x->cpu_ns_per_wake > 0 && b->cpu_ns_per_wake > 0;
 }
 
-/* Ours, and the raw loop's second impl in scale, whose ratio over the
- * first is the noise floor of every ratio of that run. */
+/* Ours, and the raw loop's other impls in scale: the second, whose ratio
+ * over the first is the noise floor of every ratio of that run, and the
+ * one that spends CPU after each wake. */
 static bool is_ours(const struct result *x)
 {
     return strncmp(x->impl, "loopsvc-", 8) == 0 ||
-           strcmp(x->impl, IMPL_NANOSLEEP_B.name) == 0;
+           strcmp(x->impl, IMPL_NANOSLEEP_B.name) == 0 ||
+           strcmp(x->impl, IMPL_NANOSLEEP_WORK.name) == 0;
 }
 
 void print_ratios(const struct result *r, size_t count)
@@ -198,7 +200,7 @@ void print_ratios(const struct result *r, size_t count)
         if (!any)
             printf("   ours / clock_nanosleep, same run:\n");
         any = true;
-        printf("   %-16s", r[i].impl);
+        printf("   %-20s", r[i].impl);
         if (r[i].has & HAS_CPU)
             printf(" N=%-5d", r[i].services);
         printf(" p50 x%.2f  p99 x%.2f", ratio(r[i].lat.p50, b->lat.p50),

@@ -38,7 +38,7 @@
 #include <unistd.h>
 
 #define MAX_SIZES 5
-#define MAX_IMPLS 4
+#define MAX_IMPLS 5
 #define MAX_REPS 3
 /* At most this many wakes a second in a block: N = 1000 at 10 ms. */
 #define MIN_NS_PER_SERVICE (10 * NS_PER_US)
@@ -595,6 +595,8 @@ int bench_scale(const struct bench_opts *o)
         impls[nimpls++] = &IMPL_PRECISE;
     impls[nimpls++] = &IMPL_NANOSLEEP;
     impls[nimpls++] = &IMPL_NANOSLEEP_B;
+    if (o->raw_work_ns > 0)
+        impls[nimpls++] = &IMPL_NANOSLEEP_WORK;
     limits_read(&lim);
     memset(pts, 0, sizeof pts);
     for (size_t s = 0; s < nsizes; s++) {
