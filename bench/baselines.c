@@ -100,13 +100,13 @@ static void nanosleep_body(struct raw_inst *in)
     int64_t due = now_ns() + s->interval_ns;
 
     in->slack_ns = slack_apply(s->slack_ns);
-    for (size_t tick = 0; tick <= s->ticks; tick++) {
+    for (size_t wake = 0; wake <= s->ticks + 2 * s->settle; wake++) {
         struct timespec ts = ns_to_ts(due);
 
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
         int64_t start = now_ns();
-        lane_put(in->lane, tick, due, start);
+        lane_put(in->lane, settled_tick(s, wake), due, start);
         if (s->variant & VAR_WORK)
             spend_cpu(s->work_ns);
         if (s->variant & VAR_REBASE) {

@@ -77,6 +77,12 @@ struct block_spec {
     long slack_ns;      /* -1 = the impl's default */
     int variant;        /* VAR_* bits */
     int64_t work_ns;    /* VAR_WORK: CPU time spent after each wake */
+    /* Wake-ups run but not measured, both after the warm-up tick and
+     * after the last measured one (ours_run and nanosleep_run; scale
+     * sets it), so that no measured wake-up of many instances overlaps
+     * the start or the end of the others: their thread creations and
+     * exits are not the steady state. */
+    size_t settle;
     /* When not NULL: counted once every instance has started (ours_run,
      * run_threads), so that a sampler can wait for the steady state. */
     struct latch *started;
@@ -92,6 +98,12 @@ struct block_info {
      * the run observer (VAR_OBSERVED) during the block. */
     uint64_t histogram_runs, observer_calls;
 };
+
+/* The lane's tick of wake-up `wake` (0 first) of a runner that honours
+ * spec->settle: 0, the warm-up, for the settling wake-ups at the start,
+ * and past the lane's capacity for those at the end, so that lane_put
+ * drops both. */
+size_t settled_tick(const struct block_spec *spec, size_t wake);
 
 /* Runs one block into lanes[0 .. spec->instances - 1], each with cap >=
  * spec->ticks. Returns 0 or an errno value. */

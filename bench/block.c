@@ -156,8 +156,14 @@ int opt_blocks(const struct bench_opts *o, int normal, int quick, uint64_t loops
  * seconds is not slow, it is stuck. */
 int64_t block_deadline(const struct block_spec *spec)
 {
-    return now_ns() + 3 * (int64_t)(spec->ticks + 1) * spec->interval_ns +
+    return now_ns() + 3 * (int64_t)(spec->ticks + 1 + 2 * spec->settle) *
+                          spec->interval_ns +
            10 * NS_PER_SEC;
+}
+
+size_t settled_tick(const struct block_spec *spec, size_t wake)
+{
+    return wake > spec->settle ? wake - spec->settle : 0;
 }
 
 /* run_block, and into cpu (when not NULL) the CPU time the waking thread

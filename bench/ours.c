@@ -1,6 +1,7 @@
 /*
  * The library under test, driven like every baseline: one service per
- * instance, started for a warm-up run plus `ticks` runs. A run's lateness
+ * instance, started for a warm-up run plus `ticks` runs (and spec->settle
+ * unmeasured ones at each end of those). A run's lateness
  * is CLOCK_MONOTONIC read first thing in run_once minus the scheduled
  * start the library reports for that run.
  */
@@ -14,7 +15,8 @@
 
 struct ours_inst {
     struct lane *lane;
-    size_t tick;
+    const struct block_spec *spec;
+    size_t wake;   /* wake-ups so far */
     long slack_ns;
 };
 
@@ -28,11 +30,12 @@ static int ours_run_once(lsvc *svc, void *arg)
         return 1;
     /* At the last run: the automatic slack follows the other services,
      * which are all running by then. */
-    if (in->tick == in->lane->cap)
+    size_t tick = settled_tick(in->spec, in->wake++);
+    if (tick == in->lane->cap)
         in->slack_ns = slack_current();
     if (in->lane->cpu != NULL)
-        lane_put_cpu(in->lane, in->tick);
-    lane_put(in->lane, in->tick++, ts_to_ns(&due), now);
+        lane_put_cpu(in->lane, tick);
+    lane_put(in->lane, tick, ts_to_ns(&due), now);
     return 0;
 }
 
@@ -86,6 +89,7 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
 
     for (; rc == 0 && created < k; created++) {
         insts[created].lane = &lanes[created];
+        insts[created].spec = spec;
         rc = bench_lease_attach(spec->variant, &opts, &leases[created]);
         if (rc == 0)
             rc = lsvc_create(&svcs[created], &bench_class, &insts[created], &opts);
@@ -100,7 +104,7 @@ int ours_run(const struct block_spec *spec, struct lane *lanes,
         lsvc_set_run_observer(observe_run, &observed);
     int64_t t0 = now_ns();
     for (; rc == 0 && started < k; started++)
-        if ((rc = lsvc_start(svcs[started], spec->ticks + 1)) != 0)
+        if ((rc = lsvc_start(svcs[started], spec->ticks + 1 + 2 * spec->settle)) != 0)
             break;
     info->start_ns = now_ns() - t0;
     if (spec->started != NULL)
