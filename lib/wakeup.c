@@ -54,15 +54,6 @@ bool lsvc__wakeup_pending(struct lsvc_wakeup *w)
     return atomic_load(&w->word) != 0;
 }
 
-void lsvc__wakeup_post(struct lsvc_wakeup *w)
-{
-    /* Every post wakes, as sem_post does with a waiter: one that left
-     * the waking to an earlier poster would wait for that poster to get
-     * the CPU back. Posts are rare (a stop). */
-    lsvc__wakeup_mark(w);
-    lsvc__wakeup_wake((uintptr_t)w);
-}
-
 void lsvc__wakeup_drain(struct lsvc_wakeup *w)
 {
     atomic_store(&w->word, 0);
@@ -93,11 +84,6 @@ int lsvc__wakeup_init(struct lsvc_wakeup *w)
 void lsvc__wakeup_destroy(struct lsvc_wakeup *w)
 {
     sem_destroy(&w->sem);
-}
-
-void lsvc__wakeup_post(struct lsvc_wakeup *w)
-{
-    sem_post(&w->sem);
 }
 
 void lsvc__wakeup_mark(struct lsvc_wakeup *w)
@@ -133,3 +119,12 @@ void lsvc__wakeup_wait(struct lsvc_wakeup *w, int64_t due_ns)
 #endif
 
 #endif
+
+/* Every post wakes, as sem_post does with a waiter: one that left the
+ * waking to an earlier poster would wait for that poster to get the CPU
+ * back. Posts are rare (a stop). */
+void lsvc__wakeup_post(struct lsvc_wakeup *w)
+{
+    lsvc__wakeup_mark(w);
+    lsvc__wakeup_wake((uintptr_t)w);
+}
