@@ -59,11 +59,23 @@ void lsvc__wakeup_drain(struct lsvc_wakeup *w)
     atomic_store(&w->word, 0);
 }
 
+/* Takes a post, if there is one. The word is only read when there is
+ * none, as at the end of most sleeps: a locked write would wait for a
+ * cache line that went cold while the thread slept. What a post tells is
+ * read under the lock its poster held, so no order is needed here. */
+static bool take(struct lsvc_wakeup *w)
+{
+    if (atomic_load_explicit(&w->word, memory_order_relaxed) == 0)
+        return false;
+    atomic_store_explicit(&w->word, 0, memory_order_relaxed);
+    return true;
+}
+
 void lsvc__wakeup_wait(struct lsvc_wakeup *w, int64_t due_ns)
 {
     const struct timespec ts = lsvc__timespec(due_ns);
 
-    if (atomic_exchange(&w->word, 0) != 0)
+    if (take(w))
         return; /* posted since the last wait */
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time; it
      * returns at once when a post set the word meanwhile. */
@@ -71,7 +83,7 @@ void lsvc__wakeup_wait(struct lsvc_wakeup *w, int64_t due_ns)
             FUTEX_BITSET_MATCH_ANY);
     /* A post that ended this wait is taken; one that came after it
      * follows a change the caller is about to read under its lock. */
-    atomic_store(&w->word, 0);
+    take(w);
 }
 
 #else /* sem_clockwait */
