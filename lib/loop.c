@@ -396,7 +396,9 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
                 continue;
             }
         }
-        lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...", svc->name);
+        if (lsvc__log_enabled(LSVC_LOG_DEBUG))
+            lsvc__log(LSVC_LOG_DEBUG, svc->logger, "About to run %s...",
+                      svc->name);
         bool observed = lsvc__observing();
         lsvc_run_event event;
         int64_t called = run.point.begin;
