@@ -179,13 +179,21 @@ static void begin_run(lsvc *svc, const struct run *run)
  * their writers take; a change made after that read still ends the sleep
  * step that follows: the wake-up keeps its post, the condvar wait
  * re-reads `sleeping` under the lock, and a precise step is at most
- * 100 ms. A point on the wall clock is looked at again every second. */
+ * 100 ms. A point on the wall clock is looked at again every second.
+ * With held_ns the caller holds the lock since it read the clock at
+ * held_ns, and the first look takes that as now. */
 static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
-                         struct lsvc_slack *slack, sleep_step_fn *sleep_step)
+                         struct lsvc_slack *slack, sleep_step_fn *sleep_step,
+                         int64_t held_ns)
 {
     for (;;) {
-        lsvc__lock(&svc->lock);
-        int64_t now = lsvc__now_ns();
+        int64_t now = held_ns;
+
+        if (held_ns == 0) {
+            lsvc__lock(&svc->lock);
+            now = lsvc__now_ns();
+        }
+        held_ns = 0;
         int64_t until = LSVC_FOREVER;
         bool stop = svc->stop_requested;
 
@@ -258,18 +266,16 @@ static bool begin_leased_run(lsvc *svc, struct lsvc_sched *sc,
     return !stop;
 }
 
-/* The run has ended: what other threads may now read of it. */
+/* The run has ended: what other threads may now read of it. Lock held. */
 static void end_run(lsvc *svc, int64_t end_ns, int64_t run_ns, int rc,
                     int64_t interval, uint64_t skipped)
 {
-    lsvc__lock(&svc->lock);
     svc->in_run = false;
     svc->last_end_ns = end_ns;
     lsvc__stats_end_run(svc, end_ns, run_ns, rc != 0, run_ns > interval,
                         skipped);
     if (svc->pausers > 0)
         pthread_cond_broadcast(&svc->cond);
-    lsvc__unlock(&svc->lock);
 }
 
 static void warn_overrun(lsvc *svc, int64_t end_ns, int64_t run_ns,
@@ -374,11 +380,13 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
     struct lsvc_sched sc;
     struct run run;
     uint64_t done = 0;
+    int64_t held_ns = 0; /* the lock is held since the run's end, then */
 
     lsvc__sched_init(svc, &sc, lsvc__now_ns());
     for (;;) {
-        if (!wait_for_run(svc, &sc, &run, slack, sleep_step))
+        if (!wait_for_run(svc, &sc, &run, slack, sleep_step, held_ns))
             break;
+        held_ns = 0;
         if (svc->opts.lease != NULL) {
             bool paused;
 
@@ -412,8 +420,22 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
         int64_t run_ns = end - called;
         uint64_t skipped =
             lsvc__sched_after_run(svc, &sc, &run.point, end, rc != 0);
+        bool overrun = run_ns > interval && !svc->opts.quiet_overruns;
+        /* A run after which no user code, lease or log line comes, as
+         * most are, goes on to the next sleep in the same hold of the
+         * lock, with its end as now. */
+        bool quiet = !observed && svc->opts.lease == NULL && rc == 0 &&
+                     !overrun && done + 1 != wanted &&
+                     !lsvc__log_enabled(LSVC_LOG_DEBUG);
 
+        lsvc__lock(&svc->lock);
         end_run(svc, end, run_ns, rc, interval, skipped);
+        if (quiet) {
+            done++;
+            held_ns = end;
+            continue;
+        }
+        lsvc__unlock(&svc->lock);
         if (observed)
             observe_end(&event, run_ns, rc);
         if (svc->opts.lease != NULL)
@@ -422,7 +444,7 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
             lsvc__log(LSVC_LOG_ERROR, svc->logger,
                       "Unexpected error in %s: run_once returned %d.",
                       svc->name, rc);
-        if (run_ns > interval && !svc->opts.quiet_overruns)
+        if (overrun)
             warn_overrun(svc, end, run_ns, interval);
         if (++done == wanted) {
             lsvc__log(LSVC_LOG_DEBUG, svc->logger,
