@@ -417,7 +417,8 @@ static int grow_items(struct lsvc__store *st, size_t n)
     return 0;
 }
 
-/* Builds the round that begins at now into st->items; returns its size.
+/* Builds the round that begins at now into st->items; returns its size,
+ * 0 for none, or SIZE_MAX when there was no memory for one that was due.
  * Called with the mutex held. */
 static size_t build_round(struct lsvc__store *st, int64_t now)
 {
@@ -429,8 +430,10 @@ static size_t build_round(struct lsvc__store *st, int64_t now)
             urgent = urgent || due(st, e, now, true);
             n += due(st, e, now, false);
         }
-    if (!urgent || grow_items(st, n) != 0)
+    if (!urgent)
         return 0;
+    if (grow_items(st, n) != 0)
+        return SIZE_MAX;
     n = 0;
     for (size_t b = 0; b < BUCKETS; b++)
         for (struct entry *e = st->buckets[b]; e; e = e->next) {
@@ -547,6 +550,25 @@ static void apply_round(struct lsvc__store *st, size_t n, int64_t sent)
     }
 }
 
+/* A round due but not built, for want of memory, fails as one the store
+ * did not answer: at once, so that no asker waits out its timeout, and
+ * with the backoff, so that the thread does not try again and again
+ * while memory is short. What it was to carry goes with it: the takes
+ * come again with the next asks, and the holdings with the connection.
+ * Mutex held. */
+static void fail_unbuilt_round(struct lsvc__store *st)
+{
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (struct entry *e = st->buckets[b]; e; e = e->next)
+            e->want_take = false;
+    st->rounds_begun++;
+    unsigned lost = drop_holdings(st);
+    note_failure(st, "Could not make a round trip to", "out of memory", lost);
+    st->driver->disconnect(st->drv);
+    st->rounds_done++;
+    pthread_cond_broadcast(&st->round_done);
+}
+
 /* One round: connects when needed, then sends what is due. Called with
  * the mutex held, which it lets go while it waits for the store. */
 static void run_round(struct lsvc__store *st, int64_t now)
@@ -554,6 +576,10 @@ static void run_round(struct lsvc__store *st, int64_t now)
     char why[REASON_MAX];
     size_t n = build_round(st, now);
 
+    if (n == SIZE_MAX) {
+        fail_unbuilt_round(st);
+        return;
+    }
     if (n == 0)
         return;
     st->rounds_begun++;

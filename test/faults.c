@@ -30,6 +30,7 @@ DECLARE_WRAPPED(int, sem_init, (sem_t *sem, int pshared, unsigned value));
 
 static atomic_bool armed;
 static atomic_ulong target;     /* which call fails; 0: none */
+static _Atomic(const char *) every; /* a function whose calls all fail */
 static atomic_int chosen_error; /* 0: the function's usual error */
 static atomic_ulong calls;
 static atomic_bool fired;
@@ -101,6 +102,7 @@ static void arm(unsigned long k, int error)
 {
     atomic_store(&armed, false);
     atomic_store(&target, k);
+    atomic_store(&every, NULL);
     atomic_store(&chosen_error, error);
     atomic_store(&calls, 0);
     atomic_store(&fired, false);
@@ -122,6 +124,12 @@ void faults_arm(unsigned long k)
 void faults_arm_with(unsigned long k, int error)
 {
     arm(k, error);
+}
+
+void faults_fail_every(const char *name)
+{
+    arm(0, 0);
+    atomic_store(&every, name);
 }
 
 void faults_disarm(void)
@@ -175,7 +183,8 @@ static bool take_fault(const char *name, int usual, int *error)
     unsigned long n = atomic_fetch_add(&calls, 1) + 1;
     if (n <= FAULTS_TRACE_MAX)
         atomic_store(&trace[n - 1], name);
-    if (n != atomic_load(&target))
+    const char *all = atomic_load(&every);
+    if (n != atomic_load(&target) && (all == NULL || strcmp(all, name) != 0))
         return false;
     int chosen = atomic_load(&chosen_error);
     *error = chosen != 0 ? chosen : usual;

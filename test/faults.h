@@ -28,6 +28,11 @@ void faults_arm(unsigned long k);
 /* faults_arm with the error the k-th call gives chosen by the caller
  * (an errno value); 0 means that function's usual error. */
 void faults_arm_with(unsigned long k, int error);
+/* Counts wrapped calls from now on, as faults_arm(0) does, and makes
+ * every call of the wrapped function `name` (e.g. "realloc") fail with
+ * its usual error, from whichever thread, until faults_disarm: memory
+ * that stays short, for a thread that would try again and again. */
+void faults_fail_every(const char *name);
 /* Stops counting and failing; every wrapped call is real again. */
 void faults_disarm(void);
 

@@ -13,10 +13,12 @@
 #define _GNU_SOURCE /* sched_getaffinity, to pin to a CPU this test may use */
 #include "faults.h"
 #include "helpers.h"
+#include "leasestore.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -836,6 +838,134 @@ START_TEST(test_group_wait_ends_the_signal_thread_when_its_wake_up_fails)
 }
 END_TEST
 
+/* --- The lease store ------------------------------------------------------ */
+
+/* A store that answers each round trip at once and gives every lease
+ * asked for, taken back by this replica (no point to leave). */
+struct fake_store {
+    atomic_uint exchanges;
+    uint64_t token; /* the store thread's alone */
+};
+
+static char *fake_make_id(void *drv, const char *name)
+{
+    (void)drv;
+    return strdup(name);
+}
+
+static int fake_connect(void *drv, char *why, size_t size)
+{
+    (void)drv, (void)why, (void)size;
+    return 0;
+}
+
+static int fake_socket(void *drv)
+{
+    (void)drv;
+    return -1; /* nothing to watch: poll passes it over */
+}
+
+static int fake_idle_input(void *drv, char *why, size_t size)
+{
+    (void)drv, (void)why, (void)size;
+    return 0;
+}
+
+static int fake_exchange(void *drv, struct lsvc__lease_item *items, size_t n,
+                         char *why, size_t size)
+{
+    struct fake_store *f = drv;
+
+    (void)why, (void)size;
+    atomic_fetch_add(&f->exchanges, 1);
+    for (size_t i = 0; i < n; i++) {
+        items[i].ok = true;
+        items[i].new_token =
+            items[i].op == LSVC__TAKE ? ++f->token : items[i].token;
+        items[i].fresh = false;
+        items[i].gap_ms = LSVC__NO_GAP;
+        items[i].success_age_ms = LSVC__NO_GAP;
+    }
+    return 0;
+}
+
+static void fake_disconnect(void *drv)
+{
+    (void)drv;
+}
+
+static const struct lsvc__store_driver fake_driver = {
+    .make_id = fake_make_id,
+    .connect = fake_connect,
+    .socket = fake_socket,
+    .idle_input = fake_idle_input,
+    .exchange = fake_exchange,
+    .disconnect = fake_disconnect,
+};
+
+static int leased_run_once(lsvc *svc, void *arg)
+{
+    (void)svc, (void)arg;
+    return 0;
+}
+
+/* With no memory for a round trip, the store's thread answers the ask at
+ * once ("not held"), says why, and waits for the next ask instead of
+ * trying again and again while memory stays short. Once memory is back,
+ * an ask after the backoff takes the lease. */
+START_TEST(test_store_without_memory_for_a_round_answers_and_waits)
+{
+    capture_log_outside_faults();
+    struct fake_store fake = { .token = 0 };
+    const int64_t second = INT64_C(1000000000);
+    struct lsvc__store *st;
+    ck_assert_int_eq(lsvc__store_create(&st, &fake_driver, &fake, "the store",
+                                        2 * second, 6 * second),
+                     0);
+    const lsvc_class cls = {
+        .name = "leased", .loop_seconds = 60, .run_once = leased_run_once,
+    };
+    lsvc *svc;
+    ck_assert_int_eq(lsvc_create(&svc, &cls, NULL, NULL), 0);
+
+    bool held = true;
+    faults_fail_every("realloc");
+    int64_t asked = now_ns();
+    int rc = lsvc__store_ops.acquire(st, svc, &held);
+    double took = seconds_since(asked);
+    unsigned long at_answer = faults_count();
+    /* What a thread that tries again at once would make of 200 ms. */
+    const struct timespec pause = { 0, 200 * 1000 * 1000 };
+    nanosleep(&pause, NULL);
+    unsigned long calls = faults_count() - at_answer;
+    bool failed = faults_fired();
+    faults_disarm();
+
+    ck_assert(failed);
+    ck_assert_msg(rc == 0 && !held, "rc %d, held %d", rc, held);
+    ck_assert_msg(took < 1.0, "the ask took %.3f s: it waited for its "
+                  "timeout, not for the round", took);
+    ck_assert_msg(calls < 10, "%lu wrapped calls in the 200 ms after the "
+                  "answer: the store's thread tries again and again", calls);
+    ck_assert_uint_eq(atomic_load(&fake.exchanges), 0);
+    ck_assert(log_find(0, LSVC_LOG_WARNING, "the store for the leases: out "
+                       "of memory", NULL));
+
+    /* Memory is back: within the backoff (0.1 s) an ask is told "not
+     * held" at once, and after it one takes the lease. */
+    for (int i = 0; i < 200 && !held; i++) {
+        ck_assert_int_eq(lsvc__store_ops.acquire(st, svc, &held), 0);
+        if (!held)
+            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    }
+    ck_assert_msg(held, "no lease 2 s after memory came back");
+    ck_assert_uint_ge(atomic_load(&fake.exchanges), 1);
+    lsvc__store_ops.ran(st, svc, 0);
+    ck_assert_int_eq(lsvc__store_destroy(st), 0);
+    lsvc_destroy(svc);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -858,5 +988,7 @@ int main(void)
         test_group_start_with_watchdog_fails_cleanly_at_every_wrapped_call,
         test_group_run_fails_cleanly_at_every_wrapped_call,
         test_group_wait_ends_the_signal_thread_when_its_wake_up_fails, NULL});
+    add_tests(s, "lease store", (const TTest *[]){
+        test_store_without_memory_for_a_round_answers_and_waits, NULL});
     return run_suite(s);
 }
