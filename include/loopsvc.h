@@ -158,7 +158,11 @@ typedef struct lsvc_lease_ops {
      * positive errno value) means the store could not tell: the run is
      * skipped as if not held, and a WARNING is logged, rate-limited. A
      * store that reports its own outages may answer "not held" with 0
-     * instead, as loopsvc-pg and loopsvc-redis do. */
+     * instead, as loopsvc-pg and loopsvc-redis do. One that waits for
+     * the store should look at lsvc_should_stop(svc) as it waits and
+     * return ECANCELED once it is true: the service then stops at once,
+     * with no WARNING and no run counted as skipped, as it does with
+     * loopsvc-pg and loopsvc-redis, which look every 20 ms. */
     int (*acquire)(void *ctx, lsvc *svc, bool *held);
     /* Optional. Called on the service thread as it stops, after its last
      * run and before on_stop, when the last answer was "held": gives
@@ -490,8 +494,9 @@ LSVC_API int lsvc_scheduled_start(const lsvc *svc, struct timespec *out);
 
 /*
  * Whether a stop of the service was requested: for a long run_once, which
- * a stop never interrupts, to finish early. false for a NULL svc, and
- * again once the service is started anew.
+ * a stop never interrupts, to finish early, and for a lease's acquire
+ * that waits. false for a NULL svc, and again once the service is started
+ * anew. Any thread.
  */
 LSVC_API bool lsvc_should_stop(const lsvc *svc);
 

@@ -432,6 +432,7 @@ enum lsvc_lease_answer {
     LSVC_LEASE_HELD,      /* held here: run */
     LSVC_LEASE_ELSEWHERE, /* the lease said "not held" */
     LSVC_LEASE_UNKNOWN,   /* the lease could not tell */
+    LSVC_LEASE_CANCELED,  /* a stop ended the ask */
 };
 LSVC_HIDDEN enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc,
                                                       uint64_t *token,

@@ -9,6 +9,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,6 +71,9 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
     bool held = false;
     int rc = ops->acquire(svc->opts.lease_ctx, svc, &held);
 
+    /* An ask that a stop ended tells nothing, and the service stops. */
+    if (rc == ECANCELED && lsvc_should_stop(svc))
+        return LSVC_LEASE_CANCELED;
     const char *what = "learn whether this replica holds the lease";
 
     *has_token = held && rc == 0 && ops->token != NULL;

@@ -57,6 +57,9 @@
  * fewer round trips, but wakes the waiting services in bursts, which the
  * other threads of the machine feel. */
 #define COALESCE_MAX_NS (2 * NS_PER_MS)
+/* How often a service waiting for its ask looks whether it is asked to
+ * stop: the longest a stop waits for an ask in progress. */
+#define STOP_LOOK_NS (20 * NS_PER_MS)
 
 struct entry {
     struct entry *next;     /* in its bucket */
@@ -308,19 +311,35 @@ static void drain_wake(struct lsvc__store *st)
 }
 
 /* Waits, with the mutex held, until a round that began after this call
- * has been answered, or the deadline passes. Returns whether it was. */
-static bool wait_round(struct lsvc__store *st, int64_t deadline)
+ * has been answered, or the deadline passes, or (with asker) a stop of
+ * the asking service is requested, which it looks for every STOP_LOOK_NS
+ * with the mutex let go: lsvc_should_stop takes the service's lock, and
+ * nothing takes that lock inside this one. Returns 0 when the round was
+ * answered, ETIMEDOUT or ECANCELED. */
+static int wait_round(struct lsvc__store *st, int64_t deadline,
+                      const lsvc *asker)
 {
     uint64_t target = st->rounds_begun + 1;
-    struct timespec ts = { .tv_sec = deadline / NS_PER_SEC,
-                           .tv_nsec = deadline % NS_PER_SEC };
 
     wake_thread(st);
-    while (st->rounds_done < target && !st->quit)
-        if (pthread_cond_timedwait(&st->round_done, &st->mutex, &ts) ==
+    while (st->rounds_done < target && !st->quit) {
+        int64_t until = deadline;
+        if (asker != NULL && until - now_ns() > STOP_LOOK_NS)
+            until = now_ns() + STOP_LOOK_NS;
+        struct timespec ts = { .tv_sec = until / NS_PER_SEC,
+                               .tv_nsec = until % NS_PER_SEC };
+        if (pthread_cond_timedwait(&st->round_done, &st->mutex, &ts) !=
             ETIMEDOUT)
+            continue;
+        if (until == deadline)
             break;
-    return st->rounds_done >= target;
+        pthread_mutex_unlock(&st->mutex);
+        bool stop = lsvc_should_stop(asker);
+        pthread_mutex_lock(&st->mutex);
+        if (stop && st->rounds_done < target)
+            return ECANCELED;
+    }
+    return st->rounds_done >= target ? 0 : ETIMEDOUT;
 }
 
 /* ---- the thread ------------------------------------------------------ */
@@ -773,9 +792,18 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     e->asked_ns = now;
     e->want_take = true;
     /* No answer in time is "could not tell": the take goes on, and the
-     * next ask finds what it gave. */
-    if (!wait_round(st, now + gather + 2 * st->timeout_ns + 100 * NS_PER_MS))
-        rc = st->quit ? 0 : ETIMEDOUT;
+     * next ask finds what it gave. A stop ends the wait: the take is
+     * called off, or if it is on its way, what it gains is given up in
+     * the round after it. */
+    rc = wait_round(st, now + gather + 2 * st->timeout_ns + 100 * NS_PER_MS,
+                    svc);
+    if (rc == ECANCELED) {
+        e->want_take = false;
+        e->keep_ns = 0;
+        goto out;
+    }
+    if (rc == ETIMEDOUT && st->quit)
+        rc = 0;
     now = now_ns();
     *held = rc == 0 && e->held && e->svc == svc && now < e->valid_until &&
             !e->skip_point;
@@ -801,7 +829,7 @@ static void store_release(void *ctx, lsvc *svc)
         e->held = false;
         e->in_run = false;
         e->want_release = true;
-        wait_round(st, now_ns() + st->timeout_ns + 100 * NS_PER_MS);
+        wait_round(st, now_ns() + st->timeout_ns + 100 * NS_PER_MS, NULL);
     }
     leave(st);
 }

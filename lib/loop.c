@@ -344,6 +344,17 @@ static void skip_run(lsvc *svc, struct lsvc_sched *sc, const struct run *run,
     lsvc__unlock(&svc->lock);
 }
 
+/* A stop ended the lease's ask: the run claimed is not made, and a pause
+ * that waits for it is told. */
+static void drop_ask(lsvc *svc)
+{
+    lsvc__lock(&svc->lock);
+    svc->run_begin_ns = 0;
+    if (svc->pausers > 0)
+        pthread_cond_broadcast(&svc->cond);
+    lsvc__unlock(&svc->lock);
+}
+
 /* Tells the run observer that the run begins. Only this thread writes
  * the run's number and the lease's state, so it reads them unlocked. */
 static void observe_begin(lsvc *svc, const struct run *run,
@@ -393,6 +404,10 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
             enum lsvc_lease_answer lease =
                 lsvc__lease_acquire(svc, &run.token, &run.has_token);
 
+            if (lease == LSVC_LEASE_CANCELED) {
+                drop_ask(svc);
+                break;
+            }
             if (lease != LSVC_LEASE_HELD) {
                 skip_run(svc, &sc, &run, lease == LSVC_LEASE_ELSEWHERE);
                 continue;

@@ -13,12 +13,11 @@
 #define _GNU_SOURCE /* sched_getaffinity, to pin to a CPU this test may use */
 #include "faults.h"
 #include "helpers.h"
-#include "leasestore.h"
+#include "fakestore.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -840,69 +839,6 @@ END_TEST
 
 /* --- The lease store ------------------------------------------------------ */
 
-/* A store that answers each round trip at once and gives every lease
- * asked for, taken back by this replica (no point to leave). */
-struct fake_store {
-    atomic_uint exchanges;
-    uint64_t token; /* the store thread's alone */
-};
-
-static char *fake_make_id(void *drv, const char *name)
-{
-    (void)drv;
-    return strdup(name);
-}
-
-static int fake_connect(void *drv, char *why, size_t size)
-{
-    (void)drv, (void)why, (void)size;
-    return 0;
-}
-
-static int fake_socket(void *drv)
-{
-    (void)drv;
-    return -1; /* nothing to watch: poll passes it over */
-}
-
-static int fake_idle_input(void *drv, char *why, size_t size)
-{
-    (void)drv, (void)why, (void)size;
-    return 0;
-}
-
-static int fake_exchange(void *drv, struct lsvc__lease_item *items, size_t n,
-                         char *why, size_t size)
-{
-    struct fake_store *f = drv;
-
-    (void)why, (void)size;
-    atomic_fetch_add(&f->exchanges, 1);
-    for (size_t i = 0; i < n; i++) {
-        items[i].ok = true;
-        items[i].new_token =
-            items[i].op == LSVC__TAKE ? ++f->token : items[i].token;
-        items[i].fresh = false;
-        items[i].gap_ms = LSVC__NO_GAP;
-        items[i].success_age_ms = LSVC__NO_GAP;
-    }
-    return 0;
-}
-
-static void fake_disconnect(void *drv)
-{
-    (void)drv;
-}
-
-static const struct lsvc__store_driver fake_driver = {
-    .make_id = fake_make_id,
-    .connect = fake_connect,
-    .socket = fake_socket,
-    .idle_input = fake_idle_input,
-    .exchange = fake_exchange,
-    .disconnect = fake_disconnect,
-};
-
 static int leased_run_once(lsvc *svc, void *arg)
 {
     (void)svc, (void)arg;
@@ -916,10 +852,12 @@ static int leased_run_once(lsvc *svc, void *arg)
 START_TEST(test_store_without_memory_for_a_round_answers_and_waits)
 {
     capture_log_outside_faults();
-    struct fake_store fake = { .token = 0 };
+    struct fake_store fake;
+    fake_store_init(&fake);
     const int64_t second = INT64_C(1000000000);
     struct lsvc__store *st;
-    ck_assert_int_eq(lsvc__store_create(&st, &fake_driver, &fake, "the store",
+    ck_assert_int_eq(lsvc__store_create(&st, &fake_store_driver, &fake,
+                                        "the store",
                                         2 * second, 6 * second),
                      0);
     const lsvc_class cls = {
@@ -963,6 +901,7 @@ START_TEST(test_store_without_memory_for_a_round_answers_and_waits)
     lsvc__store_ops.ran(st, svc, 0);
     ck_assert_int_eq(lsvc__store_destroy(st), 0);
     lsvc_destroy(svc);
+    fake_store_destroy(&fake);
 }
 END_TEST
 

@@ -591,6 +591,40 @@ START_TEST(test_blocked_acquire_delays_only_its_service)
 }
 END_TEST
 
+/* An acquire that waits may end its wait for a stop with ECANCELED: the
+ * service stops with no WARNING and nothing counted; the same answer
+ * without a stop is an error like any other. */
+START_TEST(test_acquire_canceled_by_a_stop_ends_the_service_quietly)
+{
+    struct leased *t = leased_new("Asking", 0.02, true, &fake_ops);
+    t->f.block = true;
+    t->f.error = ECANCELED;
+    fx_start(t->x, 0);
+    ck_assert(sem_wait_for(&t->f.blocked, 10));
+    ck_assert_int_eq(lsvc_stop(t->x->svc, false), 0);
+    sem_post(&t->f.gate); /* the acquire sees the stop and gives up */
+    ck_assert_int_eq(lsvc_join(t->x->svc, 10), 0);
+
+    lsvc_stats st = stats_of(t->x->svc);
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
+    ck_assert_uint_eq(st.skipped_not_leader, 0);
+    ck_assert_uint_eq(st.lease_changes, 0);
+    ck_assert_uint_eq(log_count(LSVC_LOG_WARNING, NULL), 0);
+    ck_assert_uint_eq(fake_read(&t->f, &t->f.releases), 0);
+    ck_assert_str_eq(t->x->p.events, "ST");
+
+    /* Without a stop, ECANCELED is one more error that could not tell. */
+    t->f.block = false;
+    sem_drain(&t->f.acquired);
+    fx_start(t->x, 0);
+    ck_assert(log_wait(0, LSVC_LOG_WARNING, "Operation canceled", 10, NULL));
+    ck_assert(leased_wait_acquires(t, 3)); /* the first two are counted */
+    leased_stop(t, 0);
+    ck_assert_uint_ge(stats_of(t->x->svc).skipped_not_leader, 2);
+    ck_assert_uint_eq(probe_runs(&t->x->p), 0);
+}
+END_TEST
+
 /* --- Handover between two replicas ----------------------------------------- */
 
 /* One lease store, as two replicas of a server would share in a database. */
@@ -1069,6 +1103,7 @@ int main(void)
         test_release_comes_after_the_last_run_and_before_on_stop,
         test_loops_count_only_runs_made,
         test_blocked_acquire_delays_only_its_service,
+        test_acquire_canceled_by_a_stop_ends_the_service_quietly,
         test_stopped_holder_hands_over_to_the_other_replica,
         test_lease_token_needs_a_leased_run_with_tokens,
         test_token_error_skips_the_run,
