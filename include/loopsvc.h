@@ -912,12 +912,13 @@ LSVC_API int lsvc_group_metrics(lsvc_group *g, char *buf, size_t size,
  * group. NULL (the default) turns it off. One command per line, each
  * answered by lines that end with an empty line:
  *   status               a header row, then one row per service, in
- *                        columns aligned with spaces: SERVICE, STATE
- *                        (running, paused, stopped or disabled),
- *                        INTERVAL, RUNS, ERRORS, LAST-RUN (since the
- *                        last run began), NEXT-RUN, HEALTH (ok, stuck,
- *                        failing, stale, or - when not running) and
- *                        LEASE (held, not-held, or - without one)
+ *                        columns aligned with spaces, each as wide as
+ *                        its widest cell: SERVICE, STATE (running,
+ *                        paused, stopped or disabled), INTERVAL, RUNS,
+ *                        ERRORS, LAST-RUN (since the last run began),
+ *                        NEXT-RUN, HEALTH (ok, stuck, failing, stale,
+ *                        orphaned, or - when not running) and LEASE
+ *                        (held, not-held, or - without one)
  *   metrics              lsvc_group_metrics' text
  *   wake NAME            lsvc_wake
  *   pause NAME           lsvc_pause, without waiting for a run in

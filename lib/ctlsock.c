@@ -127,46 +127,89 @@ static void next_run(char *out, size_t size, const struct lsvc_status *st,
         span(out, size, "in ", st->next_due_ns - now, "");
 }
 
-static void status_row(struct reply *r, const struct lsvc_member *m,
-                       size_t name_width, int64_t now)
+/* The columns of a status reply. */
+enum { SERVICE, STATE, INTERVAL, RUNS, ERRORS, LAST_RUN, NEXT_RUN, HEALTH,
+       LEASE, COLUMNS };
+
+static const char *const headers[COLUMNS] = {
+    "SERVICE", "STATE", "INTERVAL", "RUNS", "ERRORS", "LAST-RUN",
+    "NEXT-RUN", "HEALTH", "LEASE",
+};
+
+/* Widths that the usual cells fit, so that a table watched over time
+ * keeps its shape; a wider cell widens its column. */
+static const size_t min_width[COLUMNS] = { 7, 8, 8, 8, 6, 10, 9, 7, 5 };
+
+/* One member's row: its cells, taken from one snapshot of its state. */
+struct status_row {
+    const char *cell[COLUMNS];
+    char interval[32], runs[24], errors[24], last[32], next[32];
+};
+
+static void fill_row(struct status_row *row, const struct lsvc_member *m,
+                     int64_t now)
 {
     struct lsvc_status st;
-    char interval[32] = "never", last[32] = "-", next[32] = "-";
 
     lsvc__stats_status(m->svc, &st);
+    snprintf(row->interval, sizeof row->interval, "never");
     if (st.interval_ns != LSVC_FOREVER)
-        span(interval, sizeof interval, "", st.interval_ns, "");
+        span(row->interval, sizeof row->interval, "", st.interval_ns, "");
+    snprintf(row->runs, sizeof row->runs, "%llu",
+             (unsigned long long)st.stats.loops);
+    snprintf(row->errors, sizeof row->errors, "%llu",
+             (unsigned long long)st.stats.errors);
+    snprintf(row->last, sizeof row->last, "-");
     if (st.in_run)
-        snprintf(last, sizeof last, "running");
+        snprintf(row->last, sizeof row->last, "running");
     else if (st.last_start_ns != 0)
-        span(last, sizeof last, "", now - st.last_start_ns, " ago");
+        span(row->last, sizeof row->last, "", now - st.last_start_ns, " ago");
+    snprintf(row->next, sizeof row->next, "-");
     if (st.stats.running && !st.in_run)
-        next_run(next, sizeof next, &st, now);
-    put(r, "%-*s %-8s %-8s %-8llu %-6llu %-10s %-9s %-7s %s\n",
-        (int)name_width, lsvc_name(m->svc), state_of(m, &st), interval,
-        (unsigned long long)st.stats.loops,
-        (unsigned long long)st.stats.errors, last, next,
+        next_run(row->next, sizeof row->next, &st, now);
+    const char *const cells[COLUMNS] = {
+        lsvc_name(m->svc), state_of(m, &st), row->interval, row->runs,
+        row->errors, row->last, row->next,
         !st.stats.running ? "-" : st.health ? st.health : "ok",
         m->svc->opts.lease == NULL ? "-"
         : st.stats.lease_held      ? "held"
-                                   : "not-held");
+                                   : "not-held",
+    };
+    memcpy(row->cell, cells, sizeof cells);
 }
 
+static void put_row(struct reply *r, const char *const cell[COLUMNS],
+                    const size_t width[COLUMNS])
+{
+    for (int i = 0; i < COLUMNS - 1; i++)
+        put(r, "%-*s ", (int)width[i], cell[i]);
+    put(r, "%s\n", cell[COLUMNS - 1]);
+}
+
+/* A header row, then a row per member, each column as wide as its widest
+ * cell, and at least its usual width. */
 static void do_status(struct lsvc_ctlsock *c, struct reply *r)
 {
-    size_t width = sizeof "SERVICE" - 1;
+    struct status_row *rows = calloc(c->count ? c->count : 1, sizeof *rows);
+    size_t width[COLUMNS];
     int64_t now = lsvc__now_ns();
 
-    for (size_t i = 0; i < c->count; i++) {
-        size_t len = strlen(lsvc_name(c->members[i].svc));
-        if (len > width)
-            width = len;
+    if (rows == NULL) {
+        put(r, "error: out of memory\n");
+        return;
     }
-    put(r, "%-*s %-8s %-8s %-8s %-6s %-10s %-9s %-7s %s\n", (int)width,
-        "SERVICE", "STATE", "INTERVAL", "RUNS", "ERRORS", "LAST-RUN",
-        "NEXT-RUN", "HEALTH", "LEASE");
-    for (size_t i = 0; i < c->count; i++)
-        status_row(r, &c->members[i], width, now);
+    for (int i = 0; i < COLUMNS; i++)
+        width[i] = min_width[i];
+    for (size_t k = 0; k < c->count; k++) {
+        fill_row(&rows[k], &c->members[k], now);
+        for (int i = 0; i < COLUMNS; i++)
+            if (strlen(rows[k].cell[i]) > width[i])
+                width[i] = strlen(rows[k].cell[i]);
+    }
+    put_row(r, headers, width);
+    for (size_t k = 0; k < c->count; k++)
+        put_row(r, rows[k].cell, width);
+    free(rows);
 }
 
 static void do_metrics(struct lsvc_ctlsock *c, struct reply *r)

@@ -567,6 +567,26 @@ START_TEST(test_status_health_column_shows_a_failing_service)
 }
 END_TEST
 
+/* Each column is as wide as its widest cell: a service of a year's
+ * interval, due "in 8760.0h", leaves the cells after it under their
+ * headers. */
+START_TEST(test_status_columns_fit_their_widest_cell)
+{
+    struct gfx *t = members();
+    int yearly = gfx_add(t, "Yearly", LSVC_MAX_SECONDS, NULL);
+    ck_assert_int_eq(lsvc_group_set_control_socket(t->g, sock_path), 0);
+    gfx_start(t);
+    ck_assert(probe_wait_runs(&t->m[yearly].p, 1, REPLY_S));
+
+    struct client *c = client_new();
+    const char *r = call(c, "status");
+    check_status(r, t);
+    ck_assert_str_eq(cell(r, "Yearly", NEXT_RUN), "in");
+    ck_assert_str_eq(cell(r, "Yearly", HEALTH), "ok");
+    ck_assert_str_eq(cell(r, "Fast", HEALTH), "ok");
+}
+END_TEST
+
 /* Whether two lines of metrics agree: the same, but for the value of a
  * last-success timestamp, computed at each call from the monotonic clock,
  * which may differ in the last digits. */
@@ -1581,6 +1601,7 @@ int main(void)
         test_status_has_a_header_and_a_row_per_service,
         test_status_shows_a_paused_service_as_paused,
         test_status_health_column_shows_a_failing_service,
+        test_status_columns_fit_their_widest_cell,
         test_metrics_is_the_text_of_lsvc_group_metrics,
         test_wake_runs_the_service_and_counts_a_wake,
         test_pause_and_resume_set_paused_in_the_stats,
