@@ -83,13 +83,14 @@
  * (a connect, then the round trip; and up to 2 ms to share it); with no
  * answer by then the ask counts as one that could not tell (ETIMEDOUT:
  * the run is skipped, with a rate-limited WARNING) and the take goes on.
- * A stop ends that wait within 20 ms. As it stops, a service that holds
- * its lease waits up to one timeout and 0.1 s for its release: give its
- * group a stop timeout above that (lsvc_group_set_stop_timeout). The session sets lock_timeout and
- * statement_timeout to the timeout, so that a statement stuck behind
- * another transaction gives up on the server as the client does, and
- * synchronous_commit on, so that a token bump is durable once the lease
- * is granted.
+ * A stop ends that wait within 20 ms (a take already on its way is given
+ * up once answered). As it stops, a service that holds its lease waits
+ * up to one timeout and 0.1 s for its release: give its group a stop
+ * timeout above that (lsvc_group_set_stop_timeout). The session sets
+ * lock_timeout and statement_timeout to the timeout, so that a
+ * statement stuck behind another transaction gives up on the server as
+ * the client does, and synchronous_commit on, so that a token bump is
+ * durable once the lease is granted.
  *
  * Fencing tokens (lsvc_lease_ops.token, lsvc_lease_token): the row's
  * token, bumped by the statement that takes the lease from any other

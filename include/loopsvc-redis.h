@@ -82,9 +82,10 @@
  * (a connect, then the round trip; and up to 2 ms to share it); with no
  * answer by then the ask counts as one that could not tell (ETIMEDOUT:
  * the run is skipped, with a rate-limited WARNING) and the take goes on.
- * A stop ends that wait within 20 ms. As it stops, a service that holds
- * its lease waits up to one timeout and 0.1 s for its release: give its
- * group a stop timeout above that (lsvc_group_set_stop_timeout).
+ * A stop ends that wait within 20 ms (a take already on its way is given
+ * up once answered). As it stops, a service that holds its lease waits
+ * up to one timeout and 0.1 s for its release: give its group a stop
+ * timeout above that (lsvc_group_set_stop_timeout).
  *
  * A lease is kept while its service asks for it (or runs): one whose
  * service has not asked for two of its intervals, or for the time to live

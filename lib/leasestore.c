@@ -313,19 +313,19 @@ static void drain_wake(struct lsvc__store *st)
 /* Waits, with the mutex held, until a round that began after this call
  * has been answered, or the deadline passes, or (with asker) a stop of
  * the asking service is requested, which it looks for every STOP_LOOK_NS
- * with the mutex let go: lsvc_should_stop takes the service's lock, and
- * nothing takes that lock inside this one. Returns 0 when the round was
- * answered, ETIMEDOUT or ECANCELED. */
+ * (whatever else wakes it meanwhile) with the mutex let go:
+ * lsvc_should_stop takes the service's lock, and nothing takes that lock
+ * inside this one. Returns 0 when the round was answered, ETIMEDOUT or
+ * ECANCELED. */
 static int wait_round(struct lsvc__store *st, int64_t deadline,
                       const lsvc *asker)
 {
     uint64_t target = st->rounds_begun + 1;
+    int64_t look = asker != NULL ? now_ns() + STOP_LOOK_NS : deadline;
 
     wake_thread(st);
     while (st->rounds_done < target && !st->quit) {
-        int64_t until = deadline;
-        if (asker != NULL && until - now_ns() > STOP_LOOK_NS)
-            until = now_ns() + STOP_LOOK_NS;
+        int64_t until = look < deadline ? look : deadline;
         struct timespec ts = { .tv_sec = until / NS_PER_SEC,
                                .tv_nsec = until % NS_PER_SEC };
         if (pthread_cond_timedwait(&st->round_done, &st->mutex, &ts) !=
@@ -338,6 +338,7 @@ static int wait_round(struct lsvc__store *st, int64_t deadline,
         pthread_mutex_lock(&st->mutex);
         if (stop && st->rounds_done < target)
             return ECANCELED;
+        look += STOP_LOOK_NS;
     }
     return st->rounds_done >= target ? 0 : ETIMEDOUT;
 }
@@ -752,8 +753,9 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     if (st == NULL || svc == NULL || held == NULL)
         return EINVAL;
     *held = false;
-    /* Read before the store's lock is taken: it takes the service's. */
+    /* Read before the store's lock is taken: they take the service's. */
     double interval = lsvc_loop_seconds(svc);
+    bool stopping = lsvc_should_stop(svc);
     int64_t tolerance_ms = interval < 1e9 ? (int64_t)(interval * 500) : 0;
     int64_t every = interval < (double)st->ttl_ns / 3e9
                     ? (int64_t)(interval * 1e9) : st->ttl_ns / 3;
@@ -784,6 +786,11 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     e->held = false;
     if (st->quit || (!st->connected && now < st->retry_at))
         goto out;
+    /* A service that stops asks for no take: it would only be given up. */
+    if (stopping) {
+        rc = ECANCELED;
+        goto out;
+    }
     rc = start_thread(st);
     if (rc != 0)
         goto out;
@@ -798,8 +805,10 @@ static int store_acquire(void *ctx, lsvc *svc, bool *held)
     rc = wait_round(st, now + gather + 2 * st->timeout_ns + 100 * NS_PER_MS,
                     svc);
     if (rc == ECANCELED) {
-        e->want_take = false;
-        e->keep_ns = 0;
+        if (e->svc == svc) {
+            e->want_take = false;
+            e->keep_ns = 0;
+        }
         goto out;
     }
     if (rc == ETIMEDOUT && st->quit)

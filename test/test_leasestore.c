@@ -2,7 +2,7 @@
  * The lease store shared by loopsvc-pg and loopsvc-redis (lib/leasestore.c),
  * compiled in with a fake driver (fakestore.h), so that what depends on
  * time and on the store's answers can be made to happen: here, a stop
- * that comes while a service waits for its ask.
+ * that comes while a service waits for its ask, or before it asks.
  */
 #include "fakestore.h"
 #include "helpers.h"
@@ -74,10 +74,31 @@ START_TEST(test_stop_ends_an_ask_in_progress)
 }
 END_TEST
 
+/* A service already asked to stop asks for no take: the lease would only
+ * be given back, after another replica asking meanwhile was told "not
+ * held". */
+START_TEST(test_a_stopping_service_asks_for_no_take)
+{
+    struct fake_store *f = test_alloc(sizeof *f);
+    struct lsvc__store *st = store_new(f);
+    struct fx *x = fx_new("Stopping", 60, NULL);
+    fx_start_held(x);
+    ck_assert_int_eq(lsvc_stop(x->svc, false), 0);
+
+    bool held = true;
+    ck_assert_int_eq(lsvc__store_ops.acquire(st, x->svc, &held), ECANCELED);
+    ck_assert(!held);
+    ck_assert_uint_eq(atomic_load(&f->exchanges), 0);
+    probe_release(&x->p);
+    ck_assert_int_eq(lsvc_join(x->svc, 10), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("leasestore");
     add_tests(s, "stop", (const TTest *[]){
-        test_stop_ends_an_ask_in_progress, NULL});
+        test_stop_ends_an_ask_in_progress,
+        test_a_stopping_service_asks_for_no_take, NULL});
     return run_suite(s);
 }
