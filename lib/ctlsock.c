@@ -202,9 +202,11 @@ static void do_status(struct lsvc_ctlsock *c, struct reply *r)
         width[i] = min_width[i];
     for (size_t k = 0; k < c->count; k++) {
         fill_row(&rows[k], &c->members[k], now);
-        for (int i = 0; i < COLUMNS; i++)
-            if (strlen(rows[k].cell[i]) > width[i])
-                width[i] = strlen(rows[k].cell[i]);
+        for (int i = 0; i < COLUMNS; i++) {
+            size_t len = strlen(rows[k].cell[i]);
+            if (len > width[i])
+                width[i] = len;
+        }
     }
     put_row(r, headers, width);
     for (size_t k = 0; k < c->count; k++)
