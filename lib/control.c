@@ -219,7 +219,14 @@ int lsvc_get_run_info(const lsvc *svc, lsvc_run_info *out)
     lsvc__lock(&s->lock);
     bool in_run = s->in_run;
     if (in_run)
-        *out = s->info;
+        *out = (lsvc_run_info){
+            .reasons = s->run_reasons,
+            .wake_bits = s->run_wake_bits,
+            .due = lsvc__timespec(atomic_load(&s->due_ns)),
+            .start = lsvc__timespec(s->run_begin_ns),
+            .prev_start = lsvc__timespec(s->prev_start_ns),
+            .run = s->runs_begun,
+        };
     lsvc__unlock(&s->lock);
     return in_run ? 0 : EAGAIN;
 }
@@ -232,7 +239,7 @@ int lsvc_lease_token(const lsvc *svc, uint64_t *token)
     if (s == NULL || token == NULL)
         return EINVAL;
     lsvc__lock(&s->lock);
-    if (!s->in_run || s->opts.lease == NULL)
+    if (!s->in_run || !s->leased)
         rc = EAGAIN;
     else if (!s->run_has_token)
         rc = ENOTSUP;
@@ -252,7 +259,7 @@ int lsvc_lease_valid_for(const lsvc *svc, double *seconds)
     if (s == NULL || seconds == NULL)
         return EINVAL;
     lsvc__lock(&s->lock);
-    bool leased = s->in_run && s->opts.lease != NULL;
+    bool leased = s->in_run && s->leased;
     lsvc__unlock(&s->lock);
     if (!leased)
         return EAGAIN;

@@ -208,6 +208,22 @@ LSVC_HIDDEN void lsvc__wakeup_drain(struct lsvc_wakeup *w);
  * or on a signal. Only where LSVC_HAVE_WAKEUP. */
 LSVC_HIDDEN void lsvc__wakeup_wait(struct lsvc_wakeup *w, int64_t due_ns);
 
+/* A cache line (64 bytes on x86-64 and on most arm64): struct lsvc
+ * aligns the fields of a run's work to it. */
+#define LSVC_CACHE_LINE 64
+
+/* stats.c: the counters of lsvc_stats that every run changes, kept with
+ * the rest of what a run touches. */
+struct lsvc_run_counts {
+    uint64_t loops;
+    uint64_t consecutive_failures;
+    int64_t last_run_ns;
+    int64_t max_run_ns;
+    int64_t last_lateness_ns;
+    int64_t max_lateness_ns;
+    int64_t last_success_ns;
+};
+
 /* What on_start returned, for the lsvc_start that waits for it. */
 struct lsvc_start_result {
     bool done;
@@ -215,46 +231,60 @@ struct lsvc_start_result {
 };
 
 struct lsvc {
-    /* The fields a service thread touches at every run come first and
-     * together, so that the wake-up of one of thousands of services
-     * brings in as few cache lines as it can; the rest follow. */
-
-    /* Set by lsvc_create and never changed: read without the lock. */
-    const lsvc_class *cls;
-    void *arg;
-    int64_t wake_gap_ns;
-
-    /* Intervals in ns; LSVC_FOREVER is LSVC_NEVER. Read by any thread:
-     * atomic. code_interval_ns is the class's or the options', until
-     * lsvc_set_loop_seconds sets it. interval_ns is the one in force: the
-     * code's, or the environment's while a group runs the service (set
-     * by a group start before the thread starts, and reset when the group
-     * releases the service or, for a thread still running then, when that
-     * thread ends). */
-    _Atomic int64_t interval_ns;
-    _Atomic int64_t code_interval_ns;
+    /* What a service thread touches at every run comes first, in as few
+     * cache lines as it fits: with many services, each wake-up finds its
+     * service out of the cache, and each line is one more miss. What
+     * other threads read of a run (lsvc_get_run_info, lsvc_get_stats) is
+     * made from these fields when they ask. */
 
     /* Posted when a stop is requested, and by a change that must wake
      * the sleeping thread: what it sleeps on, where the system has one
-     * (wakeup.c). Needs no lock. */
-    struct lsvc_wakeup wake;
-
-    /* Protects the fields from here to health; the cond waits on it.
-     * Only service.c, loop.c, control.c and stats.c take it. */
-    struct lsvc_lock lock;
+     * (wakeup.c). Needs no lock. First on a line: lsvc_create aligns
+     * svc. */
+    _Alignas(LSVC_CACHE_LINE) struct lsvc_wakeup wake;
+    /* Protected by the lock, as are the fields from wake_bits to health
+     * that are not marked otherwise: */
     bool stop_requested;
-    /* From here to progress_ns: what other threads ask of the schedule
-     * (control.c), and what the service thread tells them; the asks are
-     * reset at each start, the rest kept across starts. */
     bool has_next;            /* lsvc_next_run_in: next_ns replaces the
                                * next due point */
     bool rescheduled;         /* lsvc_set_loop_seconds between runs */
     bool paused;
     bool sleeping;            /* the thread sleeps, or is about to: a
                                * change must wake it (lsvc__unlock_kick) */
-    bool in_run;              /* run_once is in progress; info is its */
+    bool in_run;              /* run_once is in progress */
     bool run_has_token;       /* the run holds a lease with a token, */
     bool progressed;          /* the last run, or skipped run, was one */
+    /* Only service.c, loop.c, control.c and stats.c take it; the cond
+     * waits on it. Next to the wake-up, which is read just before. */
+    struct lsvc_lock lock;
+
+    /* Set by lsvc_create and never changed: read without the lock. */
+    const lsvc_class *cls;
+    void *arg;
+    int64_t wake_gap_ns;
+    int64_t jitter_ns;        /* the options' seconds, in ns */
+    /* The options a run reads, copied here from opts. */
+    lsvc_missed missed;
+    bool leased;              /* opts.lease is set */
+    bool precise;
+    bool fixed_delay;
+    bool align_to_clock;
+    bool quiet_overruns;
+    bool histograms;          /* !opts.no_histograms */
+
+    /* The interval in ns in force; LSVC_FOREVER is LSVC_NEVER. Read by
+     * any thread: atomic. It is the code's (code_interval_ns), or the
+     * environment's while a group runs the service (set by a group start
+     * before the thread starts, and reset when the group releases the
+     * service or, for a thread still running then, when that thread
+     * ends). */
+    _Atomic int64_t interval_ns;
+    /* Scheduled start of the current run; 0 = none yet. Written under
+     * the lock by the service thread, read by any without it. */
+    _Atomic int64_t due_ns;
+    /* From here to progress_ns: what other threads ask of the schedule
+     * (control.c), and what the service thread tells them; the asks are
+     * reset at each start, the rest kept across starts. */
     unsigned wake_bits;       /* OR of the bits of those wakes */
     unsigned pausers;         /* threads in lsvc_pause, waiting for the
                                * run in progress to end */
@@ -264,9 +294,6 @@ struct lsvc {
     int64_t resumed_ns;       /* when a pause ended; 0 = no resume to
                                * apply */
     uint64_t run_token;       /* the run's token, with run_has_token */
-    /* Scheduled start of the current run; 0 = none yet. Written under
-     * the lock by the service thread, read by any without it. */
-    _Atomic int64_t due_ns;
     int64_t run_begin_ns;     /* when the run in progress began; 0 = none */
     uint64_t runs_begun;      /* across starts: the next run's number - 1 */
     int64_t last_start_ns;    /* start of the last run; 0 = none */
@@ -274,11 +301,20 @@ struct lsvc {
     int64_t next_due_ns;      /* when the sleeping thread runs next;
                                * LSVC_FOREVER: when woken; 0: unknown */
     int64_t progress_ns;      /* the last sign of progress (health.c) */
-    lsvc_run_info info;
-    lsvc_stats stats;
-    /* Set by lsvc_create and never changed, read at every run. */
-    lsvc_options opts;
+    /* The run in progress, with due_ns, run_begin_ns and runs_begun: */
+    unsigned run_reasons;     /* LSVC_RUN_* */
+    unsigned run_wake_bits;   /* the wake bits it took */
+    int64_t prev_start_ns;    /* when the run before it began; 0 = none */
+    /* The counters every run changes; stats keeps the others. */
+    struct lsvc_run_counts counts;
+
+    /* By lsvc_histogram_kind. Written by the service thread alone, read
+     * by any: atomic. */
+    _Alignas(LSVC_CACHE_LINE) struct lsvc_hist hist[2];
+
     /* Less often: */
+    lsvc_stats stats;         /* but for the fields in counts */
+    lsvc_options opts;        /* as given to lsvc_create; never changed */
     enum lsvc_thread_state state;
     bool joining;             /* a waiter is in a timed join of `thread` */
     bool group_owned;         /* its group is started: only it starts svc */
@@ -300,8 +336,9 @@ struct lsvc {
                                * that tells of other replicas; 0 = none */
     struct lsvc_health_limits health; /* its group's, or the defaults */
 
-    /* Written by the service thread alone, read by any: atomic. */
-    struct lsvc_hist hist[2]; /* by lsvc_histogram_kind */
+    /* The class's or the options' interval, until lsvc_set_loop_seconds
+     * sets it; read by any thread: atomic. */
+    _Atomic int64_t code_interval_ns;
 
     /* Set by lsvc_create and never changed: read without the lock. */
     char *name;
@@ -309,7 +346,6 @@ struct lsvc {
     char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
     char *env_loop_seconds; /* "LOOPSVC_<NAME>_LOOP_SECONDS", same block */
     int64_t initial_delay_ns;
-    int64_t jitter_ns;        /* the options' seconds, in ns */
     int64_t offset_ns;
     int64_t backoff_max_ns;
 

@@ -125,7 +125,7 @@ enum lsvc_lease_answer lsvc__lease_acquire(lsvc *svc, uint64_t *token,
 
 void lsvc__lease_release(lsvc *svc)
 {
-    if (svc->opts.lease == NULL || !svc->stats.lease_held)
+    if (!svc->leased || !svc->stats.lease_held)
         return;
     if (svc->opts.lease->release != NULL)
         svc->opts.lease->release(svc->opts.lease_ctx, svc);

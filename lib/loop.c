@@ -158,16 +158,13 @@ static void claim_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
 static void begin_run(lsvc *svc, const struct run *run)
 {
     const struct lsvc_point *p = &run->point;
-    lsvc_run_info *info = &svc->info;
 
     lsvc__stats_begin_run(svc, p->due, run->late_from, p->begin,
                           (p->reasons & LSVC_RUN_WOKEN) != 0);
-    info->reasons = p->reasons;
-    info->wake_bits = run->bits;
-    info->due = lsvc__timespec(p->due);
-    info->start = lsvc__timespec(p->begin);
-    info->prev_start = lsvc__timespec(svc->last_start_ns);
-    info->run = ++svc->runs_begun;
+    svc->run_reasons = p->reasons;
+    svc->run_wake_bits = run->bits;
+    svc->prev_start_ns = svc->last_start_ns;
+    svc->runs_begun++;
     svc->last_start_ns = p->begin;
     svc->in_run = true;
     svc->run_has_token = run->has_token;
@@ -210,7 +207,7 @@ static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
                 /* With a lease the run begins once the lease allows it;
                  * until then the asking is what a pause waits for and
                  * the watchdog sees as the run. */
-                if (svc->opts.lease == NULL)
+                if (!svc->leased)
                     begin_run(svc, run);
                 else
                     svc->run_begin_ns = now;
@@ -223,7 +220,7 @@ static bool wait_for_run(lsvc *svc, struct lsvc_sched *sc, struct run *run,
         } else {
             svc->next_due_ns = LSVC_FOREVER;
         }
-        svc->sleeping = !stop && !svc->opts.precise;
+        svc->sleeping = !stop && !svc->precise;
         /* A service paused, or waiting to be woken, wakes nobody's
          * timer: it counts for nothing in the process's rate. */
         int64_t rate_interval = svc->next_due_ns == LSVC_FOREVER
@@ -369,7 +366,7 @@ static void observe_begin(lsvc *svc, const struct run *run,
         .due = lsvc__timespec(run->point.due),
         .start = lsvc__timespec(run->point.begin),
         .lateness_ns = late > 0 ? late : 0,
-        .lease_held = svc->opts.lease != NULL && svc->stats.lease_held,
+        .lease_held = svc->leased && svc->stats.lease_held,
     };
     lsvc__observe(ev);
 }
@@ -387,7 +384,7 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
                          uint64_t wanted)
 {
     sleep_step_fn *sleep_step =
-        svc->opts.precise ? sleep_precise : sleep_wakeable;
+        svc->precise ? sleep_precise : sleep_wakeable;
     struct lsvc_sched sc;
     struct run run;
     uint64_t done = 0;
@@ -398,7 +395,7 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
         if (!wait_for_run(svc, &sc, &run, slack, sleep_step, held_ns))
             break;
         held_ns = 0;
-        if (svc->opts.lease != NULL) {
+        if (svc->leased) {
             bool paused;
 
             enum lsvc_lease_answer lease =
@@ -435,11 +432,11 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
         int64_t run_ns = end - called;
         uint64_t skipped =
             lsvc__sched_after_run(svc, &sc, &run.point, end, rc != 0);
-        bool overrun = run_ns > interval && !svc->opts.quiet_overruns;
+        bool overrun = run_ns > interval && !svc->quiet_overruns;
         /* A run after which no user code, lease or log line comes, as
          * most are, goes on to the next sleep in the same hold of the
          * lock, with its end as now. */
-        bool quiet = !observed && svc->opts.lease == NULL && rc == 0 &&
+        bool quiet = !observed && !svc->leased && rc == 0 &&
                      !overrun && done + 1 != wanted &&
                      !lsvc__log_enabled(LSVC_LOG_DEBUG);
 
@@ -453,7 +450,7 @@ static uint64_t run_loop(lsvc *svc, struct lsvc_slack *slack,
         lsvc__unlock(&svc->lock);
         if (observed)
             observe_end(&event, run_ns, rc);
-        if (svc->opts.lease != NULL)
+        if (svc->leased)
             lsvc__lease_ran(svc, rc);
         if (rc != 0)
             lsvc__log(LSVC_LOG_ERROR, svc->logger,

@@ -156,7 +156,7 @@ void lsvc__sched_init(const lsvc *svc, struct lsvc_sched *sc, int64_t now_ns)
      * is a change that lsvc__sched_interval_changed applies. */
     if (svc->started_never)
         set_point(svc, sc, LSVC_FOREVER, false);
-    else if (svc->opts.align_to_clock)
+    else if (svc->align_to_clock)
         set_wall_point(svc, sc, aligned_point(svc, lsvc__add_ns(
                                     wall_now_ns(), svc->initial_delay_ns)));
     else
@@ -188,7 +188,7 @@ void lsvc__sched_resume(const lsvc *svc, struct lsvc_sched *sc,
     sc->reasons |= LSVC_RUN_RESUMED;
     if (sc->due >= resumed_ns)
         return;
-    if (svc->opts.fixed_delay || svc->opts.missed == LSVC_MISSED_DELAY)
+    if (svc->fixed_delay || svc->missed == LSVC_MISSED_DELAY)
         set_point(svc, sc, resumed_ns, false);
     else if (sc->wall != 0)
         set_wall_point(svc, sc, aligned_point(svc, wall_now_ns()));
@@ -212,13 +212,13 @@ void lsvc__sched_interval_changed(const lsvc *svc, struct lsvc_sched *sc,
         set_point(svc, sc, sc->due != LSVC_FOREVER
                                ? sc->due
                                : lsvc__add_ns(now_ns, interval), true);
-    else if (svc->opts.align_to_clock)
+    else if (svc->align_to_clock)
         set_wall_point(svc, sc, aligned_point(svc, wall_now_ns()));
     else {
         /* The new interval after the last run; at once if that is past,
          * with no missed point counted or run: the points of the old
          * interval were never on this schedule. */
-        int64_t next = lsvc__add_ns(svc->opts.fixed_delay ? last_end_ns
+        int64_t next = lsvc__add_ns(svc->fixed_delay ? last_end_ns
                                                           : last_start_ns,
                                     interval);
         set_point(svc, sc, next > now_ns ? next : now_ns, true);
@@ -250,7 +250,7 @@ static uint64_t next_wall_point(const lsvc *svc, struct lsvc_sched *sc)
 
     if (next < now_wall) {
         int64_t at = aligned_point(svc, now_wall);
-        if (svc->opts.missed == LSVC_MISSED_SKIP)
+        if (svc->missed == LSVC_MISSED_SKIP)
             skipped = (uint64_t)((at - next) / interval);
         next = at;
     }
@@ -275,19 +275,19 @@ uint64_t lsvc__sched_after_run(const lsvc *svc, struct lsvc_sched *sc,
         set_point(svc, sc, lsvc__add_ns(run->begin, backoff_ns(svc, interval,
                                                                sc->failures)),
                   false);
-    } else if (svc->opts.fixed_delay) {
+    } else if (svc->fixed_delay) {
         set_point(svc, sc, lsvc__add_ns(end_ns, interval), true);
     } else if (!(run->reasons & LSVC_RUN_TIMER)) {
         return 0;
-    } else if (svc->opts.align_to_clock) {
+    } else if (svc->align_to_clock) {
         skipped = next_wall_point(svc, sc);
     } else {
         /* Jitter never moves the grid: lateness counts from the jittered
          * start, and the base is the grid point under it. */
-        int64_t base = lsvc__run_base(svc->opts.missed, run->due + run->jitter,
+        int64_t base = lsvc__run_base(svc->missed, run->due + run->jitter,
                                       run->begin, interval) -
                        run->jitter;
-        set_point(svc, sc, lsvc__next_due(svc->opts.missed, base, interval,
+        set_point(svc, sc, lsvc__next_due(svc->missed, base, interval,
                                           end_ns, &skipped), true);
     }
     return skipped;
@@ -302,9 +302,9 @@ uint64_t lsvc__sched_skip(const lsvc *svc, struct lsvc_sched *sc,
 
     if (!(run->reasons & LSVC_RUN_TIMER) || svc->interval_ns == LSVC_FOREVER)
         return 0;
-    if (svc->opts.align_to_clock)
+    if (svc->align_to_clock)
         return next_wall_point(svc, sc);
-    set_point(svc, sc, lsvc__next_due(svc->opts.missed, run->due,
+    set_point(svc, sc, lsvc__next_due(svc->missed, run->due,
                                       svc->interval_ns, now_ns, &skipped),
               true);
     return skipped;

@@ -17,13 +17,14 @@ void lsvc__stats_begin_run(lsvc *svc, int64_t due_ns, int64_t late_from_ns,
     int64_t late = begin_ns - late_from_ns;
 
     lsvc__assert_held(&svc->lock);
-    svc->stats.wakes += woken;
+    if (woken)
+        svc->stats.wakes++;
     atomic_store_explicit(&svc->due_ns, due_ns, memory_order_relaxed);
     svc->run_begin_ns = begin_ns;
-    svc->stats.last_lateness_ns = late;
-    if (late > svc->stats.max_lateness_ns)
-        svc->stats.max_lateness_ns = late;
-    if (!svc->opts.no_histograms)
+    svc->counts.last_lateness_ns = late;
+    if (late > svc->counts.max_lateness_ns)
+        svc->counts.max_lateness_ns = late;
+    if (svc->histograms)
         lsvc__hist_observe(&svc->hist[LSVC_HISTOGRAM_LATENESS], late);
 }
 
@@ -32,21 +33,26 @@ void lsvc__stats_end_run(lsvc *svc, int64_t end_ns, int64_t run_ns,
                          bool failed, bool overrun, uint64_t skipped)
 {
     lsvc__assert_held(&svc->lock);
-    if (!svc->opts.no_histograms)
+    if (svc->histograms)
         lsvc__hist_observe(&svc->hist[LSVC_HISTOGRAM_DURATION], run_ns);
     svc->run_begin_ns = 0;
     svc->progressed = !failed;
     if (!failed)
-        svc->stats.last_success_ns = svc->progress_ns = end_ns;
-    svc->stats.loops++;
-    svc->stats.errors += failed;
-    svc->stats.consecutive_failures =
-        failed ? svc->stats.consecutive_failures + 1 : 0;
-    svc->stats.overruns += overrun;
-    svc->stats.missed += skipped;
-    svc->stats.last_run_ns = run_ns;
-    if (run_ns > svc->stats.max_run_ns)
-        svc->stats.max_run_ns = run_ns;
+        svc->counts.last_success_ns = svc->progress_ns = end_ns;
+    svc->counts.loops++;
+    svc->counts.consecutive_failures =
+        failed ? svc->counts.consecutive_failures + 1 : 0;
+    svc->counts.last_run_ns = run_ns;
+    if (run_ns > svc->counts.max_run_ns)
+        svc->counts.max_run_ns = run_ns;
+    /* The rest of stats is written only when it changes: most runs
+     * leave its cache lines alone. */
+    if (failed)
+        svc->stats.errors++;
+    if (overrun)
+        svc->stats.overruns++;
+    if (skipped != 0)
+        svc->stats.missed += skipped;
 }
 
 /* A due run not made: the lease is not held here, by another replica
@@ -86,7 +92,16 @@ void lsvc__stats_cluster(lsvc *svc, int64_t success_ns, int64_t now_ns)
 static void snapshot(const lsvc *svc, lsvc_stats *out)
 {
     lsvc__assert_held(&svc->lock);
+    const struct lsvc_run_counts *c = &svc->counts;
+
     *out = svc->stats;
+    out->loops = c->loops;
+    out->consecutive_failures = c->consecutive_failures;
+    out->last_run_ns = c->last_run_ns;
+    out->max_run_ns = c->max_run_ns;
+    out->last_lateness_ns = c->last_lateness_ns;
+    out->max_lateness_ns = c->max_lateness_ns;
+    out->last_success_ns = c->last_success_ns;
     out->running = svc->state == LSVC_THREAD_RUNNING;
     out->paused = out->running && svc->paused;
 }
@@ -104,7 +119,7 @@ static void health_view(const lsvc *svc, struct lsvc_health_view *out)
         .progress_ns = svc->progress_ns,
         .progressed = svc->progressed,
         .next_due_ns = svc->next_due_ns,
-        .consecutive_failures = svc->stats.consecutive_failures,
+        .consecutive_failures = svc->counts.consecutive_failures,
         .limits = svc->health,
     };
     if (svc->cluster_since_ns != 0 && !svc->stats.lease_held)
