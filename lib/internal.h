@@ -341,6 +341,7 @@ struct lsvc {
     _Atomic int64_t code_interval_ns;
 
     /* Set by lsvc_create and never changed: read without the lock. */
+    void *block;          /* what svc was allocated in, for free() */
     char *name;
     char *logger;         /* "loopsvc." + name in lower case */
     char *env_enabled;    /* "LOOPSVC_<NAME>_ENABLED" */
