@@ -263,7 +263,7 @@ struct lsvc {
     void *arg;
     int64_t wake_gap_ns;
     int64_t jitter_ns;        /* the options' seconds, in ns */
-    /* The options a run reads, copied here from opts. */
+    /* The options every run reads, copied here from opts. */
     lsvc_missed missed;
     bool leased;              /* opts.lease is set */
     bool precise;
@@ -356,6 +356,8 @@ struct lsvc {
     bool orphan_told;     /* a WARNING said the service is orphaned */
     uint64_t lease_token; /* the fencing token of the last holding */
 };
+_Static_assert(_Alignof(struct lsvc) == LSVC_CACHE_LINE,
+               "a service's first field begins a cache line");
 
 static inline int64_t lsvc__now_ns(void)
 {

@@ -175,8 +175,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     void *block = calloc(1, sizeof *svc + _Alignof(lsvc) - 1);
     if (block == NULL)
         return ENOMEM;
-    svc = (lsvc *)(((uintptr_t)block + _Alignof(lsvc) - 1) &
-                   ~(uintptr_t)(_Alignof(lsvc) - 1));
+    svc = (lsvc *)((char *)block +
+                   (-(uintptr_t)block & (_Alignof(lsvc) - 1)));
     svc->block = block;
     svc->name = strdup(cls->name);
     svc->logger = malloc(sizeof "loopsvc." + name_len);
