@@ -219,7 +219,7 @@ void lsvc__sched_interval_changed(const lsvc *svc, struct lsvc_sched *sc,
          * with no missed point counted or run: the points of the old
          * interval were never on this schedule. */
         int64_t next = lsvc__add_ns(svc->fixed_delay ? last_end_ns
-                                                          : last_start_ns,
+                                                     : last_start_ns,
                                     interval);
         set_point(svc, sc, next > now_ns ? next : now_ns, true);
     }

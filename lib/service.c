@@ -169,8 +169,8 @@ int lsvc_create(lsvc **out, const lsvc_class *cls, void *arg,
     size_t name_len = strlen(cls->name);
     /* Its first field on a cache line (internal.h), in a block of its
      * own: aligned_alloc splits the block it takes, and with the pieces
-     * it left between services the heap kept 13 MiB more resident
-     * after services by the ten thousand were made and destroyed
+     * it left between services the heap kept 13 MiB more resident once
+     * ten thousand services at a time had been made and destroyed
      * (measured). */
     void *block = calloc(1, sizeof *svc + _Alignof(lsvc) - 1);
     if (block == NULL)
