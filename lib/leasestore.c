@@ -570,23 +570,15 @@ static void apply_round(struct lsvc__store *st, size_t n, int64_t sent)
     }
 }
 
-/* A round due but not built, for want of memory, fails as one the store
- * did not answer: at once, so that no asker waits out its timeout, and
- * with the backoff, so that the thread does not try again and again
- * while memory is short. What it was to carry goes with it: the takes
- * come again with the next asks, and the holdings with the connection.
- * Mutex held. */
-static void fail_unbuilt_round(struct lsvc__store *st)
+/* The round failed: every holding ends with the connection, and the
+ * backoff gates the next try. Mutex held. */
+static void fail_round(struct lsvc__store *st, const char *verb,
+                       const char *why)
 {
-    for (size_t b = 0; b < BUCKETS; b++)
-        for (struct entry *e = st->buckets[b]; e; e = e->next)
-            e->want_take = false;
-    st->rounds_begun++;
     unsigned lost = drop_holdings(st);
-    note_failure(st, "Could not make a round trip to", "out of memory", lost);
+
+    note_failure(st, verb, why, lost);
     st->driver->disconnect(st->drv);
-    st->rounds_done++;
-    pthread_cond_broadcast(&st->round_done);
 }
 
 /* One round: connects when needed, then sends what is due. Called with
@@ -596,13 +588,21 @@ static void run_round(struct lsvc__store *st, int64_t now)
     char why[REASON_MAX];
     size_t n = build_round(st, now);
 
-    if (n == SIZE_MAX) {
-        fail_unbuilt_round(st);
-        return;
-    }
     if (n == 0)
         return;
     st->rounds_begun++;
+    /* A round due but not built, for want of memory, fails as one the
+     * store did not answer: at once, so that no asker waits out its
+     * timeout, and with the backoff, so that the thread does not try
+     * again and again while memory is short. The takes it was to carry
+     * come again with the next asks. */
+    if (n == SIZE_MAX) {
+        for (size_t b = 0; b < BUCKETS; b++)
+            for (struct entry *e = st->buckets[b]; e; e = e->next)
+                e->want_take = false;
+        fail_round(st, "Could not make a round trip to", "out of memory");
+        goto answered;
+    }
     if (!st->connected && now < st->retry_at) {
         drop_holdings(st);  /* nothing held without a connection */
         goto answered;
@@ -620,9 +620,7 @@ static void run_round(struct lsvc__store *st, int64_t now)
     }
     pthread_mutex_lock(&st->mutex);
     if (rc != 0) {
-        unsigned lost = drop_holdings(st);
-        note_failure(st, verb, why, lost);
-        st->driver->disconnect(st->drv);
+        fail_round(st, verb, why);
         goto answered;
     }
     st->connected = true;
