@@ -171,9 +171,9 @@ static void fill_row(struct status_row *row, const struct lsvc_member *m,
         lsvc_name(m->svc), state_of(m, &st), row->interval, row->runs,
         row->errors, row->last, row->next,
         !st.stats.running ? "-" : st.health ? st.health : "ok",
-        !m->svc->leased ? "-"
-        : st.stats.lease_held      ? "held"
-                                   : "not-held",
+        !m->svc->leased       ? "-"
+        : st.stats.lease_held ? "held"
+                              : "not-held",
     };
     memcpy(row->cell, cells, sizeof cells);
 }
